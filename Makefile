@@ -1,0 +1,35 @@
+# poise: two commands on a fresh machine — `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/python -m pip
+# torch is installed first, pinned, so the extras never pull a different build.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all bench lint install clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e '.[all,test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/poise tour --quick
+
+test: install
+	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf .poise poise-report .pytest_cache .hypothesis

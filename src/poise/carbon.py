@@ -1,0 +1,321 @@
+"""Costs of every run (time, CPU time, peak memory, energy, CO2) and an estimator for planned jobs.
+
+Measurement: :class:`CostTracker` wraps a run from outside. Energy comes from CodeCarbon's offline
+tracker (one per process and grid country, in ``process`` tracking mode, one CodeCarbon *task* per
+run segment); on NVIDIA GPUs with ``zeus`` installed, GPU energy comes from Zeus/NVML instead of
+CodeCarbon's GPU reading. Without hardware energy counters (no RAPL, no NVML) CodeCarbon's CPU power
+is an *estimate* from the CPU's rated power and its load — the tracker's ``method`` string says
+which, and reports show it. CO2 = energy × PUE × the grid's carbon intensity (CodeCarbon's per-country
+energy-mix data, g/kWh). Peak memory is the largest resident set size sampled every 0.1 s.
+
+Estimation: :func:`estimate` answers "what would this job cost on A100 / H100 / …" from FLOPs,
+each GPU's peak dense throughput (``data/gpus.toml``, with the source of every number), an assumed
+model-FLOPs utilisation, rated power, PUE and grid intensity.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import threading
+import time
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import psutil
+
+from poise.errors import UserError
+from poise.store import CostRecord
+
+DEFAULT_COUNTRY = "USA"
+
+
+# --------------------------------------------------------------------------- grid intensity
+
+
+@cache
+def _energy_mix() -> dict[str, Any]:
+    path = resources.files("codecarbon") / "data" / "private_infra" / "global_energy_mix.json"
+    return json.loads(path.read_text())
+
+
+def grid_intensity(country: str) -> float:
+    """Carbon intensity of a country's grid in g CO2eq / kWh (CodeCarbon's offline data)."""
+    mix = _energy_mix()
+    if country not in mix:
+        close = ", ".join(sorted(k for k in mix if k[:1] == country[:1])[:12])
+        raise UserError(f"unknown grid country {country!r}; expected an ISO alpha-3 code such as {close or 'USA'}",
+                        field="country")
+    return float(mix[country]["carbon_intensity"])
+
+
+# --------------------------------------------------------------------------- energy backends
+
+
+_TRACKERS: dict[str, Any] = {}
+
+
+def _codecarbon(country: str) -> Any:
+    """One offline CodeCarbon tracker per process and country; runs are tasks on it."""
+    if country not in _TRACKERS:
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        from codecarbon import OfflineEmissionsTracker
+
+        _TRACKERS[country] = OfflineEmissionsTracker(
+            country_iso_code=country, save_to_file=False, log_level="error", measure_power_secs=1,
+            allow_multiple_runs=True, tracking_mode="process",
+        )
+    return _TRACKERS[country]
+
+
+def _codecarbon_method(tracker: Any) -> str:
+    try:
+        parts = [str(h) for h in tracker._hardware]  # e.g. "CPU(Cpu Load)", "RAM(...)"
+    except Exception:  # noqa: BLE001 - a description only
+        parts = []
+    return "codecarbon " + (", ".join(parts) if parts else "estimate")
+
+
+def _zeus_monitor(device: str) -> Any | None:
+    """A Zeus monitor for the run's CUDA device when zeus is installed, else None."""
+    if not device.startswith("cuda"):
+        return None
+    try:
+        from zeus.monitor import ZeusMonitor  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    index = int(device.split(":")[1]) if ":" in device else 0
+    try:
+        return ZeusMonitor(gpu_indices=[index])
+    except Exception:  # noqa: BLE001 - NVML unavailable: fall back to CodeCarbon
+        return None
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+class _RssSampler(threading.Thread):
+    def __init__(self, interval: float = 0.1):
+        super().__init__(daemon=True, name="poise-rss")
+        self.interval = interval
+        self.peak = 0
+        self._stop_evt = threading.Event()
+        self._proc = psutil.Process()
+
+    def sample(self) -> int:
+        try:
+            rss = self._proc.memory_info().rss
+            for child in self._proc.children(recursive=True):
+                try:
+                    rss += child.memory_info().rss
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            return self.peak
+        self.peak = max(self.peak, rss)
+        return rss
+
+    def run(self) -> None:
+        while not self._stop_evt.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop_evt.set()
+        self.sample()
+
+
+class CostTracker:
+    """Measures one run segment; ``pause``/``resume`` leave out nested runs (which record their own cost)."""
+
+    def __init__(self, country: str = DEFAULT_COUNTRY, *, pue: float = 1.0, device: str = "cpu",
+                 track_energy: bool = True, device_label: str | None = None):
+        self.country = country
+        self.device_label = device_label or device
+        self.intensity = grid_intensity(country)
+        self.pue = pue
+        self.device = device
+        self.track_energy = track_energy
+        self._wall = 0.0
+        self._cpu = 0.0
+        self._kwh = 0.0
+        self._running = False
+        self._sampler = _RssSampler()
+        self._cc: Any = None
+        self._zeus: Any = None
+        self._zeus_window = f"poise-{id(self)}"
+        self.method = "not measured"
+
+    def _begin(self) -> None:
+        self._t0 = time.perf_counter()
+        self._c0 = time.process_time() + _children_cpu()
+        if self.track_energy:
+            self._cc.start_task()
+            if self._zeus is not None:
+                self._zeus.begin_window(self._zeus_window)
+        self._running = True
+
+    def _end(self) -> None:
+        self._wall += time.perf_counter() - self._t0
+        self._cpu += time.process_time() + _children_cpu() - self._c0
+        if self.track_energy:
+            data = self._cc.stop_task()
+            kwh = 0.0
+            if data is not None:
+                kwh = float(data.cpu_energy) + float(data.ram_energy)
+                if self._zeus is None:
+                    kwh += float(data.gpu_energy)
+            if self._zeus is not None:
+                joules = self._zeus.end_window(self._zeus_window).total_energy
+                kwh += float(joules) / 3.6e6
+            self._kwh += kwh
+        self._running = False
+
+    def start(self) -> CostTracker:
+        if self.track_energy:
+            self._cc = _codecarbon(self.country)
+            self._zeus = _zeus_monitor(self.device)
+            self.method = _codecarbon_method(self._cc) + (" + zeus GPU" if self._zeus is not None else "")
+        self._sampler.start()
+        self._begin()
+        return self
+
+    def pause(self) -> None:
+        if self._running:
+            self._end()
+
+    def resume(self) -> None:
+        if not self._running:
+            self._begin()
+
+    def snapshot(self) -> CostRecord:
+        """Cost so far (closes and reopens the energy window, ~1 ms)."""
+        was_running = self._running
+        if was_running:
+            self._end()
+            self._begin()
+        return self._record()
+
+    def stop(self) -> CostRecord:
+        self.pause()
+        self._sampler.stop()
+        return self._record()
+
+    def _record(self) -> CostRecord:
+        kwh = self._kwh * self.pue
+        return CostRecord(
+            wall_s=self._wall, cpu_s=self._cpu, peak_rss_mb=self._sampler.peak / 2**20, energy_kwh=kwh,
+            co2_g=kwh * self.intensity, method=self.method, country=self.country, device=self.device_label,
+        )
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+# --------------------------------------------------------------------------- estimation
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    name: str
+    peak_tflops: dict[str, float]  # dense, by precision
+    tdp_w: float
+    memory_gb: float
+    source: str
+
+
+@cache
+def gpu_table() -> dict[str, GpuSpec]:
+    """The GPU data file: peak dense TFLOP/s per precision, rated power and the source of each number."""
+    raw = tomllib.loads((resources.files("poise") / "data" / "gpus.toml").read_text())
+    return {
+        key: GpuSpec(key, {k: float(v) for k, v in g["peak_tflops"].items()}, float(g["tdp_w"]),
+                     float(g["memory_gb"]), g["source"])
+        for key, g in raw["gpu"].items()
+    }
+
+
+@dataclass(frozen=True)
+class Estimate:
+    gpu: str
+    precision: str
+    hours: float
+    energy_kwh: float
+    co2_kg: float
+    peak_tflops: float
+    tdp_w: float
+
+
+def training_flops(params: float, tokens: float) -> float:
+    """Dense transformer training FLOPs, ``6·N·D`` (forward + backward)."""
+    return 6.0 * params * tokens
+
+
+def estimate(flops: float, gpus: list[str], *, precision: str = "bf16", mfu: float = 0.4, pue: float = 1.2,
+             intensity: float | None = None, country: str | None = None, power_fraction: float = 1.0,
+             n_gpus: int = 1) -> list[Estimate]:
+    """Time, energy and CO2 of ``flops`` on each GPU type: ``t = F / (n·peak·MFU)``, ``E = n·P·t·PUE``."""
+    if flops <= 0:
+        raise UserError(f"expected FLOPs > 0 (got {flops})", field="--flops")
+    if not 0 < mfu <= 1:
+        raise UserError(f"expected 0 < MFU <= 1 (got {mfu})", field="--mfu")
+    if pue < 1:
+        raise UserError(f"expected PUE >= 1 (got {pue})", field="--pue")
+    if intensity is None:
+        intensity = grid_intensity(country or os.environ.get("POISE_COUNTRY", DEFAULT_COUNTRY))
+    table = gpu_table()
+    out = []
+    for g in gpus:
+        key = next((k for k in table if k.lower() == g.lower()), None)
+        if key is None:
+            raise UserError(f"unknown GPU {g!r}; expected one of: {', '.join(table)}", field="--gpu")
+        spec = table[key]
+        if precision not in spec.peak_tflops:
+            raise UserError(f"{key} has no {precision} figure; expected one of: {', '.join(spec.peak_tflops)}",
+                            field="--precision")
+        peak = spec.peak_tflops[precision] * 1e12
+        seconds = flops / (n_gpus * peak * mfu)
+        kwh = n_gpus * spec.tdp_w * power_fraction * seconds / 3.6e6 * pue
+        out.append(Estimate(key, precision, seconds / 3600, kwh, kwh * intensity / 1000, spec.peak_tflops[precision],
+                            spec.tdp_w))
+    return out
+
+
+def match_gpu(device_name: str) -> str | None:
+    """The GPU table key for a CUDA device name such as 'NVIDIA H100 80GB HBM3' (PCIe if it says so)."""
+    name = device_name.upper().replace(" ", "")
+    best = None
+    for key in gpu_table():
+        family, _, form = key.upper().partition("-")
+        if family in name:
+            if form and form in name:
+                return key
+            if best is None or form == "SXM":
+                best = key
+    return best
+
+
+def calibrate_from_run(store: Any, run_id: str, precision: str, default_mfu: float) -> tuple[float, float, str]:
+    """Measured (MFU, power fraction, label) from a finished GPU run that logged ``cost.flops``."""
+    run = store.get_run(run_id)
+    cost = store.cost(run.id)
+    finals = store.final_metrics([run.id]).get(run.id, {})
+    if "cost.flops" not in finals:
+        raise UserError(f"run {run.id} logged no cost.flops; expected a run of a kind that counts its FLOPs",
+                        where="--calibrate")
+    key = match_gpu(cost.device or "")
+    if key is None:
+        raise UserError(f"run {run.id} ran on {cost.device or 'an unknown device'}; expected a GPU listed in the "
+                        "GPU table", where="--calibrate")
+    spec = gpu_table()[key]
+    if precision not in spec.peak_tflops or cost.wall_s <= 0:
+        return default_mfu, 1.0, "assumed"
+    mfu = finals["cost.flops"].value / (cost.wall_s * spec.peak_tflops[precision] * 1e12)
+    power = cost.energy_kwh * 3.6e6 / (cost.wall_s * spec.tdp_w) if cost.energy_kwh > 0 else 1.0
+    return min(max(mfu, 1e-6), 1.0), min(max(power, 0.01), 1.5), f"measured on {key}, run {run.id}"

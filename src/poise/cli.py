@@ -1,0 +1,388 @@
+"""The ``poise`` command line: run, tour, recipes, runs, frontier, report, carbon.
+
+Bad input exits with code 2 and one line (``poise: error: FILE: FIELD: what was expected``); other
+failures exit 1 with one line. ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from poise import __version__
+from poise.errors import UserError
+from poise.ui import UI, get_ui, set_ui
+
+try:  # typer ships its own copy of click
+    from typer._click import exceptions as _cx
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click import exceptions as _cx  # type: ignore[no-redef]
+
+app = typer.Typer(
+    name="poise",
+    help="Train models that stay robust and safe without giving up utility, and measure what it costs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+runs_app = typer.Typer(help="List, inspect, resume and delete runs.", no_args_is_help=True)
+carbon_app = typer.Typer(help="Energy and CO2: estimate a planned job on different GPUs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(carbon_app, name="carbon")
+
+
+class _State:
+    store_url: str | None = None
+    debug: bool = False
+
+
+STATE = _State()
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe field: KEY=VALUE (repeatable).")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N, mps or auto (overrides the recipe).")]
+
+
+def _store() -> Any:
+    from poise.store import Store
+
+    return Store(STATE.store_url)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"poise {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    store: Annotated[str | None, typer.Option("--store", help="Store URL (default: .poise/ here, or $POISE_STORE).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
+) -> None:
+    STATE.store_url = store
+    STATE.debug = debug
+    set_ui(UI(quiet=quiet or json_out, json=json_out))
+
+
+# --------------------------------------------------------------------------- run / tour
+
+
+def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.4g}")
+    return table
+
+
+def _final_summary(store: Any, run: Any) -> dict[str, float]:
+    finals = store.final_metrics([run.id]).get(run.id, {})
+    return {k: m.value for k, m in sorted(finals.items()) if not k.startswith("train.")}
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
+    set_: SetOpt = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Apply the recipe's [quick] overrides (small and fast).")] = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Run one recipe and print its metrics."""
+    from poise.recipes import load_recipe, parse_set_options
+    from poise.runner import Runner
+
+    cfg = load_recipe(recipe, parse_set_options(set_ or []), quick=quick)
+    store = _store() if cfg.store is None or STATE.store_url else _store_from(cfg.store)
+    ui = get_ui()
+    result = Runner(store, ui, device=device).run(cfg)
+    summary = _final_summary(store, result)
+    if ui.json:
+        ui.emit({"run": result.id, "status": result.status, "metrics": summary})
+    else:
+        ui.print(_metrics_table(f"run {result.id} ({result.kind}) {result.status}", summary))
+
+
+def _store_from(url: str) -> Any:
+    from poise.store import Store
+
+    return Store(url)
+
+
+@app.command()
+def tour(
+    quick: Annotated[bool, typer.Option("--quick", help="Every recipe small (minutes on a laptop CPU).")] = False,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("poise-report"),
+    only: Annotated[list[str] | None, typer.Option("--only", help="Only recipes whose path matches (glob).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Re-run recipes that already have a finished run.")] = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Run every shipped recipe (reusing finished runs), print the frontiers and write the report."""
+    from poise.tour import run_tour
+
+    run_tour(_store(), quick=quick, output=output, only=only or [], fresh=fresh, device=device)
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+@app.command()
+def recipes() -> None:
+    """List the registered recipe kinds, evaluators and the shipped recipe files."""
+    from poise.evaluators import all_evaluators
+    from poise.recipes import load_all_kinds, read_toml, shipped_recipes, shipped_recipes_root
+
+    ui = get_ui()
+    kinds = load_all_kinds()
+    evals = all_evaluators()
+    root = shipped_recipes_root()
+    files = []
+    for p in shipped_recipes():
+        data = read_toml(p)
+        files.append({"path": str(p.relative_to(root)), "kind": data.get("kind", "?"),
+                      "description": data.get("description", ""), "tour": data.get("tour", True)})
+    if ui.json:
+        ui.emit({"kinds": {k: s.summary for k, s in kinds.items()},
+                 "evaluators": {k: {"summary": e.summary, "metrics": [m.__dict__ for m in e.metrics]}
+                                for k, e in evals.items()},
+                 "recipes": files})
+        return
+    t = Table(title="recipe kinds", title_justify="left")
+    t.add_column("kind")
+    t.add_column("what it trains")
+    for k, s in kinds.items():
+        t.add_row(k, s.summary)
+    ui.print(t)
+    t = Table(title="evaluators", title_justify="left")
+    t.add_column("evaluator")
+    t.add_column("metrics (axis, direction)")
+    for k, e in evals.items():
+        t.add_row(k, ", ".join(f"{m.name} ({m.axis}, {m.direction})" for m in e.metrics))
+    ui.print(t)
+    t = Table(title=f"shipped recipes ({root})", title_justify="left")
+    t.add_column("file")
+    t.add_column("kind")
+    t.add_column("tour")
+    t.add_column("description")
+    for f in files:
+        t.add_row(f["path"], f["kind"], "yes" if f["tour"] else "no", f["description"])
+    ui.print(t)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@runs_app.command("ls")
+def runs_ls(
+    kind: Annotated[str | None, typer.Option(help="Only this kind (glob).")] = None,
+    status: Annotated[str | None, typer.Option(help="running, done, failed or interrupted.")] = None,
+) -> None:
+    """List runs, oldest first."""
+    import time
+
+    store = _store()
+    ui = get_ui()
+    if status is not None and status not in ("running", "done", "failed", "interrupted"):
+        raise UserError(f"unknown status {status!r}; expected running, done, failed or interrupted", where="--status")
+    runs = store.list_runs(kind=kind, status=status)
+    if ui.json:
+        ui.emit([{"id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "seed": r.seed, "quick": r.quick,
+                  "started": r.started, "ended": r.ended} for r in runs])
+        return
+    t = Table(title=f"{len(runs)} runs in {store.url}", title_justify="left")
+    for c in ("id", "name", "kind", "status", "seed", "started", "wall s"):
+        t.add_column(c)
+    for r in runs:
+        t.add_row(r.id, r.name, r.kind, r.status, str(r.seed), time.strftime("%m-%d %H:%M", time.localtime(r.started)),
+                  f"{r.duration:.1f}" if r.duration is not None else "")
+    ui.print(t)
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[str, typer.Argument(help="Run ID or unique prefix.")]) -> None:
+    """Show a run: config, final metrics, costs and artifacts."""
+    import json
+
+    store = _store()
+    ui = get_ui()
+    r = store.get_run(run_id)
+    cost = store.cost(r.id)
+    finals = _final_summary(store, r)
+    arts = store.artifacts(r.id)
+    if ui.json:
+        ui.emit({"run": r.__dict__, "metrics": finals, "cost": cost.__dict__,
+                 "artifacts": [{"name": a.name, "sha256": a.sha256, "path": str(a.path), "media": a.media}
+                               for a in arts]})
+        return
+    ui.print(f"[bold]run {r.id}[/bold]  {r.name}  ({r.kind})  status: {r.status}  seed: {r.seed}"
+             + (f"  parent: {r.parent_id}" if r.parent_id else ""))
+    if r.error:
+        ui.print(f"[red]error:[/red] {r.error.splitlines()[0]}")
+    ui.print(_metrics_table("final metrics", finals))
+    ui.print(f"cost: {cost.wall_s:.1f} s wall, {cost.cpu_s:.1f} s CPU, {cost.peak_rss_mb:.0f} MB peak, "
+             f"{cost.energy_kwh:.3g} kWh, {cost.co2_g:.3g} g CO2 ({cost.country}; {cost.method})")
+    for a in arts:
+        ui.print(f"artifact {a.name}: {a.media} sha256:{a.sha256[:16]}…")
+    ui.print("config: " + json.dumps(r.config, sort_keys=True))
+
+
+@runs_app.command("resume")
+def runs_resume(run_id: Annotated[str, typer.Argument(help="Run ID or unique prefix.")], device: DeviceOpt = None) -> None:
+    """Continue a killed or failed run from its last checkpoint."""
+    from poise.runner import Runner
+
+    store = _store()
+    ui = get_ui()
+    result = Runner(store, ui, device=device).resume(run_id)
+    summary = _final_summary(store, result)
+    if ui.json:
+        ui.emit({"run": result.id, "status": result.status, "metrics": summary})
+    else:
+        ui.print(_metrics_table(f"run {result.id} ({result.kind}) {result.status}", summary))
+
+
+@runs_app.command("rm")
+def runs_rm(run_ids: Annotated[list[str], typer.Argument(help="Run IDs or unique prefixes.")]) -> None:
+    """Delete runs with their metrics, costs, checkpoints and unshared artifacts."""
+    store = _store()
+    for rid in run_ids:
+        rec = store.get_run(rid)
+        store.delete_run(rec.id)
+        get_ui().info(f"deleted run {rec.id}")
+
+
+# --------------------------------------------------------------------------- frontier / report
+
+
+@app.command()
+def frontier(
+    x: Annotated[str, typer.Option("--x", help="First objective, AXIS.METRIC (e.g. utility.clean_acc).")],
+    y: Annotated[str, typer.Option("--y", help="Second objective, AXIS.METRIC.")],
+    z: Annotated[list[str] | None, typer.Option("--z", help="More objectives (repeatable).")] = None,
+    filter_: Annotated[list[str] | None, typer.Option("--filter", help="kind=vision.*, name!=x, config.train.lr>0.01")] = None,
+) -> None:
+    """Pareto frontier of finished runs on two or more metrics, with hypervolume and knee."""
+    from poise.tour import print_frontier
+
+    print_frontier(_store(), [x, y, *(z or [])], filters=filter_ or [])
+
+
+@app.command()
+def report(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("poise-report"),
+    filter_: Annotated[list[str] | None, typer.Option("--filter", help="Only runs matching (repeatable).")] = None,
+) -> None:
+    """Write the self-contained HTML report (plus PNG copies of its plots)."""
+    from poise.report import write_report
+
+    path = write_report(_store(), output, filters=filter_ or [])
+    ui = get_ui()
+    if ui.json:
+        ui.emit({"report": str(path)})
+    else:
+        ui.print(f"report: {path}")
+
+
+# --------------------------------------------------------------------------- carbon
+
+
+@carbon_app.command("estimate")
+def carbon_estimate(
+    flops: Annotated[float | None, typer.Option("--flops", help="Total training FLOPs.")] = None,
+    params: Annotated[float | None, typer.Option("--params", help="Model parameters (with --tokens: 6·P·T FLOPs).")] = None,
+    tokens: Annotated[float | None, typer.Option("--tokens", help="Training tokens.")] = None,
+    gpu: Annotated[str, typer.Option("--gpu", help="Comma-separated GPU types.")] = "A100-SXM,H100-SXM,V100,T4,L4",
+    country: Annotated[str | None, typer.Option("--country", help="Grid country, ISO alpha-3.")] = None,
+    intensity: Annotated[float | None, typer.Option("--intensity", help="Grid intensity, g CO2/kWh.")] = None,
+    pue: Annotated[float, typer.Option("--pue", help="Data-centre power usage effectiveness.")] = 1.2,
+    mfu: Annotated[float, typer.Option("--mfu", help="Model FLOPs utilisation assumed.")] = 0.4,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, tf32, bf16, fp16 or fp8.")] = "fp16",
+    n_gpus: Annotated[int, typer.Option("--n-gpus", help="GPUs in the job.")] = 1,
+    calibrate: Annotated[str | None, typer.Option("--calibrate", help="Run ID whose measured FLOPs, time and "
+                                                  "energy set MFU and power.")] = None,
+) -> None:
+    """Time, energy and CO2 of a planned job on each GPU type."""
+    from poise.carbon import estimate, grid_intensity, training_flops
+
+    ui = get_ui()
+    if flops is None:
+        if params is None or tokens is None:
+            raise UserError("expected --flops F, or --params P with --tokens T", where="carbon estimate")
+        if params <= 0 or tokens <= 0:
+            raise UserError("expected --params and --tokens > 0", where="carbon estimate")
+        flops = training_flops(params, tokens)
+    if n_gpus < 1:
+        raise UserError(f"expected --n-gpus >= 1 (got {n_gpus})", where="carbon estimate")
+    if intensity is not None and intensity < 0:
+        raise UserError(f"expected --intensity >= 0 (got {intensity})", where="carbon estimate")
+    power_fraction = 1.0
+    source = "assumed"
+    if calibrate:
+        from poise.carbon import calibrate_from_run
+
+        mfu, power_fraction, source = calibrate_from_run(_store(), calibrate, precision, mfu)
+    grid = intensity if intensity is not None else grid_intensity(country or os.environ.get("POISE_COUNTRY", "USA"))
+    rows = estimate(flops, [g.strip() for g in gpu.split(",") if g.strip()], precision=precision, mfu=mfu, pue=pue,
+                    intensity=grid, power_fraction=power_fraction, n_gpus=n_gpus)
+    if ui.json:
+        ui.emit({"flops": flops, "intensity_g_per_kwh": grid, "pue": pue, "mfu": mfu, "mfu_source": source,
+                 "power_fraction": power_fraction, "estimates": [r.__dict__ for r in rows]})
+        return
+    t = Table(title=f"{flops:.3g} FLOPs, {precision}, MFU {mfu:.2f} ({source}), PUE {pue}, {grid:.0f} g CO2/kWh",
+              title_justify="left")
+    for c in ("GPU", "peak TFLOP/s", "power W", "hours", "energy kWh", "CO2 kg"):
+        t.add_column(c, justify="right" if c != "GPU" else "left")
+    for r in sorted(rows, key=lambda r: r.co2_kg):
+        t.add_row(r.gpu, f"{r.peak_tflops:g}", f"{r.tdp_w:g}", f"{r.hours:.3g}", f"{r.energy_kwh:.3g}", f"{r.co2_kg:.3g}")
+    ui.print(t)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: one line on bad input (exit 2), tracebacks only with --debug."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=args, prog_name="poise", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except UserError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"poise: error: {e.line()}", file=sys.stderr)
+        code = e.exit_code
+    except _cx.NoArgsIsHelpError:
+        code = 0  # the help was shown
+    except typer.Exit as e:
+        code = e.exit_code
+    except _cx.ClickException as e:
+        if debug:
+            traceback.print_exc()
+        print(f"poise: error: {' '.join(e.format_message().split())}", file=sys.stderr)
+        code = 2
+    except (KeyboardInterrupt, _cx.Abort, typer.Abort):
+        print("poise: interrupted", file=sys.stderr)
+        code = 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line unless --debug
+        if debug:
+            traceback.print_exc()
+        msg = " ".join(str(e).split())[:300]
+        print(f"poise: internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        code = 1
+    finally:
+        sys.stdout.flush()
+    return code

@@ -1,0 +1,220 @@
+"""Assembles the self-contained HTML report from frontiers, the run table, costs and domain sections."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from poise.errors import UserError
+from poise.frontier import Frontier, build_frontier, frontier_pairs, match_run, parse_filters
+from poise.report.blocks import Block, report_sections
+from poise.report.figures import cost_figure, cost_png, esc, frontier_figure, frontier_png
+from poise.store import RunRecord, Store
+
+MAX_AUTO_PAIRS = 8
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
+header{background:#13233a;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;color:#c9d4e3;font-size:13px}main{padding:10px 28px 40px;max-width:1300px}
+section{background:#fff;border:1px solid #e3e3e6;border-radius:8px;padding:14px 18px;margin:16px 0}
+h2{font-size:17px;margin:4px 0 10px}h3{font-size:14px;margin:14px 0 6px;color:#333}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:14px}
+table{border-collapse:collapse;font-size:12px;width:100%}th,td{border-bottom:1px solid #eee;padding:4px 6px;
+text-align:left;white-space:nowrap}th{background:#f3f4f6;cursor:pointer;position:sticky;top:0}
+th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
+.scroll{overflow:auto;max-height:560px}.note{color:#666;font-size:12px}img{max-width:100%}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.status-failed{color:#b00}.front{font-weight:600}
+"""
+
+SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function(table){
+  table.querySelectorAll('th').forEach(function(th, col){
+    th.addEventListener('click', function(){
+      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      var asc = !th.classList.contains('sorted-asc');
+      table.querySelectorAll('th').forEach(function(h){h.classList.remove('sorted-asc','sorted-desc');});
+      th.classList.add(asc ? 'sorted-asc' : 'sorted-desc');
+      rows.sort(function(a, b){
+        var x = a.cells[col].getAttribute('data-v'), y = b.cells[col].getAttribute('data-v');
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : String(x).localeCompare(String(y));
+        return asc ? c : -c;
+      });
+      rows.forEach(function(r){ body.appendChild(r); });
+    });
+  });
+});
+"""
+
+
+def _script_json(text: str) -> str:
+    """JSON safe inside a <script> element: no '</script>', no HTML comment openers."""
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "figure"
+
+
+class _Page:
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.parts: list[str] = []
+        self.figures: list[tuple[str, str]] = []
+        self.pngs: list[str] = []
+
+    def figure(self, fig: Any, title: str, png: bytes | None = None, note: str = "") -> str:
+        div_id = f"fig{len(self.figures)}"
+        self.figures.append((div_id, _script_json(pio.to_json(fig, validate=False))))
+        png_link = ""
+        if png is not None:
+            name = self.png(png, title)
+            png_link = f' <a class="note" href="{esc(name)}">PNG</a>'
+        note_html = f'<p class="note">{esc(note)}</p>' if note else ""
+        return f'<div><h3>{esc(title)}{png_link}</h3>{note_html}<div id="{div_id}" class="plot"></div></div>'
+
+    def png(self, data: bytes, title: str) -> str:
+        name = f"{_slug(title)}.png"
+        i = 1
+        while name in self.pngs:
+            i += 1
+            name = f"{_slug(title)}-{i}.png"
+        self.pngs.append(name)
+        (self.out_dir / name).write_bytes(data)
+        return name
+
+
+def _table(headers: list[str], rows: list[list[Any]], *, css: str = "sortable", row_class: list[str] | None = None
+           ) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = []
+    for i, row in enumerate(rows):
+        cells = []
+        for v in row:
+            if isinstance(v, float):
+                cells.append(f'<td class="num" data-v="{v!r}">{v:.4g}</td>')
+            elif isinstance(v, int) and not isinstance(v, bool):
+                cells.append(f'<td class="num" data-v="{v}">{v}</td>')
+            else:
+                text = "" if v is None else str(v)
+                cells.append(f'<td data-v="{esc(text)}">{esc(text)}</td>')
+        cls = f' class="{esc(row_class[i])}"' if row_class and row_class[i] else ""
+        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    return (f'<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _auto_pairs(finals: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """Headline pairs registered by domains that some run has, else utility × robustness/safety pairs."""
+    have = Counter(k for m in finals.values() for k in m)
+    pairs = [(x, y) for x, y in frontier_pairs() if any(x in m and y in m for m in finals.values())]
+    if not pairs:
+        utility = [k for k in have if k.startswith("utility.") and have[k] >= 2]
+        other = [k for k in have if k.split(".")[0] in ("robustness", "safety") and have[k] >= 2]
+        pairs = [(u, o) for u in utility for o in other][:MAX_AUTO_PAIRS]
+    for u in sorted(k for k in have if k.startswith("utility.") and have[k] >= 2)[:2]:
+        if "cost.co2_g" in have:
+            pairs.append((u, "cost.co2_g"))
+    return pairs
+
+
+def write_report(store: Store, out_dir: str | Path = "poise-report", *, filters: list[str] | None = None,
+                 runs: list[RunRecord] | None = None, title: str = "poise report") -> Path:
+    """Write ``index.html`` and PNG copies of its plots to ``out_dir``; returns the HTML path."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError("expected a folder for the report", where=out)
+    out.mkdir(parents=True, exist_ok=True)
+    parsed = parse_filters(filters or [])
+    all_runs = runs if runs is not None else store.list_runs()
+    runs = [r for r in all_runs if match_run(r, parsed)]
+    done = [r for r in runs if r.status == "done"]
+    finals = store.final_metrics([r.id for r in runs])
+    page = _Page(out)
+    sections: list[str] = []
+
+    # frontiers
+    plots = []
+    for x, y in _auto_pairs({r.id: finals.get(r.id, {}) for r in done}):
+        try:
+            fr: Frontier = build_frontier(store, [x, y], runs=done)
+        except UserError:
+            continue
+        plots.append(page.figure(frontier_figure(fr), f"{x} vs {y}", frontier_png(fr),
+                                 note=f"{len(fr.runs)} runs, {int(fr.on_front.sum())} on the front (diamonds)"))
+    if plots:
+        sections.append(f'<section id="frontiers"><h2>Frontiers</h2><div class="grid">{"".join(plots)}</div></section>')
+
+    # run table
+    metric_cols = sorted({k for r in runs for k in finals.get(r.id, {}) if not k.startswith("train.")})
+    headers = ["run", "name", "kind", "status", "seed", "quick", "started", *metric_cols]
+    rows, classes = [], []
+    for r in runs:
+        m = finals.get(r.id, {})
+        rows.append([r.id, r.name, r.kind, r.status, r.seed, "yes" if r.quick else "no",
+                     time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)),
+                     *[m[c].value if c in m else None for c in metric_cols]])
+        classes.append(f"status-{r.status}")
+    sections.append(f'<section id="runs"><h2>Runs ({len(runs)})</h2><p class="note">Click a column to sort. '
+                    f'Metrics are each run\'s last logged value.</p>{_table(headers, rows, row_class=classes)}</section>')
+
+    # costs
+    if runs:
+        costs = [store.cost(r.id) for r in runs]
+        labels = [f"{r.name} [{r.id[:6]}]" for r in runs]
+        methods = sorted({c.method for c in costs if c.method})
+        note = ("Energy measured by " + "; ".join(methods) + ". Without hardware counters CPU power is an estimate "
+                "from rated power and load.") if methods else ""
+        sections.append('<section id="costs"><h2>Costs</h2>'
+                        + page.figure(cost_figure(labels, costs), "cost per run", cost_png(labels, costs), note=note)
+                        + "</section>")
+
+    # domain sections
+    for _name, (sec_title, fn) in report_sections().items():
+        blocks: list[Block] = fn(store, runs) or []
+        if not blocks:
+            continue
+        body = []
+        for b in blocks:
+            if b.figure is not None:
+                body.append(page.figure(b.figure, b.title, b.png, note=b.note))
+            elif b.png is not None:
+                name = page.png(b.png, b.slug or b.title)
+                body.append(f'<div><h3>{esc(b.title)}</h3><p class="note">{esc(b.note)}</p>'
+                            f'<img alt="{esc(b.title)}" src="data:image/png;base64,{base64.b64encode(b.png).decode()}">'
+                            f' <a class="note" href="{esc(name)}">PNG</a></div>')
+            elif b.table is not None:
+                body.append(f'<div><h3>{esc(b.title)}</h3><p class="note">{esc(b.note)}</p>'
+                            f'{_table(list(b.table[0]), [list(r) for r in b.table[1]])}</div>')
+            elif b.html is not None:
+                body.append(f"<div><h3>{esc(b.title)}</h3>{b.html}</div>")
+        sections.append(f'<section><h2>{esc(sec_title)}</h2><div class="grid">{"".join(body)}</div></section>')
+
+    scripts = "\n".join(
+        f"(function(f){{Plotly.newPlot({json.dumps(div)}, f.data, f.layout, {{responsive: true, displaylogo: false}});}})"
+        f"({spec});"
+        for div, spec in page.figures
+    )
+    doc = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{esc(title)}</title><style>{CSS}</style>
+<script>{get_plotlyjs()}</script></head>
+<body><header><h1>{esc(title)}</h1><p>{len(runs)} runs from {esc(store.url)} &middot; generated
+{esc(time.strftime("%Y-%m-%d %H:%M:%S"))}</p></header><main>
+{"".join(sections) if runs else "<section><p>No runs yet: try <code>poise tour --quick</code>.</p></section>"}
+</main><script>{SORT_JS}
+{scripts}</script></body></html>"""
+    path = out / "index.html"
+    tmp = out / ".index.html.tmp"
+    tmp.write_text(doc, encoding="utf-8")
+    tmp.replace(path)
+    return path

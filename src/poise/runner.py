@@ -1,0 +1,141 @@
+"""Executing recipes: create the run record, wrap it in cost tracking, call the kind, record the end.
+
+Also resumes killed runs (``poise runs resume ID``) and trains the runs a recipe depends on (teachers,
+base models) before it, reusing any finished run with the same config hash.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+from poise.carbon import CostTracker
+from poise.context import RunContext, resolve_dependency_recipe
+from poise.errors import UserError
+from poise.recipes import Recipe, build_recipe, get_kind
+from poise.store import RunRecord, Store
+from poise.ui import UI, get_ui
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; an unavailable device is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("CUDA was asked for but no CUDA device is available; expected cpu or auto", field="device")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("MPS was asked for but is not available; expected cpu or auto", field="device")
+    return torch.device(name)
+
+
+def is_alive(rec: RunRecord) -> bool:
+    """Whether a run marked running still has a live process (on another host we must assume so)."""
+    if rec.status != "running":
+        return False
+    if rec.host != socket.gethostname():
+        return True
+    if not rec.pid or rec.pid == os.getpid():
+        return False
+    try:
+        return psutil.Process(rec.pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class Runner:
+    """Runs recipes against one store."""
+
+    def __init__(self, store: Store, ui: UI | None = None, *, device: str | None = None):
+        self.store = store
+        self.ui = ui or get_ui()
+        self.device_override = device
+        self._active: list[RunContext] = []
+
+    def run(self, recipe: Recipe, *, parent_id: str | None = None) -> RunRecord:
+        """Start a new run of ``recipe`` and carry it to the end."""
+        spec = get_kind(recipe.kind)
+        run_id = self.store.create_run(
+            kind=recipe.kind, name=recipe.display_name, config=recipe.resolved(), config_hash=recipe.config_hash(),
+            seed=recipe.seed, quick=recipe.is_quick, source=str(recipe.source) if recipe.source else None,
+            parent_id=parent_id,
+        )
+        return self._execute(spec.run, recipe, run_id)
+
+    def resume(self, run_id: str) -> RunRecord:
+        """Continue a killed or failed run from its last checkpoint."""
+        rec = self.store.get_run(run_id)
+        if rec.status == "done":
+            raise UserError(f"run {rec.id} already finished; nothing to resume", where="run")
+        if is_alive(rec):
+            raise UserError(f"run {rec.id} is still running (pid {rec.pid} on {rec.host}); stop it first", where="run")
+        recipe = build_recipe(rec.config, where=f"run {rec.id}")
+        recipe._quick = rec.quick
+        if rec.source:
+            recipe._source = Path(rec.source)
+        self.store.set_status(rec.id, "running")
+        self.ui.info(f"resuming run {rec.id} ({rec.kind})")
+        return self._execute(get_kind(recipe.kind).run, recipe, rec.id)
+
+    def _execute(self, fn: Any, recipe: Recipe, run_id: str) -> RunRecord:
+        device = resolve_device(self.device_override or recipe.device)
+        segment = self.store.next_segment(run_id)
+        label = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        cost = CostTracker(recipe.cost.country, pue=recipe.cost.pue, device=str(device),
+                           track_energy=recipe.cost.track_energy, device_label=label)
+        if self._active:
+            self._active[-1]._cost.pause()
+        cost.start()
+        ctx = RunContext(run_id=run_id, recipe=recipe, store=self.store, device=device, runner=self, cost=cost,
+                         segment=segment)
+        self._active.append(ctx)
+        status, error = "failed", None
+        try:
+            fn(recipe, ctx)
+            status = "done"
+        except KeyboardInterrupt:
+            status, error = "interrupted", "interrupted by the user"
+            raise
+        except UserError as e:
+            error = e.line()
+            raise
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+            raise
+        finally:
+            self._active.pop()
+            record = cost.stop()
+            self.store.record_cost(run_id, segment, record)
+            if status == "done":
+                total = self.store.cost(run_id)
+                rows = [(k, "cost", "min", ctx.step, v) for k, v in total.as_metrics().items()]
+                if ctx.flops_per_step:
+                    rows.append(("flops", "cost", "min", ctx.step, float(ctx.flops_per_step * ctx.step)))
+                self.store.log_metrics(run_id, rows)
+            self.store.set_status(run_id, status, error=error)
+            if self._active:
+                self._active[-1]._cost.resume()
+        return self.store.get_run(run_id)
+
+    def dependency(self, ctx: RunContext, ref: str, *, field: str, overrides: dict[str, Any] | None) -> RunRecord:
+        if ref.startswith("run:"):
+            rec = self.store.get_run(ref)
+            if rec.status != "done":
+                raise UserError(f"run {rec.id} has status {rec.status}; expected a finished run",
+                                where=ctx.cfg.source or "recipe", field=field)
+            return rec
+        recipe = resolve_dependency_recipe(ctx, ref, overrides, field)
+        found = self.store.find_done(recipe.config_hash())
+        if found is not None:
+            return found
+        unfinished = self.store.find_unfinished(recipe.config_hash())
+        if unfinished is not None and not is_alive(unfinished):
+            self.ui.info(f"{field}: resuming unfinished run {unfinished.id} of {ref}")
+            return self.resume(unfinished.id)
+        self.ui.info(f"{field}: training {ref} first")
+        return self.run(recipe, parent_id=ctx.run_id)

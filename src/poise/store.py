@@ -1,0 +1,544 @@
+"""The run store: runs, metrics, artifacts, costs and checkpoints.
+
+Records live in SQLite (WAL mode, immediate write transactions, retried on lock) through SQLAlchemy
+Core, so a ``postgresql://`` URL works with the same code. Files (artifacts as safetensors,
+checkpoints) live under the store's folder, ``.poise/`` by default; artifacts are content-addressed by
+SHA-256. Every write is atomic (temporary file, then rename), so a killed process never leaves a
+half-written record or file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
+
+from poise.errors import UserError
+
+DEFAULT_ROOT = Path(".poise")
+STATUSES = ("running", "done", "failed", "interrupted")
+
+metadata = sa.MetaData()
+
+runs_t = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(128), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("config_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("quick", sa.Boolean, nullable=False, default=False),
+    sa.Column("source", sa.Text),
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("parent_id", sa.String(32)),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("ended", sa.Float),
+    sa.Column("error", sa.Text),
+)
+
+metrics_t = sa.Table(
+    "metrics",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), nullable=False, index=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("axis", sa.String(16), nullable=False),
+    sa.Column("direction", sa.String(3), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.UniqueConstraint("run_id", "name", "step", name="uq_metric"),
+)
+
+artifacts_t = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), nullable=False, index=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("media", sa.String(64), nullable=False),
+    sa.Column("meta", sa.Text, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.UniqueConstraint("run_id", "name", name="uq_artifact"),
+)
+
+costs_t = sa.Table(
+    "costs",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("segment", sa.Integer, primary_key=True),
+    sa.Column("wall_s", sa.Float, nullable=False),
+    sa.Column("cpu_s", sa.Float, nullable=False),
+    sa.Column("peak_rss_mb", sa.Float, nullable=False),
+    sa.Column("energy_kwh", sa.Float, nullable=False),
+    sa.Column("co2_g", sa.Float, nullable=False),
+    sa.Column("method", sa.Text, nullable=False),
+    sa.Column("country", sa.String(8)),
+    sa.Column("device", sa.String(64)),
+    sa.Column("updated", sa.Float, nullable=False),
+)
+
+
+@dataclass
+class RunRecord:
+    id: str
+    kind: str
+    name: str
+    status: str
+    config: dict[str, Any]
+    config_hash: str
+    seed: int
+    quick: bool
+    source: str | None
+    git_commit: str | None
+    host: str | None
+    pid: int | None
+    parent_id: str | None
+    started: float
+    ended: float | None
+    error: str | None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended is None else self.ended - self.started
+
+
+@dataclass
+class CostRecord:
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    energy_kwh: float = 0.0
+    co2_g: float = 0.0
+    method: str = ""
+    country: str | None = None
+    device: str | None = None
+    segments: int = 0
+
+    def as_metrics(self) -> dict[str, float]:
+        return {"wall_s": self.wall_s, "cpu_s": self.cpu_s, "peak_rss_mb": self.peak_rss_mb,
+                "energy_kwh": self.energy_kwh, "co2_g": self.co2_g}
+
+
+@dataclass
+class ArtifactRecord:
+    run_id: str
+    name: str
+    sha256: str
+    path: Path
+    media: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MetricRow:
+    run_id: str
+    name: str
+    axis: str
+    direction: str
+    step: int
+    value: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.axis}.{self.name}"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Store:
+    """Handle on one store: a database URL plus a folder for files."""
+
+    def __init__(self, url: str | None = None, root: str | Path | None = None):
+        url = url or os.environ.get("POISE_STORE")
+        if url is None:
+            self.root = Path(root) if root else DEFAULT_ROOT
+            self.root.mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{self.root / 'poise.db'}"
+        elif url.startswith("sqlite:///"):
+            db = Path(url.removeprefix("sqlite:///"))
+            self.root = Path(root) if root else db.parent
+            self.root.mkdir(parents=True, exist_ok=True)
+        else:
+            self.root = Path(root or os.environ.get("POISE_HOME", DEFAULT_ROOT))
+            self.root.mkdir(parents=True, exist_ok=True)
+        self.url = url
+        try:
+            self.engine = self._make_engine(url)
+            self._with_retry(lambda: metadata.create_all(self.engine))
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as e:
+            raise UserError(f"cannot use store URL: {e}", where="--store") from None
+        except OperationalError as e:
+            raise UserError(f"cannot open store: {e.orig}", where=self.url) from None
+
+    # ------------------------------------------------------------------ plumbing
+
+    @staticmethod
+    def _make_engine(url: str) -> sa.Engine:
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+            @event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
+                dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=60000")
+                cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn: Any) -> None:
+                # writers take the lock up front (no read-to-write upgrade deadlocks); readers don't block
+                write = conn.get_execution_options().get("poise_write", False)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+            return engine
+        return sa.create_engine(url, pool_pre_ping=True)
+
+    @staticmethod
+    def _with_retry(fn: Any, attempts: int = 20) -> Any:
+        for i in range(attempts):
+            try:
+                return fn()
+            except OperationalError as e:
+                if "locked" not in str(e).lower() and "busy" not in str(e).lower() or i == attempts - 1:
+                    raise
+                time.sleep(min(0.05 * 2**i, 2.0))
+        return None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sa.Connection]:
+        with self.engine.connect().execution_options(poise_write=True) as conn, conn.begin():
+            yield conn
+
+    def _write(self, fn: Any) -> Any:
+        def attempt() -> Any:
+            with self._tx() as conn:
+                return fn(conn)
+
+        return self._with_retry(attempt)
+
+    def _read(self, fn: Any) -> Any:
+        def attempt() -> Any:
+            with self.engine.connect() as conn:
+                return fn(conn)
+
+        return self._with_retry(attempt)
+
+    def _upsert(self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> Any:
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:  # pragma: no cover - other databases are not supported
+            raise UserError(f"unsupported database {dialect!r}; expected sqlite or postgresql", where=self.url)
+        stmt = insert(table)
+        update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys and c.name != "id"}
+        return stmt.on_conflict_do_update(index_elements=keys, set_=update), rows
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ runs
+
+    def create_run(
+        self,
+        *,
+        kind: str,
+        name: str,
+        config: dict[str, Any],
+        config_hash: str,
+        seed: int,
+        quick: bool = False,
+        source: str | None = None,
+        parent_id: str | None = None,
+    ) -> str:
+        run_id = uuid.uuid4().hex[:12]
+        row = dict(
+            id=run_id, kind=kind, name=name, status="running", config=json.dumps(config, sort_keys=True),
+            config_hash=config_hash, seed=seed, quick=quick, source=source, git_commit=_git_commit(),
+            host=socket.gethostname(), pid=os.getpid(), parent_id=parent_id, started=time.time(),
+            ended=None, error=None,
+        )
+        self._write(lambda c: c.execute(runs_t.insert().values(**row)))
+        return run_id
+
+    def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
+        assert status in STATUSES, status
+        values: dict[str, Any] = {"status": status, "error": error}
+        values["ended"] = None if status == "running" else time.time()
+        if status == "running":
+            values.update(pid=os.getpid(), host=socket.gethostname())
+        self._write(lambda c: c.execute(runs_t.update().where(runs_t.c.id == run_id).values(**values)))
+
+    @staticmethod
+    def _to_run(row: Any) -> RunRecord:
+        d = dict(row._mapping)
+        d["config"] = json.loads(d["config"])
+        d["quick"] = bool(d["quick"])
+        return RunRecord(**d)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """A run by full ID or unique prefix (at least 4 characters)."""
+        rid = run_id.removeprefix("run:")
+        if len(rid) < 4:
+            raise UserError(f"run ID {run_id!r} is too short; expected at least 4 characters", where="run")
+        rows = self._read(lambda c: c.execute(runs_t.select().where(runs_t.c.id.like(rid + "%"))).fetchall())
+        if not rows:
+            raise UserError(f"no run {run_id!r} in store {self.url}", where="run")
+        if len(rows) > 1:
+            raise UserError(f"run ID prefix {run_id!r} is ambiguous ({len(rows)} runs)", where="run")
+        return self._to_run(rows[0])
+
+    def list_runs(self, *, kind: str | None = None, status: str | None = None) -> list[RunRecord]:
+        q = runs_t.select().order_by(runs_t.c.started)
+        if kind:
+            q = q.where(runs_t.c.kind.like(kind.replace("*", "%")))
+        if status:
+            q = q.where(runs_t.c.status == status)
+        return [self._to_run(r) for r in self._read(lambda c: c.execute(q).fetchall())]
+
+    def find_done(self, config_hash: str) -> RunRecord | None:
+        """The newest finished run that trained exactly this config (for reuse of shared artifacts)."""
+        q = (runs_t.select().where(runs_t.c.config_hash == config_hash, runs_t.c.status == "done")
+             .order_by(runs_t.c.ended.desc()).limit(1))
+        row = self._read(lambda c: c.execute(q).first())
+        return self._to_run(row) if row else None
+
+    def find_unfinished(self, config_hash: str) -> RunRecord | None:
+        q = (runs_t.select().where(runs_t.c.config_hash == config_hash, runs_t.c.status != "done")
+             .order_by(runs_t.c.started.desc()).limit(1))
+        row = self._read(lambda c: c.execute(q).first())
+        return self._to_run(row) if row else None
+
+    def delete_run(self, run_id: str) -> None:
+        run = self.get_run(run_id)
+
+        def delete(c: sa.Connection) -> None:
+            for t in (metrics_t, artifacts_t, costs_t):
+                c.execute(t.delete().where(t.c.run_id == run.id))
+            c.execute(runs_t.delete().where(runs_t.c.id == run.id))
+
+        self._write(delete)
+        shutil.rmtree(self.checkpoint_dir(run.id), ignore_errors=True)
+        self.gc_artifacts()
+
+    # ------------------------------------------------------------------ metrics
+
+    def log_metrics(self, run_id: str, rows: Iterable[tuple[str, str, str, int, float]]) -> None:
+        """Write ``(name, axis, direction, step, value)`` rows; a repeated (run, name, step) replaces the old value."""
+        now = time.time()
+        data = [dict(run_id=run_id, name=n, axis=a, direction=d, step=int(s), value=float(v), ts=now)
+                for n, a, d, s, v in rows]
+        if not data:
+            return
+        stmt, data = self._upsert(metrics_t, data, ["run_id", "name", "step"])
+        self._write(lambda c: c.execute(stmt, data))
+
+    def metrics(self, run_ids: Iterable[str] | None = None, *, name: str | None = None) -> list[MetricRow]:
+        q = sa.select(metrics_t.c.run_id, metrics_t.c.name, metrics_t.c.axis, metrics_t.c.direction,
+                      metrics_t.c.step, metrics_t.c.value).order_by(metrics_t.c.run_id, metrics_t.c.step)
+        if run_ids is not None:
+            q = q.where(metrics_t.c.run_id.in_(list(run_ids)))
+        if name is not None:
+            q = q.where(metrics_t.c.name == name)
+        return [MetricRow(*r) for r in self._read(lambda c: c.execute(q).fetchall())]
+
+    def final_metrics(self, run_ids: Iterable[str] | None = None) -> dict[str, dict[str, MetricRow]]:
+        """For each run, each metric's value at its last logged step, keyed ``axis.name``."""
+        out: dict[str, dict[str, MetricRow]] = {}
+        for row in self.metrics(run_ids):
+            cur = out.setdefault(row.run_id, {}).get(row.key)
+            if cur is None or row.step >= cur.step:
+                out[row.run_id][row.key] = row
+        return out
+
+    # ------------------------------------------------------------------ costs
+
+    def record_cost(self, run_id: str, segment: int, cost: CostRecord) -> None:
+        row = dict(run_id=run_id, segment=segment, wall_s=cost.wall_s, cpu_s=cost.cpu_s,
+                   peak_rss_mb=cost.peak_rss_mb, energy_kwh=cost.energy_kwh, co2_g=cost.co2_g,
+                   method=cost.method, country=cost.country, device=cost.device, updated=time.time())
+        stmt, rows = self._upsert(costs_t, [row], ["run_id", "segment"])
+        self._write(lambda c: c.execute(stmt, rows))
+
+    def next_segment(self, run_id: str) -> int:
+        q = sa.select(sa.func.max(costs_t.c.segment)).where(costs_t.c.run_id == run_id)
+        cur = self._read(lambda c: c.execute(q).scalar())
+        return 0 if cur is None else int(cur) + 1
+
+    def cost(self, run_id: str) -> CostRecord:
+        """A run's total cost over all its segments (a resumed run has several); peak memory is the max."""
+        rows = self._read(lambda c: c.execute(costs_t.select().where(costs_t.c.run_id == run_id)).fetchall())
+        total = CostRecord()
+        for r in rows:
+            total.wall_s += r.wall_s
+            total.cpu_s += r.cpu_s
+            total.peak_rss_mb = max(total.peak_rss_mb, r.peak_rss_mb)
+            total.energy_kwh += r.energy_kwh
+            total.co2_g += r.co2_g
+            total.method, total.country, total.device = r.method, r.country, r.device
+            total.segments += 1
+        return total
+
+    # ------------------------------------------------------------------ artifacts and files
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts"
+
+    def _put_blob(self, data: bytes, suffix: str) -> tuple[str, str]:
+        sha = hashlib.sha256(data).hexdigest()
+        rel = f"{sha[:2]}/{sha}{suffix}"
+        path = self.artifacts_dir / rel
+        if not path.exists():
+            _atomic_write(path, data)
+        return sha, rel
+
+    def _record_artifact(self, run_id: str, name: str, sha: str, rel: str, media: str, meta: dict[str, Any]) -> None:
+        row = dict(run_id=run_id, name=name, sha256=sha, path=rel, media=media,
+                   meta=json.dumps(meta, sort_keys=True, default=str), created=time.time())
+        stmt, rows = self._upsert(artifacts_t, [row], ["run_id", "name"])
+        self._write(lambda c: c.execute(stmt, rows))
+
+    def save_tensors(self, run_id: str, name: str, tensors: dict[str, Any], meta: dict[str, Any] | None = None
+                     ) -> ArtifactRecord:
+        """Save a state dict as a content-addressed safetensors artifact of ``run_id``."""
+        from safetensors.torch import save
+
+        meta = dict(meta or {})
+        clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        blob = save(clean, metadata={"poise": json.dumps(meta, sort_keys=True, default=str)})
+        sha, rel = self._put_blob(blob, ".safetensors")
+        self._record_artifact(run_id, name, sha, rel, "safetensors", meta)
+        return ArtifactRecord(run_id, name, sha, self.artifacts_dir / rel, "safetensors", meta)
+
+    def save_file(self, run_id: str, name: str, data: bytes, media: str, meta: dict[str, Any] | None = None
+                  ) -> ArtifactRecord:
+        """Save bytes (a PNG figure, a JSON table) as an artifact of ``run_id``."""
+        suffix = {"image/png": ".png", "application/json": ".json", "text/plain": ".txt",
+                  "application/jsonl": ".jsonl"}.get(media, ".bin")
+        sha, rel = self._put_blob(data, suffix)
+        self._record_artifact(run_id, name, sha, rel, media, meta or {})
+        return ArtifactRecord(run_id, name, sha, self.artifacts_dir / rel, media, meta or {})
+
+    def artifacts(self, run_id: str | None = None) -> list[ArtifactRecord]:
+        q = artifacts_t.select().order_by(artifacts_t.c.created)
+        if run_id is not None:
+            q = q.where(artifacts_t.c.run_id == run_id)
+        rows = self._read(lambda c: c.execute(q).fetchall())
+        return [ArtifactRecord(r.run_id, r.name, r.sha256, self.artifacts_dir / r.path, r.media, json.loads(r.meta))
+                for r in rows]
+
+    def artifact(self, run_id: str, name: str) -> ArtifactRecord:
+        for a in self.artifacts(run_id):
+            if a.name == name:
+                return a
+        names = ", ".join(a.name for a in self.artifacts(run_id)) or "none"
+        raise UserError(f"run {run_id} has no artifact {name!r}; it has: {names}", where="artifact")
+
+    def load_tensors(self, run_id: str, name: str, device: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+        """Load a safetensors artifact (never pickle) and its metadata, checking its SHA-256."""
+        from safetensors.torch import load
+
+        rec = self.artifact(run_id, name)
+        data = rec.path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != rec.sha256:
+            raise UserError(f"artifact file is corrupt (SHA-256 mismatch): {rec.path}", where=f"run {run_id}")
+        tensors = load(data)
+        if device != "cpu":
+            tensors = {k: v.to(device) for k, v in tensors.items()}
+        return tensors, rec.meta
+
+    def gc_artifacts(self) -> int:
+        """Delete artifact files no record points to; returns how many were removed."""
+        live = {a.path.resolve() for a in self.artifacts()}
+        removed = 0
+        if self.artifacts_dir.is_dir():
+            for p in self.artifacts_dir.glob("*/*"):
+                if p.resolve() not in live and not p.name.startswith("."):
+                    p.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_dir(self, run_id: str) -> Path:
+        return self.root / "checkpoints" / run_id
+
+    def save_checkpoint(self, run_id: str, step: int, tensors: dict[str, Any], skeleton: dict[str, Any],
+                        keep: int = 2) -> Path:
+        """Write ``ckpt-<step>/`` atomically (folder renamed into place), keeping the newest ``keep``."""
+        from safetensors.torch import save_file
+
+        base = self.checkpoint_dir(run_id)
+        base.mkdir(parents=True, exist_ok=True)
+        final = base / f"ckpt-{step:09d}"
+        tmp = base / f".tmp-{step:09d}-{uuid.uuid4().hex[:6]}"
+        tmp.mkdir()
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "tensors.safetensors"))
+        with open(tmp / "state.json", "w") as f:
+            json.dump(skeleton, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in sorted(base.glob("ckpt-*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in base.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        return final
+
+    def latest_checkpoint(self, run_id: str) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
+        """``(step, tensors, skeleton)`` of the newest complete checkpoint, or None."""
+        from safetensors.torch import load_file
+
+        base = self.checkpoint_dir(run_id)
+        for path in sorted(base.glob("ckpt-*"), reverse=True):
+            try:
+                skeleton = json.loads((path / "state.json").read_text())
+                tensors = load_file(str(path / "tensors.safetensors"))
+            except (OSError, ValueError):
+                continue
+            return int(path.name.split("-")[1]), tensors, skeleton
+        return None

@@ -1,0 +1,1 @@
+"""Vision robustness: data, models, attacks, adversarial training and robust distillation."""
