@@ -1,0 +1,52 @@
+"""Shared fixtures: a store in a temporary folder, a quiet runner, and the CLI called in-process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("POISE_COUNTRY", "FRA")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.pop("POISE_STORE", None)
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    from poise.store import Store
+
+    s = Store(root=tmp_path / ".poise")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def runner(store):
+    from poise.runner import Runner
+    from poise.ui import UI
+
+    return Runner(store, UI(quiet=True))
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run ``poise ARGS`` in-process in a temporary working directory; returns (exit code, stdout, stderr)."""
+    from poise import cli as cli_mod
+
+    monkeypatch.chdir(tmp_path)
+
+    def call(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = cli_mod.main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
