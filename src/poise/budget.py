@@ -87,9 +87,12 @@ class BudgetMeter:
                 self._estimate(step, since=(0, self._offset))
                 self._marks = list(REESTIMATE_AT)
             return
+        passed = False
         while self._marks and step >= self._marks[0] * self._total:
             self._marks.pop(0)
-            self._estimate(step, since=self._last_est or (0, self._offset))
+            passed = True
+        if passed and self._last_est is not None and step > self._last_est[0]:
+            self._estimate(step, since=self._last_est)
 
     def _estimate(self, step: int, since: tuple[int, float]) -> None:
         spent = self.spent()

@@ -151,12 +151,12 @@ class CostTracker:
         self.method = "not measured"
 
     def _begin(self) -> None:
-        self._t0 = time.perf_counter()
-        self._c0 = time.process_time() + _children_cpu()
-        if self.track_energy:
+        if self.track_energy:  # before the clocks start: CodeCarbon's first start probes the hardware
             self._cc.start_task()
             if self._zeus is not None:
                 self._zeus.begin_window(self._zeus_window)
+        self._t0 = time.perf_counter()
+        self._c0 = time.process_time() + _children_cpu()
         self._running = True
 
     def _end(self) -> None:
@@ -179,9 +179,10 @@ class CostTracker:
         if self.track_energy:
             self._cc = _codecarbon(self.country)
             self._zeus = _zeus_monitor(self.device)
-            self.method = _codecarbon_method(self._cc) + (" + zeus GPU" if self._zeus is not None else "")
         self._sampler.start()
         self._begin()
+        if self.track_energy:
+            self.method = _codecarbon_method(self._cc) + (" + zeus GPU" if self._zeus is not None else "")
         return self
 
     def pause(self) -> None:

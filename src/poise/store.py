@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -221,7 +222,7 @@ class Store:
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=NORMAL")
-                cur.execute("PRAGMA busy_timeout=60000")
+                cur.execute("PRAGMA busy_timeout=20")  # short waits in SQLite, jittered retries in _with_retry
                 cur.close()
 
             @event.listens_for(engine, "begin")
@@ -234,15 +235,19 @@ class Store:
         return sa.create_engine(url, pool_pre_ping=True)
 
     @staticmethod
-    def _with_retry(fn: Any, attempts: int = 20) -> Any:
-        for i in range(attempts):
+    def _with_retry(fn: Any, timeout: float = 120.0) -> Any:
+        """Retry on a locked database with short jittered sleeps (SQLite's own busy handler sleeps coarsely)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
             try:
                 return fn()
             except OperationalError as e:
-                if "locked" not in str(e).lower() and "busy" not in str(e).lower() or i == attempts - 1:
+                text = str(e).lower()
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
                     raise
-                time.sleep(min(0.05 * 2**i, 2.0))
-        return None
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 1.5, 0.05)
 
     @contextmanager
     def _tx(self) -> Iterator[sa.Connection]:

@@ -58,6 +58,9 @@ def frontier_figure(fr: Frontier) -> go.Figure:
         order = front[np.argsort(fr.values[front, 0])]
         fig.add_trace(go.Scatter(x=fr.values[order, 0], y=fr.values[order, 1], mode="lines", name="Pareto front",
                                  line={"color": "#444", "dash": "dot"}, hoverinfo="skip"))
+    if fr.knee is not None:
+        fig.add_annotation(x=fr.values[fr.knee, 0], y=fr.values[fr.knee, 1], text="knee", showarrow=True,
+                           arrowhead=2, ax=30, ay=-30, font={"size": 11})
     fig.update_layout(
         template="plotly_white", height=420, margin={"l": 60, "r": 20, "t": 40, "b": 50},
         xaxis_title=f"{esc(x_name)} ({'higher' if fr.maximise[0] else 'lower'} is better)",

@@ -122,7 +122,7 @@ def _auto_pairs(finals: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
         other = [k for k in have if k.split(".")[0] in ("robustness", "safety") and have[k] >= 2]
         pairs = [(u, o) for u in utility for o in other][:MAX_AUTO_PAIRS]
     for u in sorted(k for k in have if k.startswith("utility.") and have[k] >= 2)[:2]:
-        if "cost.co2_g" in have:
+        if "cost.co2_g" in have and (u, "cost.co2_g") not in pairs:
             pairs.append((u, "cost.co2_g"))
     return pairs
 
