@@ -6,7 +6,8 @@ run segment); on NVIDIA GPUs with ``zeus`` installed, GPU energy comes from Zeus
 CodeCarbon's GPU reading. Without hardware energy counters (no RAPL, no NVML) CodeCarbon's CPU power
 is an *estimate* from the CPU's rated power and its load — the tracker's ``method`` string says
 which, and reports show it. CO2 = energy × PUE × the grid's carbon intensity (CodeCarbon's per-country
-energy-mix data, g/kWh). Peak memory is the largest resident set size sampled every 0.1 s.
+energy-mix data, g/kWh). Peak memory is the kernel's exact resident-set high-water mark for the run on Linux (reset at the run's
+start), combined with a sampled RSS of child processes; elsewhere the largest RSS sampled every 0.1 s.
 
 Estimation: :func:`estimate` answers "what would this job cost on A100 / H100 / …" from FLOPs,
 each GPU's peak dense throughput (``data/gpus.toml``, with the source of every number), an assumed
@@ -25,6 +26,7 @@ import tomllib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -33,6 +35,8 @@ from poise.errors import UserError
 from poise.store import CostRecord
 
 DEFAULT_COUNTRY = "USA"
+# CodeCarbon reads power every this many seconds (and at every task stop): 5 s keeps its cost ~0.1%.
+POWER_INTERVAL_S = 5
 
 
 # --------------------------------------------------------------------------- grid intensity
@@ -67,7 +71,7 @@ def _codecarbon(country: str) -> Any:
         from codecarbon import OfflineEmissionsTracker
 
         _TRACKERS[country] = OfflineEmissionsTracker(
-            country_iso_code=country, save_to_file=False, log_level="error", measure_power_secs=1,
+            country_iso_code=country, save_to_file=False, log_level="error", measure_power_secs=POWER_INTERVAL_S,
             allow_multiple_runs=True, tracking_mode="process",
         )
     return _TRACKERS[country]
@@ -99,22 +103,65 @@ def _zeus_monitor(device: str) -> Any | None:
 # --------------------------------------------------------------------------- measurement
 
 
+_HWM = Path("/proc/self/status")
+_ACTIVE_SAMPLERS: list[_RssSampler] = []
+
+
+def _vm_hwm() -> int:
+    """Peak RSS in bytes since the last reset (Linux ``VmHWM``), or 0 where it is not available."""
+    try:
+        for line in _HWM.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _reset_hwm() -> bool:
+    """Reset the kernel's peak-RSS mark so ``VmHWM`` covers this run only (Linux >= 4.0)."""
+    for sampler in _ACTIVE_SAMPLERS:  # enclosing runs keep the peak they have seen so far
+        sampler.peak = max(sampler.peak, _vm_hwm())
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 class _RssSampler(threading.Thread):
-    def __init__(self, interval: float = 0.1):
+    """Peak memory of the run: the kernel's exact high-water mark where Linux gives it, plus a cheap
+    sampler (own RSS every ``interval`` s, ~20 us a read; child processes every ``children_every``
+    samples, since listing them scans /proc and costs milliseconds)."""
+
+    def __init__(self, interval: float = 0.1, children_every: int = 20):
         super().__init__(daemon=True, name="poise-rss")
         self.interval = interval
+        self.children_every = children_every
         self.peak = 0
+        self._children_rss = 0
+        self._n = 0
         self._stop_evt = threading.Event()
         self._proc = psutil.Process()
+        self._hwm = False
+
+    def start(self) -> None:
+        self._hwm = _reset_hwm()
+        _ACTIVE_SAMPLERS.append(self)
+        super().start()
 
     def sample(self) -> int:
         try:
             rss = self._proc.memory_info().rss
-            for child in self._proc.children(recursive=True):
-                try:
-                    rss += child.memory_info().rss
-                except psutil.Error:
-                    pass
+            if self._n % self.children_every == 0:
+                self._children_rss = 0
+                for child in self._proc.children(recursive=True):
+                    try:
+                        self._children_rss += child.memory_info().rss
+                    except psutil.Error:
+                        pass
+            self._n += 1
+            rss += self._children_rss
         except psutil.Error:
             return self.peak
         self.peak = max(self.peak, rss)
@@ -126,7 +173,12 @@ class _RssSampler(threading.Thread):
 
     def stop(self) -> None:
         self._stop_evt.set()
+        self._n = 0  # a final full sample, children included
         self.sample()
+        if self._hwm:
+            self.peak = max(self.peak, _vm_hwm() + self._children_rss)
+        if self in _ACTIVE_SAMPLERS:
+            _ACTIVE_SAMPLERS.remove(self)
 
 
 class CostTracker:
