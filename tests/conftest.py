@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("POISE_COUNTRY", "FRA")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -20,6 +21,9 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+# a loaded machine must not turn slow examples into failures: no per-example deadline
+settings.register_profile("poise", deadline=None)
+settings.load_profile("poise")
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"

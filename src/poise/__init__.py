@@ -1,2 +1,3 @@
-from importlib.metadata import version as _v
+"""poise: train models that stay robust and safe without giving up utility, and measure what it costs."""
+
 __version__ = "0.1.0"

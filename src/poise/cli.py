@@ -1,4 +1,4 @@
-"""The ``poise`` command line: run, tour, recipes, runs, frontier, report, carbon.
+"""The ``poise`` command line: run, tour, sweep, recipes, runs, frontier, report, carbon.
 
 Bad input exits with code 2 and one line (``poise: error: FILE: FIELD: what was expected``); other
 failures exit 1 with one line. ``--debug`` shows tracebacks.
@@ -41,6 +41,7 @@ app.add_typer(carbon_app, name="carbon")
 class _State:
     store_url: str | None = None
     debug: bool = False
+    argv: list[str] = []
 
 
 STATE = _State()
@@ -132,6 +133,68 @@ def tour(
     from poise.tour import run_tour
 
     run_tour(_store(), quick=quick, output=output, only=only or [], fresh=fresh, device=device)
+
+
+@app.command()
+def sweep(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
+    param: Annotated[list[str], typer.Option("--param", "-p", help="FIELD=SPACE: log:1e-4..1e-1, int:8..64, "
+                                             "0..1, choice:a,b (repeatable).")],
+    objective: Annotated[list[str], typer.Option("--objective", help="AXIS.METRIC[:max|:min] (repeatable; two or "
+                                                 "more give a Pareto set).")],
+    trials: Annotated[int, typer.Option("--trials", "-n", help="Finished trials the study should reach.")] = 8,
+    study: Annotated[str | None, typer.Option("--study", help="Study name (processes with the same one share "
+                                              "it).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Local worker processes.")] = 1,
+    set_: SetOpt = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Apply the recipe's [quick] overrides.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 0,
+    device: DeviceOpt = None,
+) -> None:
+    """Search recipe fields with optuna; every trial is a run. Workers anywhere join with the same --study."""
+    import subprocess
+
+    from poise.recipes import parse_set_options
+    from poise.sweep import parse_param, run_sweep
+
+    params = [parse_param(p) for p in param]
+    if jobs < 1:
+        raise UserError(f"expected --jobs >= 1 (got {jobs})", where="--jobs")
+    store = _store()
+    workers = []
+    if jobs > 1:  # extra local workers: the same command, one process each, sharing the study
+        args = list(STATE.argv)
+        for i, a in enumerate(args):
+            if a in ("--jobs", "-j"):
+                args[i + 1] = "1"
+            elif a.startswith("--jobs="):
+                args[i] = "--jobs=1"
+        if study is None:
+            raise UserError("give --study NAME so the workers share one study", where="--jobs")
+        workers = [subprocess.Popen([sys.executable, "-m", "poise", "--quiet", *args]) for _ in range(jobs - 1)]
+    st = run_sweep(store, recipe, params, objective, trials=trials, study=study,
+                   overrides=parse_set_options(set_ or []), quick=quick, seed=seed, device=device)
+    failed = sum(w.wait() != 0 for w in workers)
+    ui = get_ui()
+    best = st.best_trials
+    if ui.json:
+        ui.emit({"study": st.study_name, "trials": len(st.trials),
+                 "best": [{"run": t.user_attrs.get("run"), "params": t.params, "values": t.values} for t in best]})
+    else:
+        t = Table(title=f"study {st.study_name}: {len(st.trials)} trials, "
+                        f"{'Pareto set' if len(objective) > 1 else 'best'}", title_justify="left")
+        t.add_column("run")
+        for p in params:
+            t.add_column(p.field)
+        for o in objective:
+            t.add_column(o.split(":")[0], justify="right")
+        for tr in best:
+            t.add_row(str(tr.user_attrs.get("run", "")), *[f"{tr.params[p.field]:.4g}" if isinstance(
+                tr.params[p.field], float) else str(tr.params[p.field]) for p in params],
+                *[f"{v:.4g}" for v in tr.values])
+        ui.print(t)
+    if failed:
+        raise UserError(f"{failed} of {len(workers)} worker processes failed", where="--jobs")
 
 
 # --------------------------------------------------------------------------- recipes
@@ -355,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: one line on bad input (exit 2), tracebacks only with --debug."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    STATE.argv = args
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=args, prog_name="poise", standalone_mode=False)
