@@ -148,7 +148,8 @@ def _schedules(quick: bool) -> str:
 
 
 def main(quick: bool) -> str:
-    return "### Cost-tracking overhead\n\n" + _overhead(quick) + "\n\n### Schedules on one budget\n\n" + _schedules(quick)
+    return ("### Cost-tracking overhead\n\n" + _overhead(quick)
+            + "\n\n### Schedules on one budget\n\n" + _schedules(quick))
 
 
 if __name__ == "__main__":

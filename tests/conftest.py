@@ -47,7 +47,9 @@ def runner(store):
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+def cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
     """Run ``poise ARGS`` in-process in a temporary working directory; returns (exit code, stdout, stderr)."""
     from poise import cli as cli_mod
 

@@ -100,10 +100,8 @@ class BudgetMeter:
         d_spent = spent - since[1]
         per_step = d_spent / d_steps if d_steps > 0 and d_spent > 0 else None
         remaining = self.budget.amount - spent
-        if per_step is None:
-            extra = 0 if remaining <= 0 else step  # no measurable cost yet: double and look again
-        else:
-            extra = max(0, math.floor(remaining / per_step))
+        # no measurable cost yet: double the steps and look again
+        extra = (0 if remaining <= 0 else step) if per_step is None else max(0, math.floor(remaining / per_step))
         self._total = max(step, step + extra, 1)
         self._last_est = (step, spent)
 

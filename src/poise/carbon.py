@@ -6,8 +6,9 @@ run segment); on NVIDIA GPUs with ``zeus`` installed, GPU energy comes from Zeus
 CodeCarbon's GPU reading. Without hardware energy counters (no RAPL, no NVML) CodeCarbon's CPU power
 is an *estimate* from the CPU's rated power and its load — the tracker's ``method`` string says
 which, and reports show it. CO2 = energy × PUE × the grid's carbon intensity (CodeCarbon's per-country
-energy-mix data, g/kWh). Peak memory is the kernel's exact resident-set high-water mark for the run on Linux (reset at the run's
-start), combined with a sampled RSS of child processes; elsewhere the largest RSS sampled every 0.1 s.
+energy-mix data, g/kWh). Peak memory is the kernel's exact resident-set high-water mark for the run
+on Linux (reset at the run's start), combined with a sampled RSS of child processes; elsewhere the
+largest RSS sampled every 0.1 s.
 
 Estimation: :func:`estimate` answers "what would this job cost on A100 / H100 / …" from FLOPs,
 each GPU's peak dense throughput (``data/gpus.toml``, with the source of every number), an assumed
@@ -16,6 +17,7 @@ model-FLOPs utilisation, rated power, PUE and grid intensity.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -156,10 +158,8 @@ class _RssSampler(threading.Thread):
             if self._n % self.children_every == 0:
                 self._children_rss = 0
                 for child in self._proc.children(recursive=True):
-                    try:
+                    with contextlib.suppress(psutil.Error):
                         self._children_rss += child.memory_info().rss
-                    except psutil.Error:
-                        pass
             self._n += 1
             rss += self._children_rss
         except psutil.Error:

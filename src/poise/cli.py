@@ -46,8 +46,12 @@ class _State:
 
 STATE = _State()
 
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe field: KEY=VALUE (repeatable).")]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N, mps or auto (overrides the recipe).")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override a recipe field: KEY=VALUE (repeatable).")
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="cpu, cuda, cuda:N, mps or auto (overrides the recipe).")
+]
 
 
 def _store() -> Any:
@@ -64,7 +68,9 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    store: Annotated[str | None, typer.Option("--store", help="Store URL (default: .poise/ here, or $POISE_STORE).")] = None,
+    store: Annotated[
+        str | None, typer.Option("--store", help="Store URL (default: .poise/ here, or $POISE_STORE).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -97,7 +103,9 @@ def _final_summary(store: Any, run: Any) -> dict[str, float]:
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
     set_: SetOpt = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Apply the recipe's [quick] overrides (small and fast).")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Apply the recipe's [quick] overrides (small and fast).")
+    ] = False,
     device: DeviceOpt = None,
 ) -> None:
     """Run one recipe and print its metrics."""
@@ -301,7 +309,9 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run ID or unique prefi
 
 
 @runs_app.command("resume")
-def runs_resume(run_id: Annotated[str, typer.Argument(help="Run ID or unique prefix.")], device: DeviceOpt = None) -> None:
+def runs_resume(
+    run_id: Annotated[str, typer.Argument(help="Run ID or unique prefix.")], device: DeviceOpt = None
+) -> None:
     """Continue a killed or failed run from its last checkpoint."""
     from poise.runner import Runner
 
@@ -333,7 +343,9 @@ def frontier(
     x: Annotated[str, typer.Option("--x", help="First objective, AXIS.METRIC (e.g. utility.clean_acc).")],
     y: Annotated[str, typer.Option("--y", help="Second objective, AXIS.METRIC.")],
     z: Annotated[list[str] | None, typer.Option("--z", help="More objectives (repeatable).")] = None,
-    filter_: Annotated[list[str] | None, typer.Option("--filter", help="kind=vision.*, name!=x, config.train.lr>0.01")] = None,
+    filter_: Annotated[
+        list[str] | None, typer.Option("--filter", help="kind=vision.*, name!=x, config.train.lr>0.01")
+    ] = None,
 ) -> None:
     """Pareto frontier of finished runs on two or more metrics, with hypervolume and knee."""
     from poise.tour import print_frontier
@@ -363,7 +375,9 @@ def report(
 @carbon_app.command("estimate")
 def carbon_estimate(
     flops: Annotated[float | None, typer.Option("--flops", help="Total training FLOPs.")] = None,
-    params: Annotated[float | None, typer.Option("--params", help="Model parameters (with --tokens: 6·P·T FLOPs).")] = None,
+    params: Annotated[
+        float | None, typer.Option("--params", help="Model parameters (with --tokens: 6·P·T FLOPs).")
+    ] = None,
     tokens: Annotated[float | None, typer.Option("--tokens", help="Training tokens.")] = None,
     gpu: Annotated[str, typer.Option("--gpu", help="Comma-separated GPU types.")] = "A100-SXM,H100-SXM,V100,T4,L4",
     country: Annotated[str | None, typer.Option("--country", help="Grid country, ISO alpha-3.")] = None,
@@ -407,7 +421,8 @@ def carbon_estimate(
     for c in ("GPU", "peak TFLOP/s", "power W", "hours", "energy kWh", "CO2 kg"):
         t.add_column(c, justify="right" if c != "GPU" else "left")
     for r in sorted(rows, key=lambda r: r.co2_kg):
-        t.add_row(r.gpu, f"{r.peak_tflops:g}", f"{r.tdp_w:g}", f"{r.hours:.3g}", f"{r.energy_kwh:.3g}", f"{r.co2_kg:.3g}")
+        t.add_row(r.gpu, f"{r.peak_tflops:g}", f"{r.tdp_w:g}", f"{r.hours:.3g}", f"{r.energy_kwh:.3g}",
+                  f"{r.co2_kg:.3g}")
     ui.print(t)
 
 

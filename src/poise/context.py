@@ -85,7 +85,9 @@ class RunContext:
         """Store a file (PNG figure, JSON table) that reports show next to this run."""
         return self.store.save_file(self.run_id, name, data, media, meta)
 
-    def load_artifact(self, run: RunRecord | str, name: str = "model") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def load_artifact(
+        self, run: RunRecord | str, name: str = "model"
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         run_id = run.id if isinstance(run, RunRecord) else run
         return self.store.load_tensors(run_id, name)
 

@@ -89,7 +89,8 @@ class Frontier:
                            zip(self.objectives, self.maximise, strict=True)],
             "hypervolume": self.hypervolume,
             "runs": [
-                {"id": r.id, "name": r.name, "kind": r.kind, "values": dict(zip(self.objectives, map(float, v), strict=True)),
+                {"id": r.id, "name": r.name, "kind": r.kind,
+                 "values": dict(zip(self.objectives, map(float, v), strict=True)),
                  "on_front": bool(f), "knee": i == self.knee}
                 for i, (r, v, f) in enumerate(zip(self.runs, self.values, self.on_front, strict=True))
             ],
@@ -128,7 +129,8 @@ def match_run(run: RunRecord, filters: list[tuple[str, str, str]]) -> bool:
         elif key.startswith("config."):
             actual = _config_value(run.config, key.removeprefix("config."))
         else:
-            raise UserError(f"unknown filter key {key!r}; expected kind, name, status, id, quick, seed or config.<path>",
+            raise UserError(f"unknown filter key {key!r}; expected kind, name, status, id, quick, seed or "
+                            "config.<path>",
                             where="--filter")
         text = json.dumps(actual) if not isinstance(actual, str) else actual
         if op in ("=", "!="):

@@ -119,7 +119,8 @@ def test_carbon_estimate_cli(cli):
 def test_calibration_needs_a_gpu_run(cli, tmp_path):
     from tests.conftest import RECIPES
 
-    code, out, _ = cli("--json", "run", str(RECIPES / "vision" / "erm-digits.toml"), "--set", "train.budget={steps = 3}",
+    code, out, _ = cli("--json", "run", str(RECIPES / "vision" / "erm-digits.toml"),
+                       "--set", "train.budget={steps = 3}",
                        "--set", "model.width=4")
     rid = json.loads(out)["run"]
     code, _, err = cli("carbon", "estimate", "--flops", "1e20", "--calibrate", rid)

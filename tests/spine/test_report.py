@@ -19,7 +19,8 @@ def fill(store, n=4):
     for i in range(n):
         name = EVIL if i == 0 else f"run-{i}"
         rid = store.create_run(kind="vision.erm" if i % 2 else "vision.pgd_at", name=name,
-                               config={"train": {"lr": 0.1 * (i + 1), "budget": {"steps": 10}, "schedule": {"name": "uba"}},
+                               config={"train": {"lr": 0.1 * (i + 1), "budget": {"steps": 10},
+                                                 "schedule": {"name": "uba"}},
                                        "note": EVIL}, config_hash=f"{i:064d}", seed=i)
         store.log_metrics(rid, [("clean_acc", "utility", "max", 10, 0.9 - 0.1 * i),
                                 ("co2_g", "cost", "min", 10, 0.01 * (n - i)),

@@ -165,7 +165,8 @@ def write_report(store: Store, out_dir: str | Path = "poise-report", *, filters:
                      *[m[c].value if c in m else None for c in metric_cols]])
         classes.append(f"status-{r.status}")
     sections.append(f'<section id="runs"><h2>Runs ({len(runs)})</h2><p class="note">Click a column to sort. '
-                    f'Metrics are each run\'s last logged value.</p>{_table(headers, rows, row_class=classes)}</section>')
+                    f'Metrics are each run\'s last logged value.</p>'
+                    f'{_table(headers, rows, row_class=classes)}</section>')
 
     # costs
     if runs:
@@ -200,7 +201,8 @@ def write_report(store: Store, out_dir: str | Path = "poise-report", *, filters:
         sections.append(f'<section><h2>{esc(sec_title)}</h2><div class="grid">{"".join(body)}</div></section>')
 
     scripts = "\n".join(
-        f"(function(f){{Plotly.newPlot({json.dumps(div)}, f.data, f.layout, {{responsive: true, displaylogo: false}});}})"
+        f"(function(f){{Plotly.newPlot({json.dumps(div)}, f.data, f.layout, "
+        f"{{responsive: true, displaylogo: false}});}})"
         f"({spec});"
         for div, spec in page.figures
     )

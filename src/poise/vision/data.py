@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from poise.recipes import DataCfg
 from poise.errors import UserError
+from poise.recipes import DataCfg
 
 
 class VisionDataCfg(DataCfg):
