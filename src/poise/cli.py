@@ -154,6 +154,8 @@ def sweep(
     study: Annotated[str | None, typer.Option("--study", help="Study name (processes with the same one share "
                                               "it).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Local worker processes.")] = 1,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL (default: optuna.db in the "
+                                                "store folder, or the store's PostgreSQL).")] = None,
     set_: SetOpt = None,
     quick: Annotated[bool, typer.Option("--quick", help="Apply the recipe's [quick] overrides.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 0,
@@ -181,7 +183,8 @@ def sweep(
             raise UserError("give --study NAME so the workers share one study", where="--jobs")
         workers = [subprocess.Popen([sys.executable, "-m", "poise", "--quiet", *args]) for _ in range(jobs - 1)]
     st = run_sweep(store, recipe, params, objective, trials=trials, study=study,
-                   overrides=parse_set_options(set_ or []), quick=quick, seed=seed, device=device)
+                   overrides=parse_set_options(set_ or []), quick=quick, seed=seed, device=device,
+                   storage=storage)
     failed = sum(w.wait() != 0 for w in workers)
     ui = get_ui()
     best = st.best_trials

@@ -101,7 +101,7 @@ def study_storage(store: Store) -> str:
 
 def run_sweep(store: Store, recipe_path: Path, params: list[Param], objectives: list[str], *, trials: int,
               study: str | None = None, quick: bool = False, overrides: dict[str, Any] | None = None,
-              seed: int = 0, device: str | None = None) -> Any:
+              seed: int = 0, device: str | None = None, storage: str | None = None) -> Any:
     """Run trials until the study has ``trials`` finished ones; return the optuna study."""
     import optuna
 
@@ -120,7 +120,8 @@ def run_sweep(store: Store, recipe_path: Path, params: list[Param], objectives: 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (optuna.samplers.NSGAIISampler(seed=seed) if len(directions) > 1
                else optuna.samplers.TPESampler(seed=seed))
-    st = optuna.create_study(study_name=name, storage=study_storage(store), sampler=sampler, load_if_exists=True,
+    st = optuna.create_study(study_name=name, storage=storage or study_storage(store), sampler=sampler,
+                             load_if_exists=True,
                              directions=["maximize" if d == "max" else "minimize" for _, d in directions])
     runner = Runner(store, get_ui(), device=device)
 
