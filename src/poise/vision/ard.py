@@ -16,8 +16,16 @@ from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
 from poise.vision.attacks import TrainAttackCfg, pgd
-from poise.vision.base import VisionModelCfg, VisionRecipe, build_model, finish, load_teacher, optimizer_step
-from poise.vision.data import load_vision_data, train_batch
+from poise.vision.base import (
+    VisionModelCfg,
+    VisionRecipe,
+    build_model,
+    finish,
+    load_data,
+    load_teacher,
+    optimizer_step,
+)
+from poise.vision.data import train_batch
 from poise.vision.losses import KLReduction, soft_kl
 
 
@@ -42,7 +50,7 @@ class ArdRecipe(VisionRecipe):
 @kind("vision.ard", ArdRecipe)
 def run(cfg: ArdRecipe, ctx: RunContext) -> None:
     """ARD: distil a robust teacher's clean soft labels into the student's outputs on adversarial inputs."""
-    data = load_vision_data(cfg.data, cfg.seed)
+    data = load_data(ctx, cfg)
     teacher = load_teacher(ctx, cfg.model.teacher, "model.teacher", data)
     model = build_model(cfg.model, data).to(ctx.device)
     n, bs, atk, threat, t = len(data.train[0]), cfg.train.batch_size, cfg.train.attack, cfg.threat, cfg.train
@@ -54,8 +62,16 @@ def run(cfg: ArdRecipe, ctx: RunContext) -> None:
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
         with ctx.count_flops():
             with ctx.autocast():
-                x_adv = pgd(model, xb, yb, eps=threat.eps, norm=threat.norm, steps=atk.steps,
-                            step_size=atk.step_size, start=atk.start)
+                x_adv = pgd(
+                    model,
+                    xb,
+                    yb,
+                    eps=threat.eps,
+                    norm=threat.norm,
+                    steps=atk.steps,
+                    step_size=atk.step_size,
+                    start=atk.start,
+                )
                 with torch.no_grad():
                     soft = F.softmax(teacher(xb) / t.temperature, dim=1)
                 model.train()

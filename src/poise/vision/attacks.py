@@ -60,9 +60,12 @@ class TrainAttackCfg(Section):
     """The attack a defence trains against (its eps and norm come from ``[threat]``)."""
 
     steps: int = Field(10, ge=1)
-    step_size: StepSize | None = Field(None, description="default 2.5·eps/steps (eps/4 at 10 steps: 2/255 at 8/255)")
+    step_size: StepSize | None = Field(
+        None, description="default 2.5·eps/steps (eps/4 at 10 steps: 2/255 at 8/255)"
+    )
     start: Literal["uniform", "gaussian", "none"] = Field(
-        "uniform", description="uniform in the eps ball (Madry), or x + 0.001·N(0, 1) (TRADES, RSLAD, MTARD)")
+        "uniform", description="uniform in the eps ball (Madry), or x + 0.001·N(0, 1) (TRADES, RSLAD, MTARD)"
+    )
 
 
 def default_step_size(eps: float, steps: int) -> float:
@@ -117,9 +120,19 @@ def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, reduction="none")
 
 
-def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm = "linf",
-        steps: int = 10, step_size: float | None = None, start: str = "uniform", restarts: int = 1,
-        loss: str | LossFn = "ce") -> torch.Tensor:
+def pgd(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    norm: Norm = "linf",
+    steps: int = 10,
+    step_size: float | None = None,
+    start: str = "uniform",
+    restarts: int = 1,
+    loss: str | LossFn = "ce",
+) -> torch.Tensor:
     """Projected gradient ascent of a per-example ``loss`` in the eps ball around ``x`` (clamped to [0, 1]).
 
     ``loss`` is ``"ce"``, ``"cw"`` or ``fn(logits, y) -> per-example loss``. With ``restarts > 1`` each
@@ -142,8 +155,17 @@ def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     return x_adv
 
 
-def _pgd_once(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: Norm, steps: int,
-              alpha: float, start: str, loss_fn: LossFn) -> torch.Tensor:
+def _pgd_once(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    norm: Norm,
+    steps: int,
+    alpha: float,
+    start: str,
+    loss_fn: LossFn,
+) -> torch.Tensor:
     delta = _init_delta(x, eps, norm, start)
     for _ in range(steps):
         delta.requires_grad_(True)
@@ -158,9 +180,20 @@ def _pgd_once(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
     return (x + delta).detach()
 
 
-def autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm = "linf",
-               steps: int = 100, n_targets: int | None = None, square_queries: int = 5000, restarts: int = 1,
-               seed: int = 0, num_classes: int | None = None) -> torch.Tensor:
+def autoattack(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    norm: Norm = "linf",
+    steps: int = 100,
+    n_targets: int | None = None,
+    square_queries: int = 5000,
+    restarts: int = 1,
+    seed: int = 0,
+    num_classes: int | None = None,
+) -> torch.Tensor:
     """AutoAttack standard through torchattacks: APGD-CE, APGD-T, FAB-T, Square, each on the examples the
     previous parts did not fool. ``steps`` is APGD's / FAB's iteration count, ``n_targets`` the target
     classes of APGD-T and FAB-T (default all other classes, at most 9 as in the original)."""
@@ -173,11 +206,22 @@ def autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
     tnorm = "Linf" if norm == "linf" else "L2"
     parts = [
         torchattacks.APGD(model, norm=tnorm, eps=eps, steps=steps, n_restarts=restarts, seed=seed, loss="ce"),
-        torchattacks.APGDT(model, norm=tnorm, eps=eps, steps=steps, n_restarts=restarts, seed=seed,
-                           n_classes=num_classes),
-        torchattacks.FAB(model, norm=tnorm, eps=eps, steps=steps, n_restarts=restarts, seed=seed,
-                         multi_targeted=True, n_classes=num_classes),
-        torchattacks.Square(model, norm=tnorm, eps=eps, n_queries=square_queries, n_restarts=restarts, seed=seed),
+        torchattacks.APGDT(
+            model, norm=tnorm, eps=eps, steps=steps, n_restarts=restarts, seed=seed, n_classes=num_classes
+        ),
+        torchattacks.FAB(
+            model,
+            norm=tnorm,
+            eps=eps,
+            steps=steps,
+            n_restarts=restarts,
+            seed=seed,
+            multi_targeted=True,
+            n_classes=num_classes,
+        ),
+        torchattacks.Square(
+            model, norm=tnorm, eps=eps, n_queries=square_queries, n_restarts=restarts, seed=seed
+        ),
     ]
     parts[1].n_target_classes = targets
     parts[2].n_target_classes = targets
@@ -219,9 +263,28 @@ class Attack:
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.name == "autoattack":
-            return autoattack(model, x, y, eps=self.eps, norm=self.norm, steps=self.n_steps, n_targets=self.n_targets,
-                              square_queries=self.square_queries, restarts=self.restarts, seed=self.seed)
+            return autoattack(
+                model,
+                x,
+                y,
+                eps=self.eps,
+                norm=self.norm,
+                steps=self.n_steps,
+                n_targets=self.n_targets,
+                square_queries=self.square_queries,
+                restarts=self.restarts,
+                seed=self.seed,
+            )
         rand = self.random_start if self.random_start is not None else self.name != "fgsm"
-        return pgd(model, x, y, eps=self.eps, norm=self.norm, steps=self.n_steps, step_size=self.step_size,
-                   start="uniform" if rand else "none", restarts=self.restarts,
-                   loss="cw" if self.name == "cw" else "ce")
+        return pgd(
+            model,
+            x,
+            y,
+            eps=self.eps,
+            norm=self.norm,
+            steps=self.n_steps,
+            step_size=self.step_size,
+            start="uniform" if rand else "none",
+            restarts=self.restarts,
+            loss="cw" if self.name == "cw" else "ce",
+        )

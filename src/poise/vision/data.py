@@ -39,7 +39,9 @@ class VisionDataCfg(DataCfg):
     """Which dataset: ``digits`` (ships with scikit-learn) or a torchvision set read from ``root``."""
 
     name: str = "digits"
-    val_frac: float = Field(0.2, ge=0.0, lt=1.0, description="share of the training data held out for validation")
+    val_frac: float = Field(
+        0.2, ge=0.0, lt=1.0, description="share of the training data held out for validation"
+    )
     test_frac: float = Field(0.2, gt=0.0, lt=1.0, description="digits only: share held out for testing")
     limit: int | None = Field(None, gt=0, description="keep at most this many training examples (quick runs)")
     augment: bool = Field(False, description="random crop (pad 4) and horizontal flip of training batches")
@@ -87,8 +89,9 @@ def augment_batch(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
     return out
 
 
-def train_batch(data: VisionData, idx: torch.Tensor, cfg: VisionDataCfg, device: torch.device
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def train_batch(
+    data: VisionData, idx: torch.Tensor, cfg: VisionDataCfg, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The training batch ``idx`` as float inputs in [0, 1] on ``device`` (augmented when asked)."""
     x, y = data.train
     xb = as_float(x[idx])
@@ -147,10 +150,15 @@ def _expected_files(name: str) -> list[str]:
     if name in ("cifar10", "cifar100"):
         cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
         return [f"{cls.base_folder}/{f}" for f, _ in cls.train_list + cls.test_list] + [
-            f"{cls.base_folder}/{cls.meta['filename']}"]
+            f"{cls.base_folder}/{cls.meta['filename']}"
+        ]
     if name == "svhn":
         return ["train_32x32.mat", "test_32x32.mat"]
-    return [f"MNIST/raw/{p}-{k}-idx{d}-ubyte" for p in ("train", "t10k") for k, d in (("images", 3), ("labels", 1))]
+    return [
+        f"MNIST/raw/{p}-{k}-idx{d}-ubyte"
+        for p in ("train", "t10k")
+        for k, d in (("images", 3), ("labels", 1))
+    ]
 
 
 def _read_split(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,7 +166,8 @@ def _read_split(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torch
 
     if name in ("cifar10", "cifar100"):
         ds = _trusting(datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100)(
-            str(root), train=train, download=False)
+            str(root), train=train, download=False
+        )
         x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
         return x, torch.tensor(ds.targets, dtype=torch.long)
     if name == "svhn":
@@ -170,18 +179,25 @@ def _read_split(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torch
 
 def load_torchvision_data(cfg: VisionDataCfg, seed: int) -> VisionData:
     if cfg.root is None:
-        raise UserError(f"dataset {cfg.name!r} is read from a local folder; expected data.root (never downloaded)",
-                        field="data.root")
+        raise UserError(
+            f"dataset {cfg.name!r} is read from a local folder; expected data.root (never downloaded)",
+            field="data.root",
+        )
     root = Path(cfg.root).expanduser()
     missing = [f for f in _expected_files(cfg.name) if not (root / f).is_file()]
     if missing:
-        raise UserError(f"{root} has no {cfg.name} files in torchvision's layout; missing {', '.join(missing[:3])}"
-                        + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""), field="data.root")
+        raise UserError(
+            f"{root} has no {cfg.name} files in torchvision's layout; missing {', '.join(missing[:3])}"
+            + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""),
+            field="data.root",
+        )
     try:
         x, y = _read_split(cfg.name, root, train=True)
         x_test, y_test = _read_split(cfg.name, root, train=False)
     except Exception as e:  # malformed files: say which set and folder, not a traceback
-        raise UserError(f"could not read {cfg.name} from {root}: {type(e).__name__}: {e}", field="data.root") from None
+        raise UserError(
+            f"could not read {cfg.name} from {root}: {type(e).__name__}: {e}", field="data.root"
+        ) from None
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_val = round(len(x) * cfg.val_frac)
     va, tr = perm[:n_val].sort().values, perm[n_val:].sort().values

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import kind
-from poise.vision.base import VisionRecipe, build_model, finish, optimizer_step
-from poise.vision.data import load_vision_data, train_batch
+from poise.vision.base import VisionRecipe, build_model, finish, load_data, optimizer_step
+from poise.vision.data import train_batch
 
 
 class ErmRecipe(VisionRecipe):
@@ -18,7 +18,7 @@ class ErmRecipe(VisionRecipe):
 @kind("vision.erm", ErmRecipe)
 def run(cfg: ErmRecipe, ctx: RunContext) -> None:
     """Standard training (empirical risk minimisation) of an image classifier."""
-    data = load_vision_data(cfg.data, cfg.seed)
+    data = load_data(ctx, cfg)
     model = build_model(cfg.model, data).to(ctx.device)
     n, bs = len(data.train[0]), cfg.train.batch_size
     meter = ctx.meter(steps_per_epoch(n, bs))

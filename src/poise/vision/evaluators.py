@@ -28,8 +28,9 @@ class AccuracyParams(BaseModel):
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-             batch_size: int = 512) -> float:
+def accuracy(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int = 512
+) -> float:
     model.eval()
     correct = 0
     for i in range(0, len(x), batch_size):
@@ -38,8 +39,15 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
     return correct / max(len(x), 1)
 
 
-def robust_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, device: torch.device,
-                    batch_size: int = 256, seed: int = 0) -> float:
+def robust_accuracy(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Attack,
+    device: torch.device,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> float:
     """Share of examples still classified correctly after ``attack`` (examples already wrong count as
     fooled and are not attacked)."""
     model.eval()
@@ -59,8 +67,11 @@ def robust_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, at
     return correct / max(len(x), 1)
 
 
-@evaluator("vision.clean_accuracy", metrics=[MetricSpec("clean_acc", "utility", "max", "top-1 accuracy on clean inputs")],
-           params=AccuracyParams)
+@evaluator(
+    "vision.clean_accuracy",
+    metrics=[MetricSpec("clean_acc", "utility", "max", "top-1 accuracy on clean inputs")],
+    params=AccuracyParams,
+)
 def clean_accuracy(model, data, ctx, *, split: str, batch_size: int, n: int | None) -> dict[str, float]:
     """Top-1 accuracy on the clean test (or validation) split."""
     x, y = data.split(split)
@@ -76,7 +87,9 @@ class RobustParams(BaseModel):
     step_size: StepSize | None = Field(None, description="default 2.5·eps/steps")
     random_start: bool | None = None
     restarts: int = Field(1, gt=0)
-    n_targets: Annotated[int, Field(gt=0)] | None = Field(None, description="autoattack: APGD-T / FAB-T targets")
+    n_targets: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="autoattack: APGD-T / FAB-T targets"
+    )
     square_queries: int = Field(5000, gt=0, description="autoattack: Square's query budget")
     n: int | None = Field(None, gt=0, description="attack the first n examples only")
     split: Literal["test", "val"] = "test"
@@ -92,17 +105,47 @@ class RobustParams(BaseModel):
         return v
 
 
-@evaluator("vision.robust_accuracy", metrics=[MetricSpec("*_acc", "robustness", "max", "accuracy under attack")],
-           params=RobustParams)
-def robust_accuracy_eval(model, data, ctx, *, attack: str, norm, eps, steps, step_size, random_start, restarts,
-                         n_targets, square_queries, n, split, batch_size, seed, metric) -> dict[str, float]:
+@evaluator(
+    "vision.robust_accuracy",
+    metrics=[MetricSpec("*_acc", "robustness", "max", "accuracy under attack")],
+    params=RobustParams,
+)
+def robust_accuracy_eval(
+    model,
+    data,
+    ctx,
+    *,
+    attack: str,
+    norm,
+    eps,
+    steps,
+    step_size,
+    random_start,
+    restarts,
+    n_targets,
+    square_queries,
+    n,
+    split,
+    batch_size,
+    seed,
+    metric,
+) -> dict[str, float]:
     """Accuracy under an FGSM, PGD, CW-L∞ or AutoAttack attack in the recipe's threat model."""
     threat = getattr(ctx.cfg, "threat", None)
     if threat is None and eps is None:
         raise UserError("this recipe has no [threat]; expected eps in the evaluator entry", field="eval")
-    atk = Attack(attack, eps=eps if eps is not None else threat.eps, norm=norm or (threat.norm if threat is not None else "linf"), steps=steps,
-                 step_size=step_size, random_start=random_start, restarts=restarts, n_targets=n_targets,
-                 square_queries=square_queries, seed=seed)
+    atk = Attack(
+        attack,
+        eps=eps if eps is not None else threat.eps,
+        norm=norm or (threat.norm if threat is not None else "linf"),
+        steps=steps,
+        step_size=step_size,
+        random_start=random_start,
+        restarts=restarts,
+        n_targets=n_targets,
+        square_queries=square_queries,
+        seed=seed,
+    )
     x, y = data.split(split)
     acc = robust_accuracy(model, x[:n], y[:n], atk, ctx.device, batch_size, seed)
     return {metric or f"{atk.label}_acc": acc}

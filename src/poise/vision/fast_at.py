@@ -22,8 +22,8 @@ from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
 from poise.vision.attacks import Attack, pgd
-from poise.vision.base import VisionRecipe, build_model, finish, optimizer_step
-from poise.vision.data import load_vision_data, train_batch
+from poise.vision.base import VisionRecipe, build_model, finish, load_data, optimizer_step
+from poise.vision.data import train_batch
 from poise.vision.evaluators import robust_accuracy
 
 
@@ -42,14 +42,18 @@ class FastAtRecipe(VisionRecipe):
 @kind("vision.fast_at", FastAtRecipe)
 def run(cfg: FastAtRecipe, ctx: RunContext) -> None:
     """Fast FGSM-RS adversarial training with a per-epoch PGD check for catastrophic overfitting."""
-    data = load_vision_data(cfg.data, cfg.seed)
+    data = load_data(ctx, cfg)
     model = build_model(cfg.model, data).to(ctx.device)
     n, bs, threat, t = len(data.train[0]), cfg.train.batch_size, cfg.threat, cfg.train
     per_epoch = steps_per_epoch(n, bs)
     meter = ctx.meter(per_epoch)
     opt = ctx.optimizer(model.parameters())
     sched = ctx.scheduler(opt, meter)
-    watch = {"best_acc": -1.0, "best": {k: v.clone() for k, v in model.state_dict().items()}, "overfit": False}
+    watch = {
+        "best_acc": -1.0,
+        "best": {k: v.clone() for k, v in model.state_dict().items()},
+        "overfit": False,
+    }
     ctx.track(model=model, optimizer=opt, scheduler=sched, watch=watch)
     check = Attack("pgd", eps=threat.eps, norm=threat.norm, steps=t.co_steps)
     x_val, y_val = data.val if len(data.val[0]) else data.train
@@ -57,8 +61,16 @@ def run(cfg: FastAtRecipe, ctx: RunContext) -> None:
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
         with ctx.count_flops():
             with ctx.autocast():
-                x_adv = pgd(model, xb, yb, eps=threat.eps, norm=threat.norm, steps=1,
-                            step_size=t.step_factor * threat.eps, start="uniform")
+                x_adv = pgd(
+                    model,
+                    xb,
+                    yb,
+                    eps=threat.eps,
+                    norm=threat.norm,
+                    steps=1,
+                    step_size=t.step_factor * threat.eps,
+                    start="uniform",
+                )
                 model.train()
                 loss = F.cross_entropy(model(x_adv), yb)
             optimizer_step(cfg, model, opt, sched, loss)
@@ -72,8 +84,10 @@ def run(cfg: FastAtRecipe, ctx: RunContext) -> None:
                 watch["best"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             elif acc < watch["best_acc"] - t.co_drop:
                 watch["overfit"] = True
-                ctx.info(f"catastrophic overfitting at step {step + 1}: PGD accuracy {acc:.3f} "
-                         f"(best {watch['best_acc']:.3f})")
+                ctx.info(
+                    f"catastrophic overfitting at step {step + 1}: PGD accuracy {acc:.3f} "
+                    f"(best {watch['best_acc']:.3f})"
+                )
                 if t.on_overfit == "stop":
                     break
     ctx.log_metric("catastrophic_overfitting", float(watch["overfit"]))

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 KLReduction = Literal["mean", "batchmean", "none"]
 
 
-def soft_kl(target_probs: torch.Tensor, logits: torch.Tensor, reduction: KLReduction = "mean") -> torch.Tensor:
+def soft_kl(
+    target_probs: torch.Tensor, logits: torch.Tensor, reduction: KLReduction = "mean"
+) -> torch.Tensor:
     """KL(target ‖ softmax(logits)) for soft targets, as ``torch.nn.KLDivLoss`` computes it.
 
     ``mean`` averages over batch × classes (what the ARD, RSLAD and MTARD authors' code does with

@@ -40,7 +40,9 @@ def model_names() -> list[str]:
 def create_model(name: str, *, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:
     """The bare network ``name`` (no normalisation); see :func:`build_classifier` for the full model."""
     if name not in _MODELS:
-        raise UserError(f"unknown model {name!r}; expected one of: {', '.join(model_names())}", field="model.name")
+        raise UserError(
+            f"unknown model {name!r}; expected one of: {', '.join(model_names())}", field="model.name"
+        )
     return _MODELS[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
 
 
@@ -57,8 +59,15 @@ class Classifier(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def build_classifier(name: str, *, num_classes: int, input_shape: Sequence[int], mean: Sequence[float],
-                     std: Sequence[float], width: int | None = None) -> Classifier:
+def build_classifier(
+    name: str,
+    *,
+    num_classes: int,
+    input_shape: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    width: int | None = None,
+) -> Classifier:
     """Registry model ``name`` for inputs of ``input_shape`` (C, H, W), wrapped with its normalisation."""
     extra: dict[str, Any] = {"width": width} if width else {}
     if name == "mlp":
@@ -77,9 +86,14 @@ class SmallCNN(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
         )
         self.head = nn.Linear(8 * width, num_classes)
 
@@ -94,8 +108,12 @@ class MLP(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 128, input_size: int = 8):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(in_channels * input_size * input_size, width), nn.ReLU(),
-            nn.Linear(width, width), nn.ReLU(), nn.Linear(width, num_classes),
+            nn.Flatten(),
+            nn.Linear(in_channels * input_size * input_size, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,7 +143,7 @@ class _PreActBlock(nn.Module):
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.shortcut = (nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None)
+        self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(x))
@@ -161,9 +179,18 @@ def mobilenetv2(num_classes: int = 10, in_channels: int = 3, width: int | None =
     """MobileNetV2 for 32×32 inputs: torchvision's network with a stride-1 stem and stride-1 second stage."""
     from torchvision.models.mobilenetv2 import MobileNetV2
 
-    setting = [[1, 16, 1, 1], [6, 24, 2, 1], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2],
-               [6, 320, 1, 1]]
-    net = MobileNetV2(num_classes=num_classes, width_mult=(width or 100) / 100, inverted_residual_setting=setting)
+    setting = [
+        [1, 16, 1, 1],
+        [6, 24, 2, 1],
+        [6, 32, 3, 2],
+        [6, 64, 4, 2],
+        [6, 96, 3, 1],
+        [6, 160, 3, 2],
+        [6, 320, 1, 1],
+    ]
+    net = MobileNetV2(
+        num_classes=num_classes, width_mult=(width or 100) / 100, inverted_residual_setting=setting
+    )
     stem = net.features[0][0]
     net.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, 3, stride=1, padding=1, bias=False)
     return net

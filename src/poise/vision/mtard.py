@@ -30,8 +30,16 @@ from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
 from poise.vision.attacks import TrainAttackCfg, pgd
-from poise.vision.base import VisionModelCfg, VisionRecipe, build_model, finish, load_teacher, optimizer_step
-from poise.vision.data import load_vision_data, train_batch
+from poise.vision.base import (
+    VisionModelCfg,
+    VisionRecipe,
+    build_model,
+    finish,
+    load_data,
+    load_teacher,
+    optimizer_step,
+)
+from poise.vision.data import train_batch
 from poise.vision.losses import KLReduction, mean_plogp, soft_kl
 
 
@@ -44,7 +52,9 @@ class MtardModelCfg(VisionModelCfg):
 
 class MtardTrainCfg(TrainCfg):
     attack: TrainAttackCfg = Field(default_factory=lambda: TrainAttackCfg(start="gaussian"))
-    weight_lr: float = Field(0.025, ge=0.0, le=1.0, description="λ_w of Normalization Loss Balance (0: fixed)")
+    weight_lr: float = Field(
+        0.025, ge=0.0, le=1.0, description="λ_w of Normalization Loss Balance (0: fixed)"
+    )
     init_nat_weight: float = Field(0.5, ge=0.0, le=1.0, description="w_nat at the start (w_adv = 1 − w_nat)")
     entropy_balance: bool = Field(False, description="B-MTARD's Entropy-Based Balance of the temperatures")
     temp_lr: float = Field(0.001, ge=0.0, description="λ_τ of Entropy-Based Balance")
@@ -70,8 +80,9 @@ def balance_weights(w_nat: float, r_adv: float, r_nat: float, lam: float) -> flo
     return w_nat - lam * (w_nat - r_nat / (r_adv + r_nat))
 
 
-def balance_temperatures(t_adv: float, t_nat: float, h_adv: float, h_nat: float, lam: float, lo: float, hi: float
-                         ) -> tuple[float, float]:
+def balance_temperatures(
+    t_adv: float, t_nat: float, h_adv: float, h_nat: float, lam: float, lo: float, hi: float
+) -> tuple[float, float]:
     """One Entropy-Based Balance update of (τ_adv, τ_nat) from the teachers' mean p·log p."""
     sign = lambda v: (v > 0) - (v < 0)  # noqa: E731
     t_adv = t_adv - lam * sign(h_adv / h_nat - 1.0)
@@ -82,7 +93,7 @@ def balance_temperatures(t_adv: float, t_nat: float, h_adv: float, h_nat: float,
 @kind("vision.mtard", MtardRecipe)
 def run(cfg: MtardRecipe, ctx: RunContext) -> None:
     """MTARD: distil a clean teacher (on x) and a robust teacher (on x′) into one student, balanced."""
-    data = load_vision_data(cfg.data, cfg.seed)
+    data = load_data(ctx, cfg)
     t_nat_model = load_teacher(ctx, cfg.model.clean_teacher, "model.clean_teacher", data)
     t_adv_model = load_teacher(ctx, cfg.model.robust_teacher, "model.robust_teacher", data)
     model = build_model(cfg.model, data).to(ctx.device)
@@ -96,12 +107,22 @@ def run(cfg: MtardRecipe, ctx: RunContext) -> None:
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
         with ctx.count_flops():
             with ctx.autocast():
-                x_adv = pgd(model, xb, yb, eps=threat.eps, norm=threat.norm, steps=atk.steps,
-                            step_size=atk.step_size, start=atk.start)
+                x_adv = pgd(
+                    model,
+                    xb,
+                    yb,
+                    eps=threat.eps,
+                    norm=threat.norm,
+                    steps=atk.steps,
+                    step_size=atk.step_size,
+                    start=atk.start,
+                )
                 with torch.no_grad():
                     logits_t_adv, logits_t_nat = t_adv_model(x_adv), t_nat_model(xb)
                 model.train()
-                kl_adv = soft_kl(F.softmax(logits_t_adv / bal["tau_adv"], dim=1), model(x_adv), t.kl_reduction)
+                kl_adv = soft_kl(
+                    F.softmax(logits_t_adv / bal["tau_adv"], dim=1), model(x_adv), t.kl_reduction
+                )
                 kl_nat = soft_kl(F.softmax(logits_t_nat / bal["tau_nat"], dim=1), model(xb), t.kl_reduction)
                 loss = (1.0 - bal["w_nat"]) * kl_adv + bal["w_nat"] * kl_nat
             optimizer_step(cfg, model, opt, sched, loss)
@@ -111,13 +132,25 @@ def run(cfg: MtardRecipe, ctx: RunContext) -> None:
         if t.entropy_balance:
             h_adv = mean_plogp(logits_t_adv.float(), bal["tau_adv"]).item()
             h_nat = mean_plogp(logits_t_nat.float(), bal["tau_nat"]).item()
-            bal["tau_adv"], bal["tau_nat"] = balance_temperatures(bal["tau_adv"], bal["tau_nat"], h_adv, h_nat,
-                                                                  t.temp_lr * scale, t.temp_min, t.temp_max)
+            bal["tau_adv"], bal["tau_nat"] = balance_temperatures(
+                bal["tau_adv"], bal["tau_nat"], h_adv, h_nat, t.temp_lr * scale, t.temp_min, t.temp_max
+            )
         if bal["l0_adv"] is None:
             bal["l0_adv"], bal["l0_nat"] = max(l_adv, 1e-12), max(l_nat, 1e-12)
-        bal["w_nat"] = balance_weights(bal["w_nat"], l_adv / bal["l0_adv"], l_nat / bal["l0_nat"], t.weight_lr * scale)
+        bal["w_nat"] = balance_weights(
+            bal["w_nat"], l_adv / bal["l0_adv"], l_nat / bal["l0_nat"], t.weight_lr * scale
+        )
         if step % 10 == 0:
-            ctx.log_metrics({"loss": loss.item(), "kl_adv": l_adv, "kl_nat": l_nat, "w_nat": bal["w_nat"],
-                             "tau_adv": bal["tau_adv"], "tau_nat": bal["tau_nat"], "lr": sched.get_last_lr()[0]},
-                            step=step)
+            ctx.log_metrics(
+                {
+                    "loss": loss.item(),
+                    "kl_adv": l_adv,
+                    "kl_nat": l_nat,
+                    "w_nat": bal["w_nat"],
+                    "tau_adv": bal["tau_adv"],
+                    "tau_nat": bal["tau_nat"],
+                    "lr": sched.get_last_lr()[0],
+                },
+                step=step,
+            )
     finish(ctx, cfg, model, data)

@@ -13,8 +13,8 @@ from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
 from poise.vision.attacks import TrainAttackCfg, pgd
-from poise.vision.base import VisionRecipe, build_model, finish, optimizer_step
-from poise.vision.data import load_vision_data, train_batch
+from poise.vision.base import VisionRecipe, build_model, finish, load_data, optimizer_step
+from poise.vision.data import train_batch
 
 
 class PgdAtTrainCfg(TrainCfg):
@@ -28,7 +28,7 @@ class PgdAtRecipe(VisionRecipe):
 @kind("vision.pgd_at", PgdAtRecipe)
 def run(cfg: PgdAtRecipe, ctx: RunContext) -> None:
     """PGD adversarial training (Madry): minimise cross-entropy on the PGD example of each batch."""
-    data = load_vision_data(cfg.data, cfg.seed)
+    data = load_data(ctx, cfg)
     model = build_model(cfg.model, data).to(ctx.device)
     n, bs, atk, threat = len(data.train[0]), cfg.train.batch_size, cfg.train.attack, cfg.threat
     meter = ctx.meter(steps_per_epoch(n, bs))
@@ -39,8 +39,16 @@ def run(cfg: PgdAtRecipe, ctx: RunContext) -> None:
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
         with ctx.count_flops():
             with ctx.autocast():
-                x_adv = pgd(model, xb, yb, eps=threat.eps, norm=threat.norm, steps=atk.steps,
-                            step_size=atk.step_size, start=atk.start)
+                x_adv = pgd(
+                    model,
+                    xb,
+                    yb,
+                    eps=threat.eps,
+                    norm=threat.norm,
+                    steps=atk.steps,
+                    step_size=atk.step_size,
+                    start=atk.start,
+                )
                 model.train()
                 loss = F.cross_entropy(model(x_adv), yb)
             optimizer_step(cfg, model, opt, sched, loss)

@@ -16,14 +16,16 @@ from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
 from poise.vision.ard import DistillModelCfg
 from poise.vision.attacks import TrainAttackCfg, pgd
-from poise.vision.base import VisionRecipe, build_model, finish, load_teacher, optimizer_step
-from poise.vision.data import load_vision_data, train_batch
+from poise.vision.base import VisionRecipe, build_model, finish, load_data, load_teacher, optimizer_step
+from poise.vision.data import train_batch
 from poise.vision.losses import KLReduction, soft_kl
 
 
 class RsladTrainCfg(TrainCfg):
     attack: TrainAttackCfg = Field(default_factory=lambda: TrainAttackCfg(start="gaussian"))
-    adv_weight: float = Field(5 / 6, ge=0.0, le=1.0, description="weight of the adversarial term (clean: 1 − it)")
+    adv_weight: float = Field(
+        5 / 6, ge=0.0, le=1.0, description="weight of the adversarial term (clean: 1 − it)"
+    )
     kl_reduction: KLReduction = "mean"
 
 
@@ -35,7 +37,7 @@ class RsladRecipe(VisionRecipe):
 @kind("vision.rslad", RsladRecipe)
 def run(cfg: RsladRecipe, ctx: RunContext) -> None:
     """RSLAD: the robust teacher's clean soft labels supervise the student on clean and adversarial inputs."""
-    data = load_vision_data(cfg.data, cfg.seed)
+    data = load_data(ctx, cfg)
     teacher = load_teacher(ctx, cfg.model.teacher, "model.teacher", data)
     model = build_model(cfg.model, data).to(ctx.device)
     n, bs, atk, threat, t = len(data.train[0]), cfg.train.batch_size, cfg.train.attack, cfg.threat, cfg.train
@@ -49,15 +51,25 @@ def run(cfg: RsladRecipe, ctx: RunContext) -> None:
             with ctx.autocast():
                 with torch.no_grad():
                     soft = F.softmax(teacher(xb), dim=1)
-                x_adv = pgd(model, xb, yb, eps=threat.eps, norm=threat.norm, steps=atk.steps,
-                            step_size=atk.step_size, start=atk.start,
-                            loss=lambda logits, _y: soft_kl(soft, logits, "none"))
+                x_adv = pgd(
+                    model,
+                    xb,
+                    yb,
+                    eps=threat.eps,
+                    norm=threat.norm,
+                    steps=atk.steps,
+                    step_size=atk.step_size,
+                    start=atk.start,
+                    loss=lambda logits, _y, p=soft: soft_kl(p, logits, "none"),
+                )
                 model.train()
                 adv = soft_kl(soft, model(x_adv), t.kl_reduction)
                 nat = soft_kl(soft, model(xb), t.kl_reduction)
                 loss = t.adv_weight * adv + (1.0 - t.adv_weight) * nat
             optimizer_step(cfg, model, opt, sched, loss)
         if step % 10 == 0:
-            ctx.log_metrics({"loss": loss.item(), "adv": adv.item(), "nat": nat.item(),
-                             "lr": sched.get_last_lr()[0]}, step=step)
+            ctx.log_metrics(
+                {"loss": loss.item(), "adv": adv.item(), "nat": nat.item(), "lr": sched.get_last_lr()[0]},
+                step=step,
+            )
     finish(ctx, cfg, model, data)

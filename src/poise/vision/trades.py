@@ -15,8 +15,8 @@ from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
 from poise.vision.attacks import TrainAttackCfg, attack_mode, pgd
-from poise.vision.base import VisionRecipe, build_model, finish, optimizer_step
-from poise.vision.data import load_vision_data, train_batch
+from poise.vision.base import VisionRecipe, build_model, finish, load_data, optimizer_step
+from poise.vision.data import train_batch
 from poise.vision.losses import KLReduction, soft_kl
 
 
@@ -33,7 +33,7 @@ class TradesRecipe(VisionRecipe):
 @kind("vision.trades", TradesRecipe)
 def run(cfg: TradesRecipe, ctx: RunContext) -> None:
     """TRADES: clean cross-entropy plus β times the KL between clean and adversarial predictions."""
-    data = load_vision_data(cfg.data, cfg.seed)
+    data = load_data(ctx, cfg)
     model = build_model(cfg.model, data).to(ctx.device)
     n, bs, atk, threat = len(data.train[0]), cfg.train.batch_size, cfg.train.attack, cfg.threat
     meter = ctx.meter(steps_per_epoch(n, bs))
@@ -46,9 +46,17 @@ def run(cfg: TradesRecipe, ctx: RunContext) -> None:
             with ctx.autocast():
                 with attack_mode(model), torch.no_grad():
                     p_nat = F.softmax(model(xb), dim=1)
-                x_adv = pgd(model, xb, yb, eps=threat.eps, norm=threat.norm, steps=atk.steps,
-                            step_size=atk.step_size, start=atk.start,
-                            loss=lambda logits, _y: soft_kl(p_nat, logits, "none"))
+                x_adv = pgd(
+                    model,
+                    xb,
+                    yb,
+                    eps=threat.eps,
+                    norm=threat.norm,
+                    steps=atk.steps,
+                    step_size=atk.step_size,
+                    start=atk.start,
+                    loss=lambda logits, _y, p=p_nat: soft_kl(p, logits, "none"),
+                )
                 model.train()
                 logits_nat = model(xb)
                 natural = F.cross_entropy(logits_nat, yb)
@@ -56,6 +64,13 @@ def run(cfg: TradesRecipe, ctx: RunContext) -> None:
                 loss = natural + cfg.train.beta * robust
             optimizer_step(cfg, model, opt, sched, loss)
         if step % 10 == 0:
-            ctx.log_metrics({"loss": loss.item(), "natural": natural.item(), "robust": robust.item(),
-                             "lr": sched.get_last_lr()[0]}, step=step)
+            ctx.log_metrics(
+                {
+                    "loss": loss.item(),
+                    "natural": natural.item(),
+                    "robust": robust.item(),
+                    "lr": sched.get_last_lr()[0],
+                },
+                step=step,
+            )
     finish(ctx, cfg, model, data)
