@@ -23,8 +23,14 @@ def trained_cnn(digits):
     from poise.vision.models import build_classifier
 
     torch.manual_seed(0)
-    model = build_classifier("small_cnn", num_classes=10, input_shape=digits.input_shape, mean=digits.mean,
-                             std=digits.std, width=16)
+    model = build_classifier(
+        "small_cnn",
+        num_classes=10,
+        input_shape=digits.input_shape,
+        mean=digits.mean,
+        std=digits.std,
+        width=16,
+    )
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     x, y = digits.train
     for step in range(150):

@@ -76,7 +76,9 @@ def test_restarts_only_help(trained_cnn, digits):
     x, y = digits.test[0][:200], digits.test[1][:200]
     torch.manual_seed(0)
     one = robust_accuracy(trained_cnn, x, y, Attack("pgd", eps=0.08, steps=5), torch.device("cpu"))
-    three = robust_accuracy(trained_cnn, x, y, Attack("pgd", eps=0.08, steps=5, restarts=3), torch.device("cpu"))
+    three = robust_accuracy(
+        trained_cnn, x, y, Attack("pgd", eps=0.08, steps=5, restarts=3), torch.device("cpu")
+    )
     assert three <= one
 
 

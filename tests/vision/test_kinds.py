@@ -5,12 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from tests.vision.test_data import write_cifar
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "vision"
-TINY_EVAL = ["--set", "eval.1.n=40", "--set", "eval.2.n=20", "--set", "eval.2.steps=3",
-             "--set", "eval.2.square_queries=10"]
+TINY_EVAL = [
+    "--set",
+    "eval.1.n=40",
+    "--set",
+    "eval.2.n=20",
+    "--set",
+    "eval.2.steps=3",
+    "--set",
+    "eval.2.square_queries=10",
+]
 
 
 def _runs(store_dir: Path) -> list:
@@ -26,17 +33,27 @@ def _runs(store_dir: Path) -> list:
 
 @pytest.mark.parametrize("recipe", ["erm-digits", "pgd-at-digits", "trades-digits", "fast-at-digits"])
 def test_single_model_kinds_run(cli, tmp_path, recipe):
-    code, _, err = cli("run", RECIPES / f"{recipe}.toml", "--quick", "--set", "train.budget.epochs=1", *TINY_EVAL)
+    code, _, err = cli(
+        "run", RECIPES / f"{recipe}.toml", "--quick", "--set", "train.budget.epochs=1", *TINY_EVAL
+    )
     assert code == 0, err
-    (run, m), = _runs(tmp_path / ".poise")
+    ((run, m),) = _runs(tmp_path / ".poise")
     assert run.status == "done"
     assert {"utility.clean_acc", "robustness.pgd20_acc", "robustness.autoattack_acc"} <= set(m)
     assert m["robustness.autoattack_acc"].value <= m["utility.clean_acc"].value
 
 
 def test_mtard_trains_both_teachers_then_ard_and_rslad_reuse_them(cli, tmp_path):
-    code, _, err = cli("run", RECIPES / "mtard-digits.toml", "--quick", "--set", "train.budget.epochs=1",
-                       "--set", "train.entropy_balance=true", *TINY_EVAL)
+    code, _, err = cli(
+        "run",
+        RECIPES / "mtard-digits.toml",
+        "--quick",
+        "--set",
+        "train.budget.epochs=1",
+        "--set",
+        "train.entropy_balance=true",
+        *TINY_EVAL,
+    )
     assert code == 0, err
     runs = _runs(tmp_path / ".poise")
     kinds = sorted(r.kind for r, _ in runs)
@@ -49,7 +66,9 @@ def test_mtard_trains_both_teachers_then_ard_and_rslad_reuse_them(cli, tmp_path)
     assert w and all(0 <= v <= 1 for v in w)
     s.close()
     for recipe in ("ard-digits", "rslad-digits"):
-        code, _, err = cli("run", RECIPES / f"{recipe}.toml", "--quick", "--set", "train.budget.epochs=1", *TINY_EVAL)
+        code, _, err = cli(
+            "run", RECIPES / f"{recipe}.toml", "--quick", "--set", "train.budget.epochs=1", *TINY_EVAL
+        )
         assert code == 0, err
     kinds = sorted(r.kind for r, _ in _runs(tmp_path / ".poise"))
     assert kinds.count("vision.trades") == 1 and "vision.ard" in kinds and "vision.rslad" in kinds
@@ -63,29 +82,48 @@ def _one_line_error(code: int, err: str, *needles: str) -> None:
         assert n in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("setting,needles", [
-    ("model.name=resnet1000", ("model.name", "resnet1000")),
-    ("data.name=imagenet", ("data.name", "imagenet")),
-    ("threat.eps=1.5", ("threat.eps",)),
-    ("eval.1.attack=deepfool", ("deepfool",)),
-    ("eval.1.eps=-0.1", ("eps",)),
-    ("data.name=cifar10", ("data.root",)),
-])
+@pytest.mark.parametrize(
+    "setting,needles",
+    [
+        ("model.name=resnet1000", ("model.name", "resnet1000")),
+        ("data.name=imagenet", ("data.name", "imagenet")),
+        ("threat.eps=1.5", ("threat.eps",)),
+        ("eval.1.attack=deepfool", ("deepfool",)),
+        ("eval.1.eps=-0.1", ("eps",)),
+        ("data.name=cifar10", ("data.root",)),
+    ],
+)
 def test_bad_input_one_line(cli, setting, needles):
     code, _, err = cli("run", RECIPES / "pgd-at-digits.toml", "--quick", "--set", setting)
     _one_line_error(code, err, *needles)
 
 
 def test_data_root_without_files(cli, tmp_path):
-    code, _, err = cli("run", RECIPES / "pgd-at-digits.toml", "--quick", "--set", "data.name=cifar10",
-                       "--set", f"data.root={tmp_path}")
+    code, _, err = cli(
+        "run",
+        RECIPES / "pgd-at-digits.toml",
+        "--quick",
+        "--set",
+        "data.name=cifar10",
+        "--set",
+        f"data.root={tmp_path}",
+    )
     _one_line_error(code, err, "missing", "data.root")
 
 
 def test_teacher_with_other_class_count(cli, tmp_path):
     write_cifar(tmp_path / "c100", "cifar100")
-    code, _, err = cli("run", RECIPES / "erm-digits.toml", "--quick", "--set", "data.name=cifar100",
-                         "--set", f"data.root={tmp_path / 'c100'}", "--set", "train.budget.epochs=1")
+    code, _, err = cli(
+        "run",
+        RECIPES / "erm-digits.toml",
+        "--quick",
+        "--set",
+        "data.name=cifar100",
+        "--set",
+        f"data.root={tmp_path / 'c100'}",
+        "--set",
+        "train.budget.epochs=1",
+    )
     assert code == 0, err
     run_id = [r for r, _ in _runs(tmp_path / ".poise")][0].id
     code, _, err = cli("run", RECIPES / "ard-digits.toml", "--quick", "--set", f"model.teacher=run:{run_id}")

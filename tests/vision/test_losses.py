@@ -19,8 +19,11 @@ def test_soft_kl_matches_kldivloss():
     logits = torch.randn(8, 10, generator=g)
     logp = F.log_softmax(logits, dim=1)
     assert torch.allclose(soft_kl(target, logits, "mean"), torch.nn.KLDivLoss()(logp, target), atol=1e-6)
-    assert torch.allclose(soft_kl(target, logits, "batchmean"),
-                          torch.nn.KLDivLoss(reduction="batchmean")(logp, target), atol=1e-6)
+    assert torch.allclose(
+        soft_kl(target, logits, "batchmean"),
+        torch.nn.KLDivLoss(reduction="batchmean")(logp, target),
+        atol=1e-6,
+    )
     per = soft_kl(target, logits, "none")
     assert per.shape == (8,) and (per >= 0).all()
     assert torch.allclose(soft_kl(target, target.log(), "none"), torch.zeros(8), atol=1e-6)
@@ -47,7 +50,9 @@ def test_weight_balance_moves_towards_relative_loss(w, r_adv, r_nat, lam):
 def test_temperature_balance_stays_in_range_and_moves_oppositely(t_adv, t_nat, h_adv, h_nat):
     a, n = balance_temperatures(t_adv, t_nat, h_adv, h_nat, 0.5, 1.0, 10.0)
     assert 1.0 <= a <= 10.0 and 1.0 <= n <= 10.0
-    if h_adv < h_nat:  # more negative p·log p: the robust teacher's output has more entropy, so it is sharpened
+    if (
+        h_adv < h_nat
+    ):  # more negative p·log p: the robust teacher's output has more entropy, so it is sharpened
         assert a <= t_adv and n >= t_nat
     elif h_adv > h_nat:
         assert a >= t_adv and n <= t_nat
