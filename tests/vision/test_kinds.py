@@ -128,3 +128,54 @@ def test_teacher_with_other_class_count(cli, tmp_path):
     run_id = [r for r, _ in _runs(tmp_path / ".poise")][0].id
     code, _, err = cli("run", RECIPES / "ard-digits.toml", "--quick", "--set", f"model.teacher=run:{run_id}")
     _one_line_error(code, err, "100 classes", "model.teacher")
+
+
+def test_cifar_recipe_runs_on_tiny_files(cli, tmp_path):
+    write_cifar(tmp_path / "c10")
+    code, _, err = cli(
+        "run",
+        RECIPES / "pgd-at-cifar10.toml",
+        "--set",
+        f"data.root={tmp_path / 'c10'}",
+        "--set",
+        "model.name=small_cnn",
+        "--set",
+        "model.width=4",
+        "--set",
+        "train.budget.epochs=1",
+        "--set",
+        "train.attack.steps=2",
+        "--set",
+        "eval.4.steps=2",
+        "--set",
+        "eval.4.n_targets=1",
+        "--set",
+        "eval.4.square_queries=5",
+    )
+    assert code == 0, err
+    ((run, m),) = _runs(tmp_path / ".poise")
+    assert run.status == "done" and {"robustness.fgsm_acc", "robustness.cw30_acc"} <= set(m)
+
+
+def test_every_shipped_vision_recipe_validates():
+    from poise.recipes import load_recipe
+
+    for path in RECIPES.glob("*.toml"):
+        cfg = load_recipe(path, quick=True)
+        assert cfg.kind.startswith("vision.")
+        assert cfg.tour == ("digits" in path.stem)
+
+
+def test_report_section_lists_vision_runs(cli, tmp_path):
+    code, _, err = cli(
+        "run", RECIPES / "erm-digits.toml", "--quick", "--set", "train.budget.epochs=1", *TINY_EVAL
+    )
+    assert code == 0, err
+    from poise.store import Store
+    from poise.vision.report import defences
+
+    s = Store(root=tmp_path / ".poise")
+    blocks = defences(s, s.list_runs())
+    s.close()
+    headers, rows = blocks[0].table
+    assert "clean_acc" in headers and "autoattack_acc" in headers and len(rows) == 1
