@@ -2,73 +2,36 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
 
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
-from poise.recipes import ModelCfg, Recipe, kind
-from poise.vision.data import VisionData, VisionDataCfg, load_vision_data
-from poise.vision.models import create_model, model_names
+from poise.recipes import kind
+from poise.vision.base import VisionRecipe, build_model, finish, load_data, optimizer_step
+from poise.vision.data import train_batch
 
 
-class VisionModelCfg(ModelCfg):
-    """An image classifier from the model registry; ``width`` is passed on when set."""
-
-    name: str = "small_cnn"
-    width: int | None = Field(None, gt=0)
-
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, v: str) -> str:
-        if v not in model_names():
-            raise ValueError(f"unknown model {v!r}; expected one of: {', '.join(model_names())}")
-        return v
-
-
-class ErmRecipe(Recipe):
-    model: VisionModelCfg = Field(default_factory=VisionModelCfg)
-    data: VisionDataCfg = Field(default_factory=VisionDataCfg)
-
-
-def build_model(cfg: VisionModelCfg, data: VisionData) -> torch.nn.Module:
-    extra = {"width": cfg.width} if cfg.width else {}
-    if cfg.name == "mlp":
-        extra["input_size"] = data.input_shape[-1]
-    return create_model(cfg.name, num_classes=data.num_classes, in_channels=data.input_shape[0], **extra)
-
-
-def model_meta(cfg: VisionModelCfg, data: VisionData) -> dict[str, object]:
-    return {"model": cfg.model_dump(), "num_classes": data.num_classes, "input_shape": list(data.input_shape),
-            "dataset": data.name}
+class ErmRecipe(VisionRecipe):
+    """Standard training; ``[threat]`` only sets the eps its robustness evaluators use."""
 
 
 @kind("vision.erm", ErmRecipe)
 def run(cfg: ErmRecipe, ctx: RunContext) -> None:
     """Standard training (empirical risk minimisation) of an image classifier."""
-    data = load_vision_data(cfg.data, cfg.seed)
+    data = load_data(ctx, cfg)
     model = build_model(cfg.model, data).to(ctx.device)
-    x, y = data.train
-    n, bs = len(x), cfg.train.batch_size
+    n, bs = len(data.train[0]), cfg.train.batch_size
     meter = ctx.meter(steps_per_epoch(n, bs))
     opt = ctx.optimizer(model.parameters())
     sched = ctx.scheduler(opt, meter)
     ctx.track(model=model, optimizer=opt, scheduler=sched)
     for step in ctx.steps(meter):
-        idx = batch_indices(step, n, bs, cfg.seed)
-        xb, yb = x[idx].to(ctx.device), y[idx].to(ctx.device)
-        model.train()
-        with ctx.count_flops(), ctx.autocast():
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-        if cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        opt.step()
-        sched.step()
+        xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
+        with ctx.count_flops():
+            model.train()
+            with ctx.autocast():
+                loss = F.cross_entropy(model(xb), yb)
+            optimizer_step(cfg, model, opt, sched, loss)
         if step % 10 == 0:
             ctx.log_metrics({"loss": loss.item(), "lr": sched.get_last_lr()[0]}, step=step)
-    model.eval()
-    ctx.evaluate(model, data)
-    ctx.save_artifact("model", model.state_dict(), meta=model_meta(cfg.model, data))
+    finish(ctx, cfg, model, data)

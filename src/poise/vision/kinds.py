@@ -1,6 +1,7 @@
-"""Registers the vision domain's recipe kinds, evaluators and report frontiers."""
+"""Registers the vision domain's recipe kinds, evaluators, report section and frontier pairs."""
 
 from poise.frontier import register_frontier
-from poise.vision import erm, evaluators  # noqa: F401  (registration on import)
+from poise.vision import ard, erm, evaluators, fast_at, mtard, pgd_at, report, rslad, trades  # noqa: F401
 
+register_frontier("utility.clean_acc", "robustness.autoattack_acc")
 register_frontier("utility.clean_acc", "cost.co2_g")

@@ -1,0 +1,57 @@
+"""PGD-AT (Madry et al., ICLR 2018): train on the PGD example of each batch, cross-entropy loss.
+
+The attack runs with the model in eval mode (BatchNorm statistics are not updated by attack passes);
+the training forward on x′ runs in train mode.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from pydantic import Field
+
+from poise.batching import batch_indices, steps_per_epoch
+from poise.context import RunContext
+from poise.recipes import TrainCfg, kind
+from poise.vision.attacks import TrainAttackCfg, pgd
+from poise.vision.base import VisionRecipe, build_model, finish, load_data, optimizer_step
+from poise.vision.data import train_batch
+
+
+class PgdAtTrainCfg(TrainCfg):
+    attack: TrainAttackCfg = Field(default_factory=TrainAttackCfg)
+
+
+class PgdAtRecipe(VisionRecipe):
+    train: PgdAtTrainCfg = Field(default_factory=PgdAtTrainCfg)
+
+
+@kind("vision.pgd_at", PgdAtRecipe)
+def run(cfg: PgdAtRecipe, ctx: RunContext) -> None:
+    """PGD adversarial training (Madry): minimise cross-entropy on the PGD example of each batch."""
+    data = load_data(ctx, cfg)
+    model = build_model(cfg.model, data).to(ctx.device)
+    n, bs, atk, threat = len(data.train[0]), cfg.train.batch_size, cfg.train.attack, cfg.threat
+    meter = ctx.meter(steps_per_epoch(n, bs))
+    opt = ctx.optimizer(model.parameters())
+    sched = ctx.scheduler(opt, meter)
+    ctx.track(model=model, optimizer=opt, scheduler=sched)
+    for step in ctx.steps(meter):
+        xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
+        with ctx.count_flops():
+            with ctx.autocast():
+                x_adv = pgd(
+                    model,
+                    xb,
+                    yb,
+                    eps=threat.eps,
+                    norm=threat.norm,
+                    steps=atk.steps,
+                    step_size=atk.step_size,
+                    start=atk.start,
+                )
+                model.train()
+                loss = F.cross_entropy(model(x_adv), yb)
+            optimizer_step(cfg, model, opt, sched, loss)
+        if step % 10 == 0:
+            ctx.log_metrics({"loss": loss.item(), "lr": sched.get_last_lr()[0]}, step=step)
+    finish(ctx, cfg, model, data)
