@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
+from poise.evaluators import rebuilder
 from poise.recipes import ModelCfg, Recipe, kind
 from poise.vision.data import VisionData, VisionDataCfg, load_vision_data
 from poise.vision.models import create_model, model_names
@@ -72,3 +73,12 @@ def run(cfg: ErmRecipe, ctx: RunContext) -> None:
     model.eval()
     ctx.evaluate(model, data)
     ctx.save_artifact("model", model.state_dict(), meta=model_meta(cfg.model, data))
+
+
+@rebuilder("vision.erm")
+def rebuild(cfg: ErmRecipe, tensors: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.nn.Module, VisionData]:
+    """The classifier of a vision.erm run with other weights (a merge), and the data its evaluators read."""
+    data = load_vision_data(cfg.data, cfg.seed)
+    model = build_model(cfg.model, data)
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), data
