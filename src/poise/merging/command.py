@@ -148,7 +148,13 @@ def preflight(store: Any, data: dict[str, Any]) -> None:
         elif ref.endswith(".toml"):
             return  # trained (or found) by the run itself, which checks again
         else:
-            run = store.get_run(ref)
+            try:
+                run = store.get_run(ref.removeprefix("run:"))
+            except UserError as e:
+                if "ambiguous" in e.message:
+                    raise
+                raise UserError(f"no file, folder or run {ref!r}; expected run:ID, a recipe file, a .safetensors "
+                                "file or an HF model folder", where=WHERE) from None
             art = store.artifact(run.id, "model")
             srcs.append(Source(art.path, ref))
     try:

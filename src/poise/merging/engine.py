@@ -80,7 +80,7 @@ def check_compatible(metas: Sequence[Mapping[str, Meta]], labels: Sequence[str],
 
 
 def _shape(s: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, s)) + ")"
+    return str(tuple(s))
 
 
 def model_labels(n: int, names: Sequence[str] | None, has_base: bool) -> list[str]:
