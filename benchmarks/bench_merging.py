@@ -2,8 +2,9 @@
 
 Both tools merge the same safetensors folders (random weights of a Llama of ~100M parameters, fp32,
 written here with the real Hugging Face layout) into a new folder. Each merge runs in its own fresh
-Python process so that its peak RSS (``VmHWM`` of /proc/self/status) is its own; the process's RSS right after its imports
-is reported too, since mergekit needs torch and transformers and poise's streamed merge only NumPy.
+Python process so that its peak RSS (``VmHWM`` of /proc/self/status) is its own; the process's RSS
+right after its imports is reported too, since mergekit needs torch and transformers and poise's
+streamed merge only NumPy.
 Wall time is the merge call alone (imports excluded), the best of ``repeats`` runs, alternating tools so
 both see the same page cache. Figures are ratios from one run: poise / mergekit for time, peak RSS / one
 model's size on disk for memory.
@@ -29,13 +30,27 @@ SIZES = {  # hidden, intermediate, layers, vocab
     "quick": (128, 256, 2, 2000),
 }
 METHODS = {
-    "linear": ({"merge_method": "linear", "models": [("a", {"weight": 0.5}), ("b", {"weight": 0.5})]},
-               {"method": "linear", "weights": [0.5, 0.5]}),
-    "slerp": ({"merge_method": "slerp", "base_model": "a", "models": [("a", {}), ("b", {})],
-               "parameters": {"t": 0.4}}, {"method": "slerp", "t": 0.4}),
-    "ties": ({"merge_method": "ties", "base_model": "base",
-              "models": [("a", {"weight": 0.5, "density": 0.5}), ("b", {"weight": 0.5, "density": 0.5})]},
-             {"method": "ties", "weights": [0.5, 0.5], "density": 0.5, "base": "base"}),
+    "linear": (
+        {"merge_method": "linear", "models": [("a", {"weight": 0.5}), ("b", {"weight": 0.5})]},
+        {"method": "linear", "weights": [0.5, 0.5]},
+    ),
+    "slerp": (
+        {
+            "merge_method": "slerp",
+            "base_model": "a",
+            "models": [("a", {}), ("b", {})],
+            "parameters": {"t": 0.4},
+        },
+        {"method": "slerp", "t": 0.4},
+    ),
+    "ties": (
+        {
+            "merge_method": "ties",
+            "base_model": "base",
+            "models": [("a", {"weight": 0.5, "density": 0.5}), ("b", {"weight": 0.5, "density": 0.5})],
+        },
+        {"method": "ties", "weights": [0.5, 0.5], "density": 0.5, "base": "base"},
+    ),
 }
 
 
@@ -44,10 +59,16 @@ def llama_shapes(hidden: int, inter: int, layers: int, vocab: int) -> dict[str, 
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
     for i in range(layers):
         p = f"model.layers.{i}."
-        shapes.update({p + "input_layernorm.weight": (hidden,), p + "post_attention_layernorm.weight": (hidden,),
-                       **{p + f"self_attn.{n}_proj.weight": (hidden, hidden) for n in "qkvo"},
-                       p + "mlp.gate_proj.weight": (inter, hidden), p + "mlp.up_proj.weight": (inter, hidden),
-                       p + "mlp.down_proj.weight": (hidden, inter)})
+        shapes.update(
+            {
+                p + "input_layernorm.weight": (hidden,),
+                p + "post_attention_layernorm.weight": (hidden,),
+                **{p + f"self_attn.{n}_proj.weight": (hidden, hidden) for n in "qkvo"},
+                p + "mlp.gate_proj.weight": (inter, hidden),
+                p + "mlp.up_proj.weight": (inter, hidden),
+                p + "mlp.down_proj.weight": (hidden, inter),
+            }
+        )
     shapes.update({"model.norm.weight": (hidden,), "lm_head.weight": (vocab, hidden)})
     return shapes
 
@@ -58,13 +79,26 @@ def write_models(root: Path, hidden: int, inter: int, layers: int, vocab: int) -
     from safetensors.numpy import save_file
 
     heads = max(1, hidden // 64)
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
-              "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": heads,
-              "num_key_value_heads": heads, "vocab_size": vocab, "max_position_embeddings": 2048,
-              "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "torch_dtype": "float32", "hidden_act": "silu"}
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "vocab_size": vocab,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "hidden_act": "silu",
+    }
     rng = np.random.default_rng(0)
-    shared = {k: rng.standard_normal(s, dtype=np.float32) * 0.02
-              for k, s in llama_shapes(hidden, inter, layers, vocab).items()}
+    shared = {
+        k: rng.standard_normal(s, dtype=np.float32) * 0.02
+        for k, s in llama_shapes(hidden, inter, layers, vocab).items()
+    }
     size = 0
     for i, name in enumerate(["base", "a", "b"]):
         folder = root / name
@@ -114,17 +148,26 @@ RUNNER = textwrap.dedent("""
 def run_one(tool: str, method: str, root: Path, out: Path) -> dict[str, float]:
     mk, ours = METHODS[method]
     cfg = mk if tool == "mergekit" else ours
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src") + os.pathsep
-           + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-c", RUNNER, tool, method, str(root), str(out), json.dumps(cfg)],
-                          capture_output=True, text=True, env=env, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")
+        + os.pathsep
+        + os.environ.get("PYTHONPATH", ""),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, tool, method, str(root), str(out), json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{tool} {method} failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def same_output(a: Path, b: Path) -> float:
-    """Largest absolute difference between two merged folders (they must hold the same tensors)."""
+def same_output(a: Path, b: Path) -> tuple[float, int]:
+    """Largest absolute difference between two merged folders, and how many entries differ by > 1e-5."""
     import numpy as np
     from safetensors import safe_open
 
@@ -137,11 +180,13 @@ def same_output(a: Path, b: Path) -> float:
 
     ta, tb = tensors(a), tensors(b)
     assert sorted(ta) == sorted(tb)
-    worst = 0.0
+    worst, n = 0.0, 0
     for k, (fa, _) in ta.items():
         with safe_open(str(fa), "numpy") as ha, safe_open(str(tb[k][0]), "numpy") as hb:
-            worst = max(worst, float(np.abs(ha.get_tensor(k) - hb.get_tensor(k)).max()))
-    return worst
+            d = np.abs(ha.get_tensor(k) - hb.get_tensor(k))
+            worst = max(worst, float(d.max()))
+            n += int((d > 1e-5).sum())
+    return worst, n
 
 
 def main(quick: bool = False) -> str:
@@ -156,7 +201,7 @@ def main(quick: bool = False) -> str:
         for method in methods:
             best: dict[str, dict[str, float]] = {}
             for rep in range(repeats):
-                for tool in (("poise", "mergekit") if rep % 2 == 0 else ("mergekit", "poise")):
+                for tool in ("poise", "mergekit") if rep % 2 == 0 else ("mergekit", "poise"):
                     out = root / f"out-{tool}-{method}"
                     if out.exists():
                         import shutil
@@ -164,24 +209,45 @@ def main(quick: bool = False) -> str:
                         shutil.rmtree(out)
                     r = run_one(tool, method, root, out)
                     prev = best.get(tool)
-                    best[tool] = r if prev is None else {
-                        "seconds": min(prev["seconds"], r["seconds"]), "peak_rss": max(prev["peak_rss"], r["peak_rss"]),
-                        "import_rss": r["import_rss"]}
-            diff = same_output(root / f"out-poise-{method}", root / f"out-mergekit-{method}")
+                    best[tool] = (
+                        r
+                        if prev is None
+                        else {
+                            "seconds": min(prev["seconds"], r["seconds"]),
+                            "peak_rss": max(prev["peak_rss"], r["peak_rss"]),
+                            "import_rss": r["import_rss"],
+                        }
+                    )
+            diff, n_diff = same_output(root / f"out-poise-{method}", root / f"out-mergekit-{method}")
             p, m = best["poise"], best["mergekit"]
-            rows.append(f"| {method} | {p['seconds']:.2f} | {m['seconds']:.2f} | **{p['seconds'] / m['seconds']:.2f}×** | "
-                        f"{p['peak_rss'] / 1e6:.0f} ({p['import_rss'] / 1e6:.0f}) | "
-                        f"{m['peak_rss'] / 1e6:.0f} ({m['import_rss'] / 1e6:.0f}) | "
-                        f"**{p['peak_rss'] / size:.2f}×** | {m['peak_rss'] / size:.2f}× | {diff:.1e} |")
-    head = (f"Two Llama models (hidden {hidden}, {layers} layers, vocab {vocab}: {n_params / 1e6:.0f}M parameters, "
-            f"{size / 1e6:.0f} MB each in fp32; TIES also reads a base) merged on CPU by poise (`merge_files`, "
-            f"streamed) and mergekit {_mergekit_version()} (`run_merge`, default options), each in a fresh process, "
-            f"best wall time of {repeats} alternating run(s). Goals: time ratio ≤ 0.8, poise peak RSS ≤ 1.5× one model.\n\n"
-            "| method | poise s | mergekit s | time ratio | poise peak RSS MB (after imports) | "
-            "mergekit peak RSS MB (after imports) | poise RSS / model | mergekit RSS / model | max |Δ| |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-    note = ("\n\n_Mix vs merge on the safety world: not measured — it needs the language lab's SFT training "
-            "(branch `language`), which is not merged here._")
+            rows.append(
+                f"| {method} | {p['seconds']:.2f} | {m['seconds']:.2f} | "
+                f"**{p['seconds'] / m['seconds']:.2f}×** | "
+                f"{p['peak_rss'] / 1e6:.0f} ({p['import_rss'] / 1e6:.0f}) | "
+                f"{m['peak_rss'] / 1e6:.0f} ({m['import_rss'] / 1e6:.0f}) | "
+                f"**{p['peak_rss'] / size:.2f}×** | {m['peak_rss'] / size:.2f}× | {diff:.1e} | {n_diff} |"
+            )
+    head = (
+        f"Two Llama models (hidden {hidden}, {layers} layers, vocab {vocab}: "
+        f"{n_params / 1e6:.0f}M parameters, "
+        f"{size / 1e6:.0f} MB each in fp32; TIES also reads a base) merged on CPU by poise (`merge_files`, "
+        f"streamed) and mergekit {_mergekit_version()} (`run_merge`, default options), "
+        "each in a fresh process, "
+        f"best wall time of {repeats} alternating run(s). "
+        "Goals: time ratio ≤ 0.8, poise peak RSS ≤ 1.5× one model.\n\n"
+        "| method | poise s | mergekit s | time ratio | poise peak RSS MB (after imports) | "
+        "mergekit peak RSS MB (after imports) | poise RSS / model | mergekit RSS / model | "
+        "max abs diff | entries > 1e-5 |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    note = (
+        f"\n\nOutputs are compared entry by entry ({n_params / 1e6:.0f}M entries). TIES keeps exactly k "
+        "entries per task vector; when several share the k-th magnitude, poise keeps the first in flat order "
+        "and mergekit whichever `torch.argsort` puts first, so a handful of entries can differ by one "
+        "task-vector value."
+        "\n\n_Mix vs merge on the safety world: not measured — it needs the language lab's SFT training "
+        "(branch `language`), which is not merged here._"
+    )
     return head + "\n".join(rows) + note
 
 

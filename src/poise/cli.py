@@ -297,9 +297,11 @@ def report(
 # --------------------------------------------------------------------------- merge
 
 
-@app.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False)
+@app.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False
+)
 def merge(ctx: typer.Context) -> None:
-    """Merge models (linear, task arithmetic, SLERP, TIES, DARE); --sweep t=0..1 traces a frontier. -h for options."""
+    """Merge models (linear, task arithmetic, SLERP, TIES, DARE); --sweep t=0..1 traces a frontier (-h)."""
     from poise.merging.command import USAGE, build, parser, preflight
     from poise.recipes import build_recipe
     from poise.runner import Runner
@@ -328,7 +330,8 @@ def merge(ctx: typer.Context) -> None:
         for c in ("t", "run", *metrics):
             t.add_column(c, justify="left" if c == "run" else "right")
         for p in info["points"]:
-            t.add_row(f"{p['t']:g}", p["run"], *[f"{p['metrics'][k]:.4g}" if k in p["metrics"] else "" for k in metrics])
+            cells = [f"{p['metrics'][k]:.4g}" if k in p["metrics"] else "" for k in metrics]
+            t.add_row(f"{p['t']:g}", p["run"], *cells)
         ui.print(t)
         return
     where = info.get("output") or f"store artifact model sha256:{info['artifact']['sha256'][:16]}…"

@@ -129,6 +129,6 @@ def get_rebuilder(kind_name: str, *, where: str | None = None) -> Rebuilder:
     get_kind(kind_name, where=where)  # imports the kind's domain, which registers its rebuilder
     if kind_name not in _REBUILDERS:
         known = ", ".join(sorted(_REBUILDERS)) or "none"
-        raise UserError(f"kind {kind_name} cannot rebuild its model from weights, so its evaluators cannot score "
-                        f"them; expected a run of a kind with a rebuilder ({known})", where=where)
+        raise UserError(f"kind {kind_name} cannot rebuild its model from weights, so its evaluators cannot "
+                        f"score them; expected a run of a kind with a rebuilder ({known})", where=where)
     return _REBUILDERS[kind_name]

@@ -461,8 +461,9 @@ class Store:
         self._record_artifact(run_id, name, sha, rel, media, meta or {})
         return ArtifactRecord(run_id, name, sha, self.artifacts_dir / rel, media, meta or {})
 
-    def adopt_file(self, run_id: str, name: str, path: str | Path, media: str, meta: dict[str, Any] | None = None
-                   ) -> ArtifactRecord:
+    def adopt_file(
+        self, run_id: str, name: str, path: str | Path, media: str, meta: dict[str, Any] | None = None
+    ) -> ArtifactRecord:
         """Record a file already written on disk (a merged model) as an artifact of ``run_id``.
 
         The file is hashed in chunks and moved into the content-addressed folder, never read whole into

@@ -32,8 +32,23 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 def test_merge_files_through_the_cli_equals_the_in_memory_merge(cli, files, tmp_path):
     out = tmp_path / "out.safetensors"
-    code, stdout, err = cli("merge", "--method", "ties", "--models", files["a"], files["b"], "--base", files["base"],
-                            "--weights", "0.7", "0.3", "--density", "0.5", "-o", out)
+    code, stdout, err = cli(
+        "merge",
+        "--method",
+        "ties",
+        "--models",
+        files["a"],
+        files["b"],
+        "--base",
+        files["base"],
+        "--weights",
+        "0.7",
+        "0.3",
+        "--density",
+        "0.5",
+        "-o",
+        out,
+    )
     assert code == 0, err
     assert "ties" in stdout and "3 of 3 tensors merged" in stdout
     want = merge_state_dicts([tiny(1), tiny(2)], base=tiny(0), method="ties", weights=[0.7, 0.3], density=0.5)
@@ -42,15 +57,28 @@ def test_merge_files_through_the_cli_equals_the_in_memory_merge(cli, files, tmp_
         np.testing.assert_allclose(got[k], v.numpy(), rtol=1e-6, atol=1e-7)
     code, _, err = cli("merge", "--method", "linear", "--models", files["a"], files["b"], "-o", out)
     assert code == 2 and err.count("\n") == 1 and "already exists" in err
-    code, _, err = cli("merge", "--method", "linear", "--models", files["a"], files["b"], "-o", out, "--force")
+    code, _, err = cli(
+        "merge", "--method", "linear", "--models", files["a"], files["b"], "-o", out, "--force"
+    )
     assert code == 0, err
-    np.testing.assert_allclose(load_file(out)["enc.bias"], (tiny(1)["enc.bias"] + tiny(2)["enc.bias"]).numpy() / 2,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        load_file(out)["enc.bias"], (tiny(1)["enc.bias"] + tiny(2)["enc.bias"]).numpy() / 2, rtol=1e-6
+    )
 
 
 def test_merge_into_a_folder_keeps_lineage(cli, files, tmp_path):
-    code, _, err = cli("merge", "--method", "slerp", "--models", files["a"], files["b"], "--t", "0.3",
-                       "-o", tmp_path / "merged")
+    code, _, err = cli(
+        "merge",
+        "--method",
+        "slerp",
+        "--models",
+        files["a"],
+        files["b"],
+        "--t",
+        "0.3",
+        "-o",
+        tmp_path / "merged",
+    )
     assert code == 0, err
     lineage = json.loads((tmp_path / "merged" / "poise-merge.json").read_text())["poise"]
     assert lineage["merge"]["method"] == "slerp" and lineage["merge"]["t"] == 0.3
@@ -59,8 +87,10 @@ def test_merge_into_a_folder_keeps_lineage(cli, files, tmp_path):
 
 
 def bad_cases(files: dict[str, Path], tmp_path: Path) -> list[tuple[list[object], str]]:
-    other = write(tmp_path / "other.safetensors", tiny(5, **{"enc.weight": (4, 3), "enc.bias": (5,),
-                                                             "head.weight": (2, 4)}))
+    other = write(
+        tmp_path / "other.safetensors",
+        tiny(5, **{"enc.weight": (4, 3), "enc.bias": (5,), "head.weight": (2, 4)}),
+    )
     arch = write(tmp_path / "arch.safetensors", tiny(6, **{"enc.weight": (4, 3), "enc.bias": (4,)}))
     a, b, base = files["a"], files["b"], files["base"]
     return [
@@ -95,7 +125,9 @@ def test_an_interrupted_merge_leaves_no_partial_output(files, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         merge_files([files["a"], files["b"]], out, method="linear", progress=boom)
-    assert list(tmp_path.iterdir()) == [] or not any(p.name.startswith((".out", "out")) for p in tmp_path.iterdir())
+    assert list(tmp_path.iterdir()) == [] or not any(
+        p.name.startswith((".out", "out")) for p in tmp_path.iterdir()
+    )
     out.mkdir()
     (out / "model.safetensors").write_bytes(b"old")
     with pytest.raises(KeyboardInterrupt):
@@ -108,8 +140,12 @@ def test_bfloat16_is_read_and_rounded_like_torch(tmp_path):
     g = torch.Generator().manual_seed(0)
     a = {"w": torch.randn(1000, generator=g).bfloat16()}
     b = {"w": torch.randn(1000, generator=g).bfloat16()}
-    out = merge_files([write(tmp_path / "a.safetensors", a), write(tmp_path / "b.safetensors", b)],
-                      tmp_path / "o.safetensors", method="linear", weights=[0.3, 0.7])
+    out = merge_files(
+        [write(tmp_path / "a.safetensors", a), write(tmp_path / "b.safetensors", b)],
+        tmp_path / "o.safetensors",
+        method="linear",
+        weights=[0.3, 0.7],
+    )
     from safetensors.torch import load_file as load_torch
 
     got = load_torch(str(out.output))["w"]
@@ -121,7 +157,7 @@ QUICK_ERM = {"model.width": 8}
 
 
 def test_merging_store_runs_records_lineage_and_scores_the_merge(runner, store, tmp_path):
-    """Two digits classifiers from the vision recipe (same seed, 0.2 and 0.6 epochs) merged as a run, then a sweep.
+    """Two digits classifiers from the vision recipe (same seed, 0.2 and 0.6 epochs) merged, then swept.
 
     Both share the seed because a merge is scored on its first source's data split.
     """
@@ -130,8 +166,11 @@ def test_merging_store_runs_records_lineage_and_scores_the_merge(runner, store, 
     recipes = Path(__file__).resolve().parents[2] / "recipes"
     erm = str(recipes / "vision" / "erm-digits.toml")
     srcs = [{"ref": erm, "set": {**QUICK_ERM, "train.budget.epochs": e}} for e in (0.2, 0.6)]
-    recipe = build_recipe({"kind": "merging.merge", "name": "m", "model": {"method": "linear", "models": srcs}},
-                          where="test", quick=True)
+    recipe = build_recipe(
+        {"kind": "merging.merge", "name": "m", "model": {"method": "linear", "models": srcs}},
+        where="test",
+        quick=True,
+    )
     res = runner.run(recipe)
     assert res.status == "done"
     lineage = json.loads(store.artifact(res.id, "lineage").path.read_text())
@@ -144,14 +183,31 @@ def test_merging_store_runs_records_lineage_and_scores_the_merge(runner, store, 
     for k, v in merged.items():
         np.testing.assert_allclose(v, (parents[0][k] + parents[1][k]) / 2, rtol=1e-5, atol=1e-6)
 
-    sweep = build_recipe({"kind": "merging.sweep", "name": "s",
-                          "model": {"models": [f"run:{m['run']}" for m in lineage["models"]], "points": [0, 0.5, 1]}},
-                         where="test")
+    sweep = build_recipe(
+        {
+            "kind": "merging.sweep",
+            "name": "s",
+            "model": {"models": [f"run:{m['run']}" for m in lineage["models"]], "points": [0, 0.5, 1]},
+        },
+        where="test",
+    )
     res = runner.run(sweep)
     table = json.loads(store.artifact(res.id, "sweep").path.read_text())
     assert [p["t"] for p in table["points"]] == [0, 0.5, 1]
     t0, t1 = table["points"][0]["metrics"], table["points"][2]["metrics"]
     finals = store.final_metrics([lineage["models"][0]["run"], lineage["models"][1]["run"]])
-    assert t0["utility.clean_acc"] == pytest.approx(finals[lineage["models"][0]["run"]]["utility.clean_acc"].value)
-    assert t1["utility.clean_acc"] == pytest.approx(finals[lineage["models"][1]["run"]]["utility.clean_acc"].value)
-    assert table["points"][1]["run"] == res.id or store.get_run(table["points"][1]["run"]).kind == "merging.merge"
+    assert t0["utility.clean_acc"] == pytest.approx(
+        finals[lineage["models"][0]["run"]]["utility.clean_acc"].value
+    )
+    assert t1["utility.clean_acc"] == pytest.approx(
+        finals[lineage["models"][1]["run"]]["utility.clean_acc"].value
+    )
+    assert store.get_run(table["points"][1]["run"]).kind == "merging.merge"
+
+    from poise.merging.report import merges_section
+
+    blocks = merges_section(store, store.list_runs())
+    titles = [b.title for b in blocks]
+    assert any(t.startswith("sweep s") for t in titles) and "merged models" in titles
+    merged_rows = next(b for b in blocks if b.title == "merged models").table[1]
+    assert len(merged_rows) == 4  # the merge and the sweep's three points

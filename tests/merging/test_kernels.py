@@ -21,13 +21,23 @@ seeds = st.integers(0, 2**31 - 1)
 
 def rand_sd(shape: tuple[int, ...], seed: int, n: int = 1) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return [{"w": torch.randn(shape, generator=g), "b": torch.randn(shape[-1:], generator=g),
-             "steps": torch.tensor([3], dtype=torch.long)} for _ in range(n)]
+    return [
+        {
+            "w": torch.randn(shape, generator=g),
+            "b": torch.randn(shape[-1:], generator=g),
+            "steps": torch.tensor([3], dtype=torch.long),
+        }
+        for _ in range(n)
+    ]
 
 
 @FAST
-@given(shape=shapes, seed=seeds, method=st.sampled_from(["linear", "ties", "dare_ties", "task_arithmetic", "slerp"]),
-       density=st.floats(0.1, 1.0))
+@given(
+    shape=shapes,
+    seed=seeds,
+    method=st.sampled_from(["linear", "ties", "dare_ties", "task_arithmetic", "slerp"]),
+    density=st.floats(0.1, 1.0),
+)
 def test_merging_a_model_with_itself_returns_it(shape, seed, method, density):
     (m,) = rand_sd(shape, seed)
     if method == "slerp":
@@ -42,7 +52,12 @@ def test_merging_a_model_with_itself_returns_it(shape, seed, method, density):
 
 
 @FAST
-@given(shape=shapes, seed=seeds, c=st.floats(-100, 100), raw=st.lists(st.floats(0.01, 10), min_size=2, max_size=5))
+@given(
+    shape=shapes,
+    seed=seeds,
+    c=st.floats(-100, 100),
+    raw=st.lists(st.floats(0.01, 10), min_size=2, max_size=5),
+)
 def test_linear_weights_summing_to_one_keep_a_constant_tensor_constant(shape, seed, c, raw):
     weights = [w / sum(raw) for w in raw]
     models = [{"w": torch.full(shape, c)} for _ in weights]
@@ -72,8 +87,12 @@ def test_ties_density_one_with_agreeing_signs_is_the_mean_task_vector(shape, see
 
 
 @FAST
-@given(shape=shapes, seed=seeds, chunk=st.integers(1, 13),
-       method=st.sampled_from(["linear", "slerp", "task_arithmetic", "ties", "dare_linear", "dare_ties"]))
+@given(
+    shape=shapes,
+    seed=seeds,
+    chunk=st.integers(1, 13),
+    method=st.sampled_from(["linear", "slerp", "task_arithmetic", "ties", "dare_linear", "dare_ties"]),
+)
 def test_chunking_never_changes_the_result(shape, seed, chunk, method):
     *models, base = rand_sd(shape, seed, 3)
     kw = {"base": base} if method not in ("linear", "slerp") else {}
@@ -120,8 +139,12 @@ def test_dare_is_seeded_unbiased_and_rescaled():
     kept = ratio.abs() > 0.5
     assert abs(kept.float().mean().item() - 0.3) < 0.02  # binomial sd 0.003
     torch.testing.assert_close(one, base["w"] + torch.where(kept, tau / 0.3, 0.0), rtol=1e-5, atol=1e-5)
-    mean = torch.stack([merge_state_dicts([model], base=base, method="dare_linear", density=0.3, seed=s)["w"]
-                        for s in range(40)]).mean(0)
+    mean = torch.stack(
+        [
+            merge_state_dicts([model], base=base, method="dare_linear", density=0.3, seed=s)["w"]
+            for s in range(40)
+        ]
+    ).mean(0)
     err = (mean - model["w"]).abs().mean() / tau.abs().mean()
     assert err < 0.2  # E[DARE] = the task vector itself (relative sd ≈ sqrt(0.7 / (0.3·40)) ≈ 0.24 per entry)
 
@@ -139,19 +162,23 @@ def test_non_float_tensors_come_from_the_reference_and_dtypes_are_kept():
 def test_rules_and_excludes_pick_parameters_by_name():
     a = {"layer.0.w": torch.ones(2), "layer.1.w": torch.ones(2), "head.w": torch.ones(2)}
     b = {k: 3 * v for k, v in a.items()}
-    out = merge_state_dicts([a, b], method="linear", rules=[{"pattern": "layer.1.*", "weights": [0.0, 1.0]}],
-                            exclude=["head.*"])
+    out = merge_state_dicts(
+        [a, b], method="linear", rules=[{"pattern": "layer.1.*", "weights": [0.0, 1.0]}], exclude=["head.*"]
+    )
     assert out["layer.0.w"].tolist() == [2.0, 2.0]
     assert out["layer.1.w"].tolist() == [3.0, 3.0]
     assert out["head.w"].tolist() == [1.0, 1.0]
 
 
-@pytest.mark.parametrize(("kw", "match"), [
-    ({"method": "ties"}, "needs a base"),
-    ({"method": "linear", "weights": [1.0]}, "expected 2 weights"),
-    ({"method": "ties", "density": 0.0, "base": "x"}, "greater than 0"),
-    ({"method": "ties", "density": 1.5, "base": "x"}, "less than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"method": "ties"}, "needs a base"),
+        ({"method": "linear", "weights": [1.0]}, "expected 2 weights"),
+        ({"method": "ties", "density": 0.0, "base": "x"}, "greater than 0"),
+        ({"method": "ties", "density": 1.5, "base": "x"}, "less than or equal to 1"),
+    ],
+)
 def test_bad_parameters_are_one_line_user_errors(kw, match):
     a, b, base = rand_sd((2, 3), 0, 3)
     if kw.pop("base", None):
@@ -173,6 +200,11 @@ def test_a_mismatching_tensor_is_named():
 
 def test_numpy_and_torch_agree_on_a_hand_computed_task_arithmetic():
     base = {"w": torch.tensor([1.0, 2.0])}
-    out = merge_state_dicts([{"w": torch.tensor([2.0, 2.0])}, {"w": torch.tensor([1.0, 4.0])}], base=base,
-                            method="task_arithmetic", weights=[0.5, 1.0], scale=2.0)["w"]
+    out = merge_state_dicts(
+        [{"w": torch.tensor([2.0, 2.0])}, {"w": torch.tensor([1.0, 4.0])}],
+        base=base,
+        method="task_arithmetic",
+        weights=[0.5, 1.0],
+        scale=2.0,
+    )["w"]
     assert np.allclose(out.numpy(), [1 + 2 * 0.5, 2 + 2 * 2.0])

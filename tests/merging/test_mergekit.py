@@ -22,13 +22,22 @@ pytest.importorskip("mergekit")
 from poise.merging import merge_files  # noqa: E402
 
 
-def write_llama(path: Path, seed: int, *, layers: int = 2, hidden: int = 32, shard: str | None = None) -> Path:
+def write_llama(
+    path: Path, seed: int, *, layers: int = 2, hidden: int = 32, shard: str | None = None
+) -> Path:
     import torch
     import transformers
 
-    cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=hidden, intermediate_size=2 * hidden,
-                                   num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                                   max_position_embeddings=64, tie_word_embeddings=False)
+    cfg = transformers.LlamaConfig(
+        vocab_size=96,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(cfg)
     with torch.no_grad():  # HF zero-initialises norms to 1 and biases: perturb so every tensor differs
@@ -41,7 +50,11 @@ def write_llama(path: Path, seed: int, *, layers: int = 2, hidden: int = 32, sha
 @pytest.fixture(scope="module")
 def llamas(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("llamas")
-    return {"base": write_llama(root / "base", 0), "a": write_llama(root / "a", 1), "b": write_llama(root / "b", 2)}
+    return {
+        "base": write_llama(root / "base", 0),
+        "a": write_llama(root / "a", 1),
+        "b": write_llama(root / "b", 2),
+    }
 
 
 def load(folder: Path) -> dict[str, np.ndarray]:
@@ -58,9 +71,13 @@ def run_mergekit(config: dict, out: Path, seed: int | None = None) -> dict[str, 
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
 
-    run_merge(MergeConfiguration.model_validate({**config, "dtype": "float32"}), str(out),
-              MergeOptions(copy_tokenizer=False, quiet=True, lazy_unpickle=False, write_model_card=False,
-                           random_seed=seed))
+    run_merge(
+        MergeConfiguration.model_validate({**config, "dtype": "float32"}),
+        str(out),
+        MergeOptions(
+            copy_tokenizer=False, quiet=True, lazy_unpickle=False, write_model_card=False, random_seed=seed
+        ),
+    )
     return load(out)
 
 
@@ -69,20 +86,49 @@ def mk_models(llamas: dict[str, Path], names: list[str], params: list[dict]) -> 
 
 
 CASES = {
-    "linear": ({"merge_method": "linear", "models": "ab", "params": [{"weight": 0.7}, {"weight": 0.3}]},
-               {"method": "linear", "weights": [0.7, 0.3]}),
-    "slerp": ({"merge_method": "slerp", "base_model": "a", "models": "ab", "params": [{}, {}],
-               "parameters": {"t": 0.35}}, {"method": "slerp", "t": 0.35}),
-    "task_arithmetic": ({"merge_method": "task_arithmetic", "base_model": "base", "models": "ab",
-                         "params": [{"weight": 0.8}, {"weight": 0.5}], "parameters": {"lambda": 1.3}},
-                        {"method": "task_arithmetic", "weights": [0.8, 0.5], "scale": 1.3, "base": True}),
-    "ties": ({"merge_method": "ties", "base_model": "base", "models": "ab",
-              "params": [{"weight": 0.6, "density": 0.4}, {"weight": 0.4, "density": 0.4}]},
-             {"method": "ties", "weights": [0.6, 0.4], "density": 0.4, "base": True}),
-    "ties_unnormalized": ({"merge_method": "ties", "base_model": "base", "models": "ab",
-                           "params": [{"weight": 1.0, "density": 0.7}, {"weight": 0.5, "density": 0.7}],
-                           "parameters": {"normalize": False}},
-                          {"method": "ties", "weights": [1.0, 0.5], "density": 0.7, "normalize": False, "base": True}),
+    "linear": (
+        {"merge_method": "linear", "models": "ab", "params": [{"weight": 0.7}, {"weight": 0.3}]},
+        {"method": "linear", "weights": [0.7, 0.3]},
+    ),
+    "slerp": (
+        {
+            "merge_method": "slerp",
+            "base_model": "a",
+            "models": "ab",
+            "params": [{}, {}],
+            "parameters": {"t": 0.35},
+        },
+        {"method": "slerp", "t": 0.35},
+    ),
+    "task_arithmetic": (
+        {
+            "merge_method": "task_arithmetic",
+            "base_model": "base",
+            "models": "ab",
+            "params": [{"weight": 0.8}, {"weight": 0.5}],
+            "parameters": {"lambda": 1.3},
+        },
+        {"method": "task_arithmetic", "weights": [0.8, 0.5], "scale": 1.3, "base": True},
+    ),
+    "ties": (
+        {
+            "merge_method": "ties",
+            "base_model": "base",
+            "models": "ab",
+            "params": [{"weight": 0.6, "density": 0.4}, {"weight": 0.4, "density": 0.4}],
+        },
+        {"method": "ties", "weights": [0.6, 0.4], "density": 0.4, "base": True},
+    ),
+    "ties_unnormalized": (
+        {
+            "merge_method": "ties",
+            "base_model": "base",
+            "models": "ab",
+            "params": [{"weight": 1.0, "density": 0.7}, {"weight": 0.5, "density": 0.7}],
+            "parameters": {"normalize": False},
+        },
+        {"method": "ties", "weights": [1.0, 0.5], "density": 0.7, "normalize": False, "base": True},
+    ),
 }
 
 
@@ -108,10 +154,15 @@ def test_exact_methods_match_mergekit(case: str, llamas: dict[str, Path], tmp_pa
 @pytest.mark.parametrize("method", ["dare_linear", "dare_ties"])
 def test_dare_matches_mergekit_in_distribution(method: str, llamas: dict[str, Path], tmp_path: Path):
     density = 0.4
-    config = {"merge_method": method, "base_model": str(llamas["base"]),
-              "models": mk_models(llamas, ["a"], [{"weight": 1.0, "density": density}])}
+    config = {
+        "merge_method": method,
+        "base_model": str(llamas["base"]),
+        "models": mk_models(llamas, ["a"], [{"weight": 1.0, "density": density}]),
+    }
     theirs = run_mergekit(config, tmp_path / "mergekit", seed=3)
-    merge_files([llamas["a"]], tmp_path / "poise", base=llamas["base"], method=method, density=density, seed=3)
+    merge_files(
+        [llamas["a"]], tmp_path / "poise", base=llamas["base"], method=method, density=density, seed=3
+    )
     mine = load(tmp_path / "poise")
     base, model = load(llamas["base"]), load(llamas["a"])
     for label, merged in (("mergekit", theirs), ("poise", mine)):
@@ -125,15 +176,27 @@ def test_dare_matches_mergekit_in_distribution(method: str, llamas: dict[str, Pa
                 factor = np.abs(tau).sum(dtype=np.float64) / np.abs(tau[is_kept]).sum(dtype=np.float64)
                 if b.size >= 2000:  # ≈ 1/density (sd ≈ 4% at this size; small tensors are noisier)
                     assert abs(factor * density - 1) < 0.15, (k, factor)
-            np.testing.assert_allclose(delta, np.where(is_kept, tau * factor, 0), rtol=1e-4, atol=1e-5,
-                                       err_msg=f"{label} {k}")
+            np.testing.assert_allclose(
+                delta, np.where(is_kept, tau * factor, 0), rtol=1e-4, atol=1e-5, err_msg=f"{label} {k}"
+            )
             kept += int(is_kept.sum())
             total += b.size
         share = kept / total
         assert abs(share - density) < 5 * np.sqrt(density * (1 - density) / total), (label, share)
     if method == "dare_linear":  # the mean over seeds tends to task arithmetic (the expectation of DARE)
-        runs = [load(merge_files([llamas["a"]], tmp_path / f"s{s}.safetensors", base=llamas["base"], method=method,
-                                 density=density, seed=s).output) for s in range(30)]
+        runs = [
+            load(
+                merge_files(
+                    [llamas["a"]],
+                    tmp_path / f"s{s}.safetensors",
+                    base=llamas["base"],
+                    method=method,
+                    density=density,
+                    seed=s,
+                ).output
+            )
+            for s in range(30)
+        ]
         k = "model.layers.0.mlp.down_proj.weight"
         mean = np.mean([r[k] for r in runs], axis=0)
         tau = model[k] - base[k]
@@ -143,10 +206,22 @@ def test_dare_matches_mergekit_in_distribution(method: str, llamas: dict[str, Pa
 def test_sharded_inputs_and_outputs_match_a_single_file_merge(llamas: dict[str, Path], tmp_path: Path):
     a = write_llama(tmp_path / "a_sharded", 1, shard="20KB")
     assert (a / "model.safetensors.index.json").is_file()
-    whole = merge_files([llamas["a"], llamas["b"]], tmp_path / "one.safetensors", base=llamas["base"], method="ties",
-                        density=0.5)
-    sharded = merge_files([a, llamas["b"]], tmp_path / "sharded", base=llamas["base"], method="ties", density=0.5,
-                          max_shard_bytes=30_000, chunk=1000)
+    whole = merge_files(
+        [llamas["a"], llamas["b"]],
+        tmp_path / "one.safetensors",
+        base=llamas["base"],
+        method="ties",
+        density=0.5,
+    )
+    sharded = merge_files(
+        [a, llamas["b"]],
+        tmp_path / "sharded",
+        base=llamas["base"],
+        method="ties",
+        density=0.5,
+        max_shard_bytes=30_000,
+        chunk=1000,
+    )
     assert len(sharded.files) > 2 and (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
     one, many = load(whole.output), load(tmp_path / "sharded")
     assert sorted(one) == sorted(many)

@@ -1,4 +1,4 @@
-"""Model merging for any model: linear, task arithmetic, SLERP, TIES and DARE, on state dicts or streamed files.
+"""Model merging for any model: linear, task arithmetic, SLERP, TIES, DARE; on state dicts or streamed files.
 
 ``merge_state_dicts`` merges torch state dicts in memory; ``merge_files`` streams safetensors files and
 Hugging Face folders tensor by tensor (NumPy only, no torch import), writing the result atomically.

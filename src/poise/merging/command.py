@@ -41,9 +41,22 @@ Merge models: store runs (run:ID or an ID), recipe files, .safetensors files or 
   --shard-gb G        largest output shard in GiB (default 5)
 """
 
-OPTION_OF = {"models": "--models", "base": "--base", "weights": "--weights", "density": "--density", "t": "--t",
-             "scale": "--scale", "rules": "--rule", "exclude": "--exclude", "dtype": "--dtype", "method": "--method",
-             "points": "--points", "output": "--output", "shard_gb": "--shard-gb", "normalize": "--normalize"}
+OPTION_OF = {
+    "models": "--models",
+    "base": "--base",
+    "weights": "--weights",
+    "density": "--density",
+    "t": "--t",
+    "scale": "--scale",
+    "rules": "--rule",
+    "exclude": "--exclude",
+    "dtype": "--dtype",
+    "method": "--method",
+    "points": "--points",
+    "output": "--output",
+    "shard_gb": "--shard-gb",
+    "normalize": "--normalize",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,8 +100,11 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("expected --method (one of: " + ", ".join(METHODS) + ")", where=WHERE)
     if not args.models:
         raise UserError("expected --models A B ...", where=WHERE)
-    fields: dict[str, Any] = {"method": args.method, "rules": [parse_rule(r) for r in args.rule],
-                              "exclude": args.exclude}
+    fields: dict[str, Any] = {
+        "method": args.method,
+        "rules": [parse_rule(r) for r in args.rule],
+        "exclude": args.exclude,
+    }
     for key in ("weights", "density", "t", "scale", "normalize", "dtype"):
         value = getattr(args, key)
         if value is not None:
@@ -104,11 +120,16 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         from poise.merging.sweep import parse_sweep
 
         if args.method not in ("linear", "slerp"):
-            raise UserError(f"a sweep interpolates with linear or slerp (got {args.method})", where=WHERE,
-                            field="--sweep")
+            raise UserError(
+                f"a sweep interpolates with linear or slerp (got {args.method})", where=WHERE, field="--sweep"
+            )
         if len(args.models) != 2 or args.base or args.weights or args.output:
-            raise UserError("a sweep interpolates exactly 2 models and sets each point's weights itself; expected "
-                            "--models A B and no --base, --weights or --output", where=WHERE, field="--sweep")
+            raise UserError(
+                "a sweep interpolates exactly 2 models and sets each point's weights itself; expected "
+                "--models A B and no --base, --weights or --output",
+                where=WHERE,
+                field="--sweep",
+            )
         _, points = parse_sweep(args.sweep, args.points)
         model = {**fields, "models": args.models, "points": points}
         kind = "merging.sweep"
@@ -153,13 +174,18 @@ def preflight(store: Any, data: dict[str, Any]) -> None:
             except UserError as e:
                 if "ambiguous" in e.message:
                     raise
-                raise UserError(f"no file, folder or run {ref!r}; expected run:ID, a recipe file, a .safetensors "
-                                "file or an HF model folder", where=WHERE) from None
+                raise UserError(
+                    f"no file, folder or run {ref!r}; expected run:ID, a recipe file, a .safetensors "
+                    "file or an HF model folder",
+                    where=WHERE,
+                ) from None
             art = store.artifact(run.id, "model")
             srcs.append(Source(art.path, ref))
     try:
         if data["kind"] == "merging.merge":
-            params = MergeParams.model_validate({k: v for k, v in model.items() if k in MergeParams.model_fields})
+            params = MergeParams.model_validate(
+                {k: v for k, v in model.items() if k in MergeParams.model_fields}
+            )
             n = len(model["models"])
             check(srcs[:n], srcs[n] if len(srcs) > n else None, params, where=WHERE)
         else:

@@ -42,7 +42,13 @@ from poise.merging.spec import MergeParams
 
 DEFAULT_SHARD_BYTES = 5 * 1024**3
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
-NOT_COPIED = {INDEX_NAME, "pytorch_model.bin.index.json", "README.md", "mergekit_config.yml", "poise-merge.json"}
+NOT_COPIED = {
+    INDEX_NAME,
+    "pytorch_model.bin.index.json",
+    "README.md",
+    "mergekit_config.yml",
+    "poise-merge.json",
+}
 
 
 # --------------------------------------------------------------------------- checks
@@ -57,26 +63,39 @@ class Meta:
     dtype: str  # safetensors code or torch dtype name
 
 
-def check_compatible(metas: Sequence[Mapping[str, Meta]], labels: Sequence[str], *, where: str = "merge") -> None:
+def check_compatible(
+    metas: Sequence[Mapping[str, Meta]], labels: Sequence[str], *, where: str = "merge"
+) -> None:
     """Raise a one-line UserError naming the first tensor (in the first listing's order) that differs."""
     ref, ref_label = metas[0], labels[0]
     for name, m in ref.items():
         for other, label in zip(metas[1:], labels[1:], strict=True):
             o = other.get(name)
             if o is None:
-                raise UserError(f"tensor {name!r} of {ref_label} is missing from {label}: the models have different "
-                                "architectures", where=where)
+                raise UserError(
+                    f"tensor {name!r} of {ref_label} is missing from {label}: the models have different "
+                    "architectures",
+                    where=where,
+                )
             if o.shape != m.shape:
-                raise UserError(f"tensor {name!r} has shape {_shape(o.shape)} in {label}; expected {_shape(m.shape)} "
-                                f"as in {ref_label}", where=where)
+                raise UserError(
+                    f"tensor {name!r} has shape {_shape(o.shape)} in {label}; expected {_shape(m.shape)} "
+                    f"as in {ref_label}",
+                    where=where,
+                )
             if o.is_float != m.is_float:
-                raise UserError(f"tensor {name!r} is {o.dtype} in {label}; expected {m.dtype} as in {ref_label}",
-                                where=where)
+                raise UserError(
+                    f"tensor {name!r} is {o.dtype} in {label}; expected {m.dtype} as in {ref_label}",
+                    where=where,
+                )
     for other, label in zip(metas[1:], labels[1:], strict=True):
         for name in other:
             if name not in ref:
-                raise UserError(f"tensor {name!r} of {label} is not in {ref_label}: the models have different "
-                                "architectures", where=where)
+                raise UserError(
+                    f"tensor {name!r} of {label} is not in {ref_label}: the models have different "
+                    "architectures",
+                    where=where,
+                )
 
 
 def _shape(s: tuple[int, ...]) -> str:
@@ -114,21 +133,39 @@ def _compute_dtype(dtypes: Sequence[str]) -> np.dtype:
     return np.dtype(np.float64) if any(d in ("F64", "float64") for d in dtypes) else np.dtype(np.float32)
 
 
-def merged_chunks(name: str, params: MergeParams, models: Sequence[Reader], base: Reader | None, numel: int,
-                  dtypes: Sequence[str], *, seed: int, chunk: int) -> Iterator[np.ndarray] | None:
+def merged_chunks(
+    name: str,
+    params: MergeParams,
+    models: Sequence[Reader],
+    base: Reader | None,
+    numel: int,
+    dtypes: Sequence[str],
+    *,
+    seed: int,
+    chunk: int,
+) -> Iterator[np.ndarray] | None:
     """The merged entries of a float tensor, or None when a rule says to copy it from the reference."""
     p = params.for_tensor(name, len(models))
     if p.skip:
         return None
-    return merge_tensor(p, models, base, numel, name=name, seed=seed, dtype=_compute_dtype(dtypes), chunk=chunk)
+    return merge_tensor(
+        p, models, base, numel, name=name, seed=seed, dtype=_compute_dtype(dtypes), chunk=chunk
+    )
 
 
 # --------------------------------------------------------------------------- in-memory state dicts
 
 
-def merge_state_dicts(models: Sequence[Mapping[str, Any]], *, base: Mapping[str, Any] | None = None,
-                      params: MergeParams | None = None, seed: int = 0, chunk: int = DEFAULT_CHUNK,
-                      names: Sequence[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+def merge_state_dicts(
+    models: Sequence[Mapping[str, Any]],
+    *,
+    base: Mapping[str, Any] | None = None,
+    params: MergeParams | None = None,
+    seed: int = 0,
+    chunk: int = DEFAULT_CHUNK,
+    names: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """Merge torch state dicts; ``params`` or keyword arguments (``method="ties", density=0.5``) say how.
 
     Float tensors are merged in float32 (float64 when an input is float64) on the CPU and returned in
@@ -140,8 +177,13 @@ def merge_state_dicts(models: Sequence[Mapping[str, Any]], *, base: Mapping[str,
     params.check(len(models), base is not None)
     sources = [*models, *([base] if base is not None else [])]
     labels = model_labels(len(models), names, base is not None)
-    metas = [{k: Meta(tuple(v.shape), v.is_floating_point(), str(v.dtype).removeprefix("torch.")) for k, v in sd.items()}
-             for sd in sources]
+    metas = [
+        {
+            k: Meta(tuple(v.shape), v.is_floating_point(), str(v.dtype).removeprefix("torch."))
+            for k, v in sd.items()
+        }
+        for sd in sources
+    ]
     ref_i = len(models) if base is not None else 0
     order = [ref_i] + [i for i in range(len(sources)) if i != ref_i]
     check_compatible([metas[i] for i in order], [labels[i] for i in order])
@@ -153,13 +195,22 @@ def merge_state_dicts(models: Sequence[Mapping[str, Any]], *, base: Mapping[str,
             continue
         flats = [_flat_numpy(sd[name]) for sd in sources]
         readers = [_slicer(f) for f in flats]
-        gen = merged_chunks(name, params, readers[: len(models)], readers[len(models)] if base is not None else None,
-                            ref.numel(), [str(sd[name].dtype).removeprefix("torch.") for sd in sources],
-                            seed=seed, chunk=chunk)
+        gen = merged_chunks(
+            name,
+            params,
+            readers[: len(models)],
+            readers[len(models)] if base is not None else None,
+            ref.numel(),
+            [str(sd[name].dtype).removeprefix("torch.") for sd in sources],
+            seed=seed,
+            chunk=chunk,
+        )
         if gen is None:
             merged = ref.detach().clone()
         else:
-            flat = np.empty(ref.numel(), _compute_dtype([str(sd[name].dtype).removeprefix("torch.") for sd in sources]))
+            flat = np.empty(
+                ref.numel(), _compute_dtype([str(sd[name].dtype).removeprefix("torch.") for sd in sources])
+            )
             pos = 0
             for c in gen:
                 flat[pos : pos + len(c)] = c
@@ -200,8 +251,9 @@ class MergeResult:
     sources: list[dict[str, Any]] = field(default_factory=list)
 
 
-def open_sources(models: Sequence[str | Path], base: str | Path | None,
-                 labels: Sequence[str] | None = None) -> tuple[list[Source], Source | None]:
+def open_sources(
+    models: Sequence[str | Path], base: str | Path | None, labels: Sequence[str] | None = None
+) -> tuple[list[Source], Source | None]:
     names = [str(m) for m in models] + ([str(base)] if base is not None else [])
     labels = list(labels) if labels else names
     srcs = [Source(p, labels[i]) for i, p in enumerate(models)]
@@ -209,7 +261,9 @@ def open_sources(models: Sequence[str | Path], base: str | Path | None,
     return srcs, b
 
 
-def preflight(srcs: Sequence[Source], base: Source | None, params: MergeParams, *, where: str = "merge") -> None:
+def preflight(
+    srcs: Sequence[Source], base: Source | None, params: MergeParams, *, where: str = "merge"
+) -> None:
     """All checks that can fail on user input, before anything is written."""
     params.check(len(srcs), base is not None, where=where)
     everything = [*srcs, *([base] if base is not None else [])]
@@ -220,15 +274,29 @@ def preflight(srcs: Sequence[Source], base: Source | None, params: MergeParams, 
     check_compatible([metas[i] for i in order], [labels[i] for i in order], where=where)
     for name, info in everything[ref_i].tensors.items():
         if info.dtype.startswith("F8"):
-            raise UserError(f"tensor {name!r} is {info.dtype}; float8 weights cannot be merged (expected F16, BF16, F32 "
-                            "or F64)", where=where)
+            raise UserError(
+                f"tensor {name!r} is {info.dtype}; float8 weights cannot be merged (expected F16, BF16, F32 "
+                "or F64)",
+                where=where,
+            )
 
 
-def merge_files(models: Sequence[str | Path], output: str | Path, *, base: str | Path | None = None,
-                params: MergeParams | None = None, seed: int = 0, chunk: int = DEFAULT_CHUNK,
-                max_shard_bytes: int = DEFAULT_SHARD_BYTES, metadata: Mapping[str, str] | None = None,
-                labels: Sequence[str] | None = None, force: bool = False, lineage: Mapping[str, Any] | None = None,
-                progress: Callable[[int, int], None] | None = None, **kwargs: Any) -> MergeResult:
+def merge_files(
+    models: Sequence[str | Path],
+    output: str | Path,
+    *,
+    base: str | Path | None = None,
+    params: MergeParams | None = None,
+    seed: int = 0,
+    chunk: int = DEFAULT_CHUNK,
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    metadata: Mapping[str, str] | None = None,
+    labels: Sequence[str] | None = None,
+    force: bool = False,
+    lineage: Mapping[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **kwargs: Any,
+) -> MergeResult:
     """Merge safetensors files or HF folders into ``output``, streaming tensor by tensor.
 
     ``output`` ending in ``.safetensors`` is one file; anything else is an HF-style folder (weights
@@ -249,19 +317,26 @@ def merge_files(models: Sequence[str | Path], output: str | Path, *, base: str |
         tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
             if single:
-                written, nbytes, merged = _write_streamed(srcs, b, params, [tmp], [list(ref.tensors)], seed, chunk,
-                                                          metadata, progress)
+                written, nbytes, merged = _write_streamed(
+                    srcs, b, params, [tmp], [list(ref.tensors)], seed, chunk, metadata, progress
+                )
                 files = [out]
             else:
                 tmp.mkdir()
                 shards = _shard(ref, params, max_shard_bytes)
-                names = ([SINGLE_NAME] if len(shards) == 1 else
-                         [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
-                written, nbytes, merged = _write_streamed(srcs, b, params, [tmp / n for n in names], shards, seed,
-                                                          chunk, metadata, progress)
+                names = (
+                    [SINGLE_NAME]
+                    if len(shards) == 1
+                    else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+                )
+                written, nbytes, merged = _write_streamed(
+                    srcs, b, params, [tmp / n for n in names], shards, seed, chunk, metadata, progress
+                )
                 if len(shards) > 1:
                     weight_map = {t: n for n, shard in zip(names, shards, strict=True) for t in shard}
-                    _write_json(tmp / INDEX_NAME, {"metadata": {"total_size": nbytes}, "weight_map": weight_map})
+                    _write_json(
+                        tmp / INDEX_NAME, {"metadata": {"total_size": nbytes}, "weight_map": weight_map}
+                    )
                 if ref.folder is not None:
                     _copy_side_files(ref.folder, tmp, params)
                 files = [out / n for n in names]
@@ -269,9 +344,17 @@ def merge_files(models: Sequence[str | Path], output: str | Path, *, base: str |
             if b is not None:
                 info.append({"label": b.label, "path": str(b.path.resolve()), "base": True})
             if not single:
-                _write_json(tmp / "poise-merge.json", {"poise": {"merge": params.model_dump(mode="json"),
-                                                                 "seed": seed, "sources": info,
-                                                                 **(dict(lineage) if lineage else {})}})
+                _write_json(
+                    tmp / "poise-merge.json",
+                    {
+                        "poise": {
+                            "merge": params.model_dump(mode="json"),
+                            "seed": seed,
+                            "sources": info,
+                            **(dict(lineage) if lineage else {}),
+                        }
+                    },
+                )
             _replace(tmp, out)
         finally:
             if tmp.exists():
@@ -301,9 +384,17 @@ def _shard(ref: Source, params: MergeParams, max_bytes: int) -> list[list[str]]:
     return shards
 
 
-def _write_streamed(srcs: Sequence[Source], base: Source | None, params: MergeParams, paths: Sequence[Path],
-                    shards: Sequence[Sequence[str]], seed: int, chunk: int, metadata: Mapping[str, str] | None,
-                    progress: Callable[[int, int], None] | None) -> tuple[int, int, int]:
+def _write_streamed(
+    srcs: Sequence[Source],
+    base: Source | None,
+    params: MergeParams,
+    paths: Sequence[Path],
+    shards: Sequence[Sequence[str]],
+    seed: int,
+    chunk: int,
+    metadata: Mapping[str, str] | None,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[int, int, int]:
     ref = base if base is not None else srcs[0]
     everything = [*srcs, *([base] if base is not None else [])]
     meta = {"format": "pt", **(dict(metadata) if metadata else {})}
@@ -320,8 +411,16 @@ def _write_streamed(srcs: Sequence[Source], base: Source | None, params: MergePa
                     infos = [s.tensors[name] for s in everything]
                     dt = _compute_dtype([i.dtype for i in infos])
                     readers = [_file_reader(s, i, dt) for s, i in zip(everything, infos, strict=True)]
-                    gen = merged_chunks(name, params, readers[: len(srcs)], readers[len(srcs)] if base else None,
-                                        info.numel, [i.dtype for i in infos], seed=seed, chunk=chunk)
+                    gen = merged_chunks(
+                        name,
+                        params,
+                        readers[: len(srcs)],
+                        readers[len(srcs)] if base else None,
+                        info.numel,
+                        [i.dtype for i in infos],
+                        seed=seed,
+                        chunk=chunk,
+                    )
                 if gen is None:
                     convert = info.is_float and _out_dtype(info, params) != info.dtype
                     writer.write(name, _copy_chunks(ref, info, chunk, convert=convert))
@@ -350,7 +449,12 @@ def _copy_chunks(src: Source, info: TensorInfo, chunk: int, *, convert: bool) ->
 def _copy_side_files(folder: Path, dest: Path, params: MergeParams) -> None:
     """Config, tokenizer and other small files of the reference folder (not its weights)."""
     for p in sorted(folder.iterdir()):
-        if not p.is_file() or p.name in NOT_COPIED or p.name.endswith(WEIGHT_SUFFIXES) or p.name.startswith("."):
+        if (
+            not p.is_file()
+            or p.name in NOT_COPIED
+            or p.name.endswith(WEIGHT_SUFFIXES)
+            or p.name.startswith(".")
+        ):
             continue
         if p.name == "config.json" and params.dtype != "auto":
             try:

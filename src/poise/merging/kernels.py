@@ -32,9 +32,17 @@ def spans(numel: int, chunk: int) -> Iterator[tuple[int, int]]:
         yield lo, min(lo + chunk, numel)
 
 
-def merge_tensor(p: TensorParams, models: Sequence[Reader], base: Reader | None, numel: int, *,
-                 name: str, seed: int = 0, dtype: np.dtype = np.dtype(np.float32),
-                 chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+def merge_tensor(
+    p: TensorParams,
+    models: Sequence[Reader],
+    base: Reader | None,
+    numel: int,
+    *,
+    name: str,
+    seed: int = 0,
+    dtype: np.dtype = np.dtype(np.float32),
+    chunk: int = DEFAULT_CHUNK,
+) -> Iterator[np.ndarray]:
     """Yield the merged tensor's flat entries, chunk by chunk, in ``dtype`` (float32 or float64)."""
     if numel == 0:
         return
@@ -53,8 +61,9 @@ def merge_tensor(p: TensorParams, models: Sequence[Reader], base: Reader | None,
 # --------------------------------------------------------------------------- linear
 
 
-def _linear(p: TensorParams, models: Sequence[Reader], numel: int, dtype: np.dtype, chunk: int
-            ) -> Iterator[np.ndarray]:
+def _linear(
+    p: TensorParams, models: Sequence[Reader], numel: int, dtype: np.dtype, chunk: int
+) -> Iterator[np.ndarray]:
     w = p.weights.astype(dtype)
     denom = w.sum(dtype=dtype)
     for lo, hi in spans(numel, chunk):
@@ -71,8 +80,9 @@ def _linear(p: TensorParams, models: Sequence[Reader], numel: int, dtype: np.dty
 # --------------------------------------------------------------------------- slerp
 
 
-def slerp_coefficients(norm_a: float, norm_b: float, dot: float, t: float, dot_threshold: float
-                       ) -> tuple[float, float]:
+def slerp_coefficients(
+    norm_a: float, norm_b: float, dot: float, t: float, dot_threshold: float
+) -> tuple[float, float]:
     """Coefficients (cₐ, c_b) with slerp = cₐ·a + c_b·b; linear ones when a and b are nearly colinear.
 
     Norms at or below 1e-8 count as 1 (as in mergekit), so a zero tensor gives a defined result.
@@ -87,7 +97,9 @@ def slerp_coefficients(norm_a: float, norm_b: float, dot: float, t: float, dot_t
     return math.sin((1.0 - t) * theta) / s, math.sin(t * theta) / s
 
 
-def _slerp(p: TensorParams, a: Reader, b: Reader, numel: int, dtype: np.dtype, chunk: int) -> Iterator[np.ndarray]:
+def _slerp(
+    p: TensorParams, a: Reader, b: Reader, numel: int, dtype: np.dtype, chunk: int
+) -> Iterator[np.ndarray]:
     na2 = nb2 = dot = 0.0
     for lo, hi in spans(numel, chunk):  # pass 1: norms and angle, accumulated in float64
         x = a(lo, hi).astype(np.float64)
@@ -124,7 +136,7 @@ class _Trim:
         kth = numel - k
         buf.partition(kth)
         self.threshold = buf[kth]
-        self.quota = k - int(np.count_nonzero(buf[kth + 1:] > self.threshold))  # ties to keep
+        self.quota = k - int(np.count_nonzero(buf[kth + 1 :] > self.threshold))  # ties to keep
         del buf
 
     def apply(self, delta: np.ndarray) -> np.ndarray:
@@ -139,11 +151,21 @@ class _Trim:
 
 def dare_rng(seed: int, name: str, index: int) -> np.random.Generator:
     """The DARE mask stream of model ``index`` for tensor ``name``: independent of order and chunking."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, zlib.crc32(name.encode()), index])))
+    return np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence([seed, zlib.crc32(name.encode()), index]))
+    )
 
 
-def _task_vectors(p: TensorParams, models: Sequence[Reader], base: Reader, numel: int, dtype: np.dtype, chunk: int,
-                  name: str, seed: int) -> Iterator[np.ndarray]:
+def _task_vectors(
+    p: TensorParams,
+    models: Sequence[Reader],
+    base: Reader,
+    numel: int,
+    dtype: np.dtype,
+    chunk: int,
+    name: str,
+    seed: int,
+) -> Iterator[np.ndarray]:
     n = len(models)
     w = p.weights.astype(dtype)
     trims: list[_Trim | None] = [None] * n

@@ -48,9 +48,13 @@ class MergeModelCfg(ModelCfg, MergeParams):
 
     models: list[Ref] = Field(min_length=1)
     base: Ref | None = None
-    output: Path | None = Field(None, description="also write the merge here (folder, or file ending .safetensors)")
+    output: Path | None = Field(
+        None, description="also write the merge here (folder, or file ending .safetensors)"
+    )
     force: bool = Field(False, description="replace an existing output")
-    evaluate: bool | None = Field(None, description="score with the sources' evaluators; default: when possible")
+    evaluate: bool | None = Field(
+        None, description="score with the sources' evaluators; default: when possible"
+    )
     shard_gb: float = Field(DEFAULT_SHARD_BYTES / 1024**3, gt=0.0, description="largest output shard, GiB")
 
     @model_validator(mode="after")
@@ -101,8 +105,12 @@ def resolve(ctx: RunContext, ref: Ref, field: str) -> Resolved:
     try:
         run = ctx.store.get_run(ref)
     except UserError:
-        raise UserError(f"no file, folder or run {ref!r}; expected run:ID, a recipe file, a .safetensors file or "
-                        "an HF model folder", where=ctx.cfg.source or "merge", field=field) from None
+        raise UserError(
+            f"no file, folder or run {ref!r}; expected run:ID, a recipe file, a .safetensors file or "
+            "an HF model folder",
+            where=ctx.cfg.source or "merge",
+            field=field,
+        ) from None
     return _from_run(ctx, ctx.dependency(f"run:{run.id}", field=field), label)
 
 
@@ -116,25 +124,36 @@ def _from_run(ctx: RunContext, run: RunRecord, label: str) -> Resolved:
             digest.update(block)
     if digest.hexdigest() != art.sha256:
         raise UserError(f"artifact file is corrupt (SHA-256 mismatch): {art.path}", where=f"run {run.id}")
-    return Resolved(label if label.startswith("run:") else f"{label} [run:{run.id}]", art.path, run, art.sha256,
-                    art.meta)
+    return Resolved(
+        label if label.startswith("run:") else f"{label} [run:{run.id}]", art.path, run, art.sha256, art.meta
+    )
 
 
-def _lineage(cfg: MergeRecipe, params: MergeParams, models: list[Resolved], base: Resolved | None
-             ) -> dict[str, Any]:
+def _lineage(
+    cfg: MergeRecipe, params: MergeParams, models: list[Resolved], base: Resolved | None
+) -> dict[str, Any]:
     def entry(r: Resolved) -> dict[str, Any]:
         d: dict[str, Any] = {"label": r.label, "path": str(r.path)}
         if r.run is not None:
             d.update(run=r.run.id, kind=r.run.kind, name=r.run.name, sha256=r.sha256)
         return d
 
-    return {"method": params.method, "params": params.model_dump(mode="json"), "seed": cfg.seed,
-            "models": [entry(r) for r in models], "base": entry(base) if base else None}
+    return {
+        "method": params.method,
+        "params": params.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "models": [entry(r) for r in models],
+        "base": entry(base) if base else None,
+    }
 
 
 def _stats(result: MergeResult) -> dict[str, Any]:
-    return {"tensors": result.tensors, "merged_tensors": result.merged, "bytes": result.bytes,
-            "seconds": result.seconds}
+    return {
+        "tensors": result.tensors,
+        "merged_tensors": result.merged,
+        "bytes": result.bytes,
+        "seconds": result.seconds,
+    }
 
 
 @kind("merging.merge", MergeRecipe)
@@ -147,13 +166,17 @@ def run(cfg: MergeRecipe, ctx: RunContext) -> None:
     sources = [*models, *([base] if base else [])]
     in_store = all(r.run is not None for r in sources)
     if not in_store and m.output is None:
-        raise UserError("merging files or HF folders needs an output (-o OUT / model.output)",
-                        where=cfg.source or "merge", field="model.output")
+        raise UserError(
+            "merging files or HF folders needs an output (-o OUT / model.output)",
+            where=cfg.source or "merge",
+            field="model.output",
+        )
     if m.output is not None and m.output.exists() and not m.force:
         raise UserError("already exists; expected a new path (or --force)", where=m.output)
     shard = int(m.shard_gb * 1024**3)
     labels = [r.label for r in sources]
     with ctx.runner.ui.progress(f"merge {m.method} [{ctx.run_id[:6]}]", None) as bar:
+
         def progress(done: int, total: int) -> None:
             bar.update(done, total)
 
@@ -161,26 +184,55 @@ def run(cfg: MergeRecipe, ctx: RunContext) -> None:
         if in_store:
             meta = {**{k: v for k, v in (models[0].meta or {}).items() if k != "merge"}, "merge": lineage}
             tmp = ctx.store.incoming_dir / f".merge-{uuid.uuid4().hex}.safetensors"
-            result = merge_files([r.path for r in models], tmp, base=base.path if base else None, params=params,
-                                 seed=cfg.seed, labels=labels, progress=progress,
-                                 metadata={"poise": json.dumps(meta, sort_keys=True, default=str)})
+            result = merge_files(
+                [r.path for r in models],
+                tmp,
+                base=base.path if base else None,
+                params=params,
+                seed=cfg.seed,
+                labels=labels,
+                progress=progress,
+                metadata={"poise": json.dumps(meta, sort_keys=True, default=str)},
+            )
             art = ctx.store.adopt_file(ctx.run_id, "model", tmp, "safetensors", meta)
-            lineage = {**lineage, **_stats(result), "artifact": {"name": "model", "sha256": art.sha256,
-                                                                 "path": str(art.path)}}
+            lineage = {
+                **lineage,
+                **_stats(result),
+                "artifact": {"name": "model", "sha256": art.sha256, "path": str(art.path)},
+            }
             if m.output is not None:
                 lineage["output"] = str(_export(art.path, m.output, lineage, m.force))
         else:
-            result = merge_files([r.path for r in models], m.output, base=base.path if base else None, params=params,
-                                 seed=cfg.seed, labels=labels, max_shard_bytes=shard, force=m.force,
-                                 lineage={"run": ctx.run_id}, progress=progress)
-            lineage = {**lineage, **_stats(result), "output": str(result.output),
-                       "files": [str(f) for f in result.files]}
-    ctx.info(f"merged {result.merged} of {result.tensors} tensors ({result.bytes / 1e6:.1f} MB) in "
-             f"{result.seconds:.2f} s with {m.method}")
+            result = merge_files(
+                [r.path for r in models],
+                m.output,
+                base=base.path if base else None,
+                params=params,
+                seed=cfg.seed,
+                labels=labels,
+                max_shard_bytes=shard,
+                force=m.force,
+                lineage={"run": ctx.run_id},
+                progress=progress,
+            )
+            lineage = {
+                **lineage,
+                **_stats(result),
+                "output": str(result.output),
+                "files": [str(f) for f in result.files],
+            }
+    ctx.info(
+        f"merged {result.merged} of {result.tensors} tensors ({result.bytes / 1e6:.1f} MB) in "
+        f"{result.seconds:.2f} s with {m.method}"
+    )
     metrics = evaluate_merge(cfg, ctx, models) if in_store else {}
     lineage["metrics"] = metrics
-    ctx.save_file("lineage", json.dumps(lineage, indent=2, sort_keys=True).encode(), "application/json",
-                  {"method": m.method})
+    ctx.save_file(
+        "lineage",
+        json.dumps(lineage, indent=2, sort_keys=True).encode(),
+        "application/json",
+        {"method": m.method},
+    )
 
 
 def _export(artifact: Path, output: Path, lineage: dict[str, Any], force: bool) -> Path:
@@ -193,7 +245,9 @@ def _export(artifact: Path, output: Path, lineage: dict[str, Any], force: bool) 
         else:
             tmp.mkdir()
             shutil.copyfile(artifact, tmp / "model.safetensors")
-            (tmp / "poise-merge.json").write_text(json.dumps({"poise": lineage}, indent=2, sort_keys=True) + "\n")
+            (tmp / "poise-merge.json").write_text(
+                json.dumps({"poise": lineage}, indent=2, sort_keys=True) + "\n"
+            )
         if output.exists() and force:
             shutil.rmtree(output) if output.is_dir() else output.unlink()
         tmp.rename(output)
@@ -215,8 +269,9 @@ def eval_entries(runs: list[RunRecord]) -> list[EvalEntry]:
     return out
 
 
-def evaluate_merge(cfg: MergeRecipe, ctx: RunContext, models: list[Resolved], *, required: bool | None = None
-                   ) -> dict[str, float]:
+def evaluate_merge(
+    cfg: MergeRecipe, ctx: RunContext, models: list[Resolved], *, required: bool | None = None
+) -> dict[str, float]:
     """Score this run's merged ``model`` with its sources' evaluators, on the first source's data."""
     want = cfg.model.evaluate if required is None else required
     if want is False:

@@ -27,11 +27,21 @@ from poise.errors import UserError
 
 # safetensors dtype → (numpy storage dtype, is float)
 DTYPES: dict[str, tuple[np.dtype, bool]] = {
-    "F64": (np.dtype("<f8"), True), "F32": (np.dtype("<f4"), True), "F16": (np.dtype("<f2"), True),
-    "BF16": (np.dtype("<u2"), True), "I64": (np.dtype("<i8"), False), "I32": (np.dtype("<i4"), False),
-    "I16": (np.dtype("<i2"), False), "I8": (np.dtype("i1"), False), "U8": (np.dtype("u1"), False),
-    "U16": (np.dtype("<u2"), False), "U32": (np.dtype("<u4"), False), "U64": (np.dtype("<u8"), False),
-    "BOOL": (np.dtype("?"), False), "F8_E4M3": (np.dtype("u1"), False), "F8_E5M2": (np.dtype("u1"), False),
+    "F64": (np.dtype("<f8"), True),
+    "F32": (np.dtype("<f4"), True),
+    "F16": (np.dtype("<f2"), True),
+    "BF16": (np.dtype("<u2"), True),
+    "I64": (np.dtype("<i8"), False),
+    "I32": (np.dtype("<i4"), False),
+    "I16": (np.dtype("<i2"), False),
+    "I8": (np.dtype("i1"), False),
+    "U8": (np.dtype("u1"), False),
+    "U16": (np.dtype("<u2"), False),
+    "U32": (np.dtype("<u4"), False),
+    "U64": (np.dtype("<u8"), False),
+    "BOOL": (np.dtype("?"), False),
+    "F8_E4M3": (np.dtype("u1"), False),
+    "F8_E5M2": (np.dtype("u1"), False),
 }
 OUT_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
 INDEX_NAME = "model.safetensors.index.json"
@@ -205,7 +215,11 @@ class Writer:
             header["__metadata__"] = dict(metadata)
         offset = 0
         for t in tensors:
-            header[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+            header[t.name] = {
+                "dtype": t.dtype,
+                "shape": list(t.shape),
+                "data_offsets": [offset, offset + t.nbytes],
+            }
             offset += t.nbytes
         blob = json.dumps(header, separators=(",", ":")).encode()
         blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned

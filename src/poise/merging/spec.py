@@ -29,8 +29,14 @@ from poise.errors import UserError
 Method = Literal["linear", "task_arithmetic", "slerp", "ties", "dare_linear", "dare_ties"]
 METHODS: tuple[str, ...] = ("linear", "task_arithmetic", "slerp", "ties", "dare_linear", "dare_ties")
 NEEDS_BASE = frozenset({"task_arithmetic", "ties", "dare_linear", "dare_ties"})
-DEFAULT_NORMALIZE = {"linear": True, "task_arithmetic": False, "slerp": False, "ties": True,
-                     "dare_linear": False, "dare_ties": False}
+DEFAULT_NORMALIZE = {
+    "linear": True,
+    "task_arithmetic": False,
+    "slerp": False,
+    "ties": True,
+    "dare_linear": False,
+    "dare_ties": False,
+}
 OutDtype = Literal["auto", "float32", "float16", "bfloat16", "float64"]
 
 
@@ -53,7 +59,7 @@ class TensorRule(_Strict):
 
 
 def parse_rule(text: str) -> dict[str, object]:
-    """``PATTERN:key=value;key=value`` or ``PATTERN:skip`` → a TensorRule's fields (weights comma-separated)."""
+    """``PATTERN:key=value;...`` or ``PATTERN:skip`` → a TensorRule's fields (weights comma-separated)."""
     pattern, sep, body = text.rpartition(":")
     if not sep or not pattern:
         raise UserError(f"expected PATTERN:key=value;... or PATTERN:skip (got {text!r})", where="--rule")
@@ -78,11 +84,17 @@ class MergeParams(_Strict):
 
     method: Method = "linear"
     weights: list[float] | None = Field(None, description="one per model (not the base); default equal")
-    density: float = Field(1.0, gt=0.0, le=1.0, description="ties: share of entries kept; dare: 1 - drop rate")
-    t: float = Field(0.5, ge=0.0, le=1.0, description="slerp: position between the first (0) and second (1) model")
+    density: float = Field(
+        1.0, gt=0.0, le=1.0, description="ties: share of entries kept; dare: 1 - drop rate"
+    )
+    t: float = Field(
+        0.5, ge=0.0, le=1.0, description="slerp: position between the first (0) and second (1) model"
+    )
     scale: float = Field(1.0, description="multiplier of the combined task vector (mergekit's lambda)")
     normalize: bool | None = Field(None, description="divide by the sum of weights; default per method")
-    dot_threshold: float = Field(0.9995, gt=0.0, le=1.0, description="slerp: |cos| above this interpolates linearly")
+    dot_threshold: float = Field(
+        0.9995, gt=0.0, le=1.0, description="slerp: |cos| above this interpolates linearly"
+    )
     rules: list[TensorRule] = Field(default_factory=list, description="per-tensor parameters by name pattern")
     exclude: list[str] = Field(default_factory=list, description="tensors copied from the reference model")
     dtype: OutDtype = Field("auto", description="output dtype; auto keeps the reference model's")
@@ -93,32 +105,52 @@ class MergeParams(_Strict):
         if n_models < 1:
             raise UserError("expected at least one model to merge", where=where, field="models")
         if m in NEEDS_BASE and not has_base:
-            raise UserError(f"method {m} needs a base model (the task vectors are taken against it); expected --base",
-                            where=where, field="base")
+            raise UserError(
+                f"method {m} needs a base model (the task vectors are taken against it); expected --base",
+                where=where,
+                field="base",
+            )
         if m == "slerp":
             if n_models != 2:
-                raise UserError(f"method slerp interpolates exactly 2 models (got {n_models})", where=where,
-                                field="models")
+                raise UserError(
+                    f"method slerp interpolates exactly 2 models (got {n_models})",
+                    where=where,
+                    field="models",
+                )
             if has_base:
-                raise UserError("method slerp takes no base: it interpolates from the first model (t=0) to the "
-                                "second (t=1)", where=where, field="base")
+                raise UserError(
+                    "method slerp takes no base: it interpolates from the first model (t=0) to the "
+                    "second (t=1)",
+                    where=where,
+                    field="base",
+                )
         elif m == "linear" and n_models < 2:
             raise UserError("method linear averages at least 2 models (got 1)", where=where, field="models")
-        weight_sets = [("weights", self.weights)] + [(f"rules[{i}].weights", r.weights) for i, r in
-                                                      enumerate(self.rules)]
+        weight_sets = [("weights", self.weights)] + [
+            (f"rules[{i}].weights", r.weights) for i, r in enumerate(self.rules)
+        ]
         for field, w in weight_sets:
             if w is None:
                 continue
             if m == "slerp":
                 raise UserError("method slerp takes t, not weights", where=where, field=field)
             if len(w) != n_models:
-                raise UserError(f"expected {n_models} weights, one per model{' (the base takes none)' if has_base else ''}"
-                                f" (got {len(w)})", where=where, field=field)
+                raise UserError(
+                    f"expected {n_models} weights, one per model"
+                    f"{' (the base takes none)' if has_base else ''}"
+                    f" (got {len(w)})",
+                    where=where,
+                    field=field,
+                )
             if not all(np.isfinite(w)):
                 raise UserError(f"expected finite weights (got {w})", where=where, field=field)
             if self.normalized and abs(sum(w)) < 1e-8:
-                raise UserError(f"weights sum to 0, so they cannot be normalised (got {w}); expected a non-zero sum "
-                                "or normalize = false", where=where, field=field)
+                raise UserError(
+                    f"weights sum to 0, so they cannot be normalised (got {w}); expected a non-zero sum "
+                    "or normalize = false",
+                    where=where,
+                    field=field,
+                )
 
     @property
     def normalized(self) -> bool:
@@ -140,8 +172,16 @@ class MergeParams(_Strict):
                 scale = rule.scale if rule.scale is not None else scale
                 break
         w = np.asarray(weights if weights is not None else self.default_weights(n_models), dtype=np.float64)
-        return TensorParams(self.method, w, float(density), float(t), float(scale), self.normalized,
-                            float(self.dot_threshold), skip)
+        return TensorParams(
+            self.method,
+            w,
+            float(density),
+            float(t),
+            float(scale),
+            self.normalized,
+            float(self.dot_threshold),
+            skip,
+        )
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,17 @@ class SweepModelCfg(MergeModelCfg):
 
     method: Literal["linear", "slerp"] = "linear"
     points: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
-        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=2)
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=2
+    )
 
     @model_validator(mode="after")
     def _two_models(self) -> SweepModelCfg:
         if len(self.models) != 2:
             raise ValueError(f"models: a sweep interpolates exactly 2 models (got {len(self.models)})")
         if self.base is not None or self.weights is not None or self.output is not None:
-            raise ValueError("a sweep sets the weights of each point itself; expected no base, weights or output")
+            raise ValueError(
+                "a sweep sets the weights of each point itself; expected no base, weights or output"
+            )
         return self
 
 
@@ -55,7 +58,9 @@ def parse_sweep(text: str, points: int = 5) -> tuple[str, list[float]]:
         else:
             values = [float(v) for v in spec.split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"expected numbers in t=START..STOP or t=V1,V2,... (got {text!r})", where="--sweep") from None
+        raise UserError(
+            f"expected numbers in t=START..STOP or t=V1,V2,... (got {text!r})", where="--sweep"
+        ) from None
     if len(values) < 2 or not all(0.0 <= v <= 1.0 for v in values):
         raise UserError(f"expected at least 2 values of t, each in [0, 1] (got {values})", where="--sweep")
     return "t", [round(v, 10) for v in values]
@@ -68,16 +73,31 @@ def run(cfg: SweepRecipe, ctx: RunContext) -> None:
     sources = [resolve(ctx, r, f"model.models[{i}]") for i, r in enumerate(m.models)]
     for s in sources:
         if s.run is None:
-            raise UserError(f"{s.label} is a file; a sweep scores every point, so it needs runs from the store "
-                            "(run:ID or a recipe file)", where=cfg.source or "sweep", field="model.models")
+            raise UserError(
+                f"{s.label} is a file; a sweep scores every point, so it needs runs from the store "
+                "(run:ID or a recipe file)",
+                where=cfg.source or "sweep",
+                field="model.models",
+            )
     refs = [f"run:{s.run.id}" for s in sources if s.run is not None]
     shared = m.model_dump(mode="json", include={"rules", "exclude", "dtype", "dot_threshold", "name"})
     rows = []
     for t in m.points:
-        child = {"kind": "merging.merge", "name": f"{cfg.display_name} t={t:g}", "seed": cfg.seed,
-                 "device": cfg.device, "cost": cfg.cost.model_dump(mode="json"), "tour": cfg.tour,
-                 "model": {**shared, "method": m.method, "models": refs, "evaluate": True,
-                           **({"weights": [1.0 - t, t]} if m.method == "linear" else {"t": t})}}
+        child = {
+            "kind": "merging.merge",
+            "name": f"{cfg.display_name} t={t:g}",
+            "seed": cfg.seed,
+            "device": cfg.device,
+            "cost": cfg.cost.model_dump(mode="json"),
+            "tour": cfg.tour,
+            "model": {
+                **shared,
+                "method": m.method,
+                "models": refs,
+                "evaluate": True,
+                **({"weights": [1.0 - t, t]} if m.method == "linear" else {"t": t}),
+            },
+        }
         recipe = build_recipe(child, where=f"{cfg.source or 'sweep'} (t={t:g})", quick=ctx.quick)
         found = ctx.store.find_done(recipe.config_hash())
         point = found if found is not None else ctx.runner.run(recipe, parent_id=ctx.run_id)
@@ -86,7 +106,16 @@ def run(cfg: SweepRecipe, ctx: RunContext) -> None:
         directions = {k: v.direction for k, v in finals.items() if k in metrics}
         rows.append({"t": t, "run": point.id, "metrics": metrics, "directions": directions})
         ctx.info(f"t={t:g}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-    table = {"method": m.method, "models": [{"label": s.label, "run": s.run.id, "name": s.run.name}
-                                            for s in sources if s.run is not None], "points": rows}
-    ctx.save_file("sweep", json.dumps(table, indent=2, sort_keys=True).encode(), "application/json",
-                  {"method": m.method})
+    table = {
+        "method": m.method,
+        "models": [
+            {"label": s.label, "run": s.run.id, "name": s.run.name} for s in sources if s.run is not None
+        ],
+        "points": rows,
+    }
+    ctx.save_file(
+        "sweep",
+        json.dumps(table, indent=2, sort_keys=True).encode(),
+        "application/json",
+        {"method": m.method},
+    )

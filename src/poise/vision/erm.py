@@ -76,7 +76,9 @@ def run(cfg: ErmRecipe, ctx: RunContext) -> None:
 
 
 @rebuilder("vision.erm")
-def rebuild(cfg: ErmRecipe, tensors: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.nn.Module, VisionData]:
+def rebuild(
+    cfg: ErmRecipe, tensors: dict[str, torch.Tensor], device: torch.device
+) -> tuple[torch.nn.Module, VisionData]:
     """The classifier of a vision.erm run with other weights (a merge), and the data its evaluators read."""
     data = load_vision_data(cfg.data, cfg.seed)
     model = build_model(cfg.model, data)
