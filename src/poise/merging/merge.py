@@ -10,6 +10,10 @@ Sources are ``run:ID`` (or a bare run ID), a recipe file (trained first, or reus
 model folder. When every source is a run, the merge is stored as this run's ``model`` artifact and,
 if the first source's kind can rebuild its model from weights, scored with the sources' evaluators;
 otherwise it is written to ``model.output`` (a folder, or one file ending in ``.safetensors``).
+
+Resuming: a merge has no steps to checkpoint. It is written under a temporary name and moved into
+place (or into the store) only when complete, so a killed merge leaves nothing behind and a resumed
+run merges again from the start (seconds). Sources that are recipes resume their own training.
 """
 
 from __future__ import annotations
