@@ -1,4 +1,4 @@
-"""The ``poise`` command line: run, tour, sweep, recipes, runs, frontier, report, carbon.
+"""The ``poise`` command line: run, tour, sweep, recipes, runs, frontier, report, merge, carbon.
 
 Bad input exits with code 2 and one line (``poise: error: FILE: FIELD: what was expected``); other
 failures exit 1 with one line. ``--debug`` shows tracebacks.
@@ -370,6 +370,56 @@ def report(
         ui.emit({"report": str(path)})
     else:
         ui.print(f"report: {path}")
+
+
+# --------------------------------------------------------------------------- merge
+
+
+@app.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False
+)
+def merge(ctx: typer.Context) -> None:
+    """Merge models (linear, task arithmetic, SLERP, TIES, DARE); --sweep t=0..1 traces a frontier (-h)."""
+    from poise.merging.command import USAGE, build, parser, preflight
+    from poise.recipes import build_recipe
+    from poise.runner import Runner
+
+    args = parser().parse_args(ctx.args)
+    ui = get_ui()
+    if args.help:
+        typer.echo(USAGE)
+        return
+    data = build(args)
+    store = _store()
+    preflight(store, data)
+    recipe = build_recipe(data, where="poise merge")
+    result = Runner(store, ui).run(recipe)
+    name = "sweep" if recipe.kind == "merging.sweep" else "lineage"
+    import json
+
+    info = json.loads(store.artifact(result.id, name).path.read_text())
+    if ui.json:
+        ui.emit({"run": result.id, "kind": result.kind, "status": result.status, name: info})
+        return
+    if recipe.kind == "merging.sweep":
+        metrics = sorted({k for p in info["points"] for k in p["metrics"]})
+        t = Table(title=f"sweep {result.id}: {info['method']} from {info['models'][0]['label']} (t=0) to "
+                        f"{info['models'][1]['label']} (t=1)", title_justify="left")
+        for c in ("t", "run", *metrics):
+            t.add_column(c, justify="left" if c == "run" else "right")
+        for p in info["points"]:
+            cells = [f"{p['metrics'][k]:.4g}" if k in p["metrics"] else "" for k in metrics]
+            t.add_row(f"{p['t']:g}", p["run"], *cells)
+        ui.print(t)
+        return
+    where = info.get("output") or f"store artifact model sha256:{info['artifact']['sha256'][:16]}…"
+    ui.print(f"run {result.id} (merging.merge) {result.status}: {info['method']} of "
+             f"{', '.join(m['label'] for m in info['models'])}"
+             + (f" on base {info['base']['label']}" if info.get("base") else "")
+             + f" → {where} ({info['merged_tensors']} of {info['tensors']} tensors merged, "
+               f"{info['bytes'] / 1e6:.1f} MB, {info['seconds']:.2f} s)")
+    if info.get("metrics"):
+        ui.print(_metrics_table("metrics of the merged model", info["metrics"]))
 
 
 # --------------------------------------------------------------------------- carbon

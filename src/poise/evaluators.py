@@ -3,6 +3,9 @@
 An evaluator is ``fn(model, data, ctx, **params) -> dict[str, float]`` registered with
 :func:`evaluator`, the metrics it produces (names or fnmatch patterns, each with its axis and
 direction) and a pydantic model of its parameters. Recipes list evaluators by name in ``[[eval]]``.
+
+A kind may also register a :func:`rebuilder`: how to turn weights back into the model and data its
+evaluators take. That lets poise evaluate weights the kind did not train itself (merged models).
 """
 
 from __future__ import annotations
@@ -98,3 +101,34 @@ def run_evaluators(entries: list[Any], model: Any, data: Any, ctx: Any, *, step:
             ctx.log_metric(metric, float(value), axis=m.axis, direction=m.direction, step=step)
             results[f"{m.axis}.{metric}"] = float(value)
     return results
+
+
+# --------------------------------------------------------------------------- rebuilding models from weights
+
+Rebuilder = Callable[[Any, dict[str, Any], Any], tuple[Any, Any]]
+_REBUILDERS: dict[str, Rebuilder] = {}
+
+
+def rebuilder(kind_name: str) -> Callable[[Rebuilder], Rebuilder]:
+    """Register ``fn(cfg, tensors, device) -> (model, data)`` for kind ``kind_name``.
+
+    ``cfg`` is the validated recipe of a finished run of that kind and ``tensors`` a state dict shaped
+    like its ``model`` artifact; ``model`` and ``data`` are what the kind's evaluators take.
+    """
+
+    def register(fn: Rebuilder) -> Rebuilder:
+        _REBUILDERS[kind_name] = fn
+        return fn
+
+    return register
+
+
+def get_rebuilder(kind_name: str, *, where: str | None = None) -> Rebuilder:
+    from poise.recipes import get_kind
+
+    get_kind(kind_name, where=where)  # imports the kind's domain, which registers its rebuilder
+    if kind_name not in _REBUILDERS:
+        known = ", ".join(sorted(_REBUILDERS)) or "none"
+        raise UserError(f"kind {kind_name} cannot rebuild its model from weights, so its evaluators cannot "
+                        f"score them; expected a run of a kind with a rebuilder ({known})", where=where)
+    return _REBUILDERS[kind_name]

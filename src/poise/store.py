@@ -466,6 +466,38 @@ class Store:
         self._record_artifact(run_id, name, sha, rel, media, meta or {})
         return ArtifactRecord(run_id, name, sha, self.artifacts_dir / rel, media, meta or {})
 
+    def adopt_file(
+        self, run_id: str, name: str, path: str | Path, media: str, meta: dict[str, Any] | None = None
+    ) -> ArtifactRecord:
+        """Record a file already written on disk (a merged model) as an artifact of ``run_id``.
+
+        The file is hashed in chunks and moved into the content-addressed folder, never read whole into
+        memory; it must be on the store's filesystem (write it under ``incoming_dir``).
+        """
+        path = Path(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 24):
+                digest.update(block)
+        sha = digest.hexdigest()
+        suffix = {"safetensors": ".safetensors", "image/png": ".png", "application/json": ".json"}.get(media, ".bin")
+        rel = f"{sha[:2]}/{sha}{suffix}"
+        dest = self.artifacts_dir / rel
+        if dest.exists():
+            path.unlink()
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+        self._record_artifact(run_id, name, sha, rel, media, meta or {})
+        return ArtifactRecord(run_id, name, sha, dest, media, meta or {})
+
+    @property
+    def incoming_dir(self) -> Path:
+        """Where to write a file that :meth:`adopt_file` will move into the store."""
+        path = self.artifacts_dir / ".incoming"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def artifacts(self, run_id: str | None = None) -> list[ArtifactRecord]:
         q = artifacts_t.select().order_by(artifacts_t.c.created)
         if run_id is not None:

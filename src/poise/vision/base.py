@@ -110,6 +110,14 @@ def load_teacher(ctx: RunContext, ref: str, field: str, data: VisionData) -> Cla
     return teacher
 
 
+def rebuild(cfg: VisionRecipe, tensors: dict[str, torch.Tensor], device: torch.device) -> tuple[Classifier, VisionData]:
+    """The classifier of a finished vision run with other weights (a merge), and the data its evaluators read."""
+    data = load_vision_data(cfg.data, cfg.seed)
+    model = build_model(cfg.model, data)
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), data
+
+
 def finish(ctx: RunContext, cfg: VisionRecipe, model: torch.nn.Module, data: VisionData) -> None:
     """Evaluate the trained model with the recipe's evaluators and store its weights."""
     model.eval()
