@@ -32,7 +32,7 @@ def _fmt(values: list[float], digits: int = 2) -> str:
 
 def quality_table(quick: bool) -> str:
     seeds = [0] if quick else [0, 1, 2]
-    steps = 30 if quick else 400
+    steps = 30 if quick else 300
     sr_over = {"train.budget.steps": steps, "train.batch_size": 16, "model.width": 16 if quick else 24,
                "train.checkpoint_every": 10_000}
     gan_steps = 20 if quick else 200

@@ -95,9 +95,9 @@ class SinkhornAlign:
         f = f.float()
         if self.cfg.points == "image":
             flat = f.flatten(1)
-            return flat / flat.shape[1] ** 0.5
+            return (flat / flat.shape[1] ** 0.5).contiguous()
         pts = f.flatten(2).transpose(1, 2)  # [B, h*w, C]
-        return pts / pts.shape[2] ** 0.5
+        return (pts / pts.shape[2] ** 0.5).contiguous()  # geomloss views its inputs
 
     def __call__(self, f_clean: torch.Tensor, f_degraded: torch.Tensor) -> torch.Tensor:
         if self.cfg.detach_clean:
