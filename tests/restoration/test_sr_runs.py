@@ -49,6 +49,13 @@ def test_robust_run_shares_the_gan_and_logs_every_metric(runner, store, tmp_path
     # a second SR run reuses the GAN (same config hash)
     runner.run(load_recipe(root / "sr-robust.toml", TINY | {"seed": 1, "eval": []}))
     assert len([r for r in store.list_runs() if r.kind == "restoration.degradation_gan"]) == 1
+    # the report section: a PNG face grid and one table row per SR run
+    from poise.restoration.report import section
+
+    blocks = section(store, store.list_runs())
+    assert blocks[0].png is not None and blocks[0].png.startswith(b"\x89PNG")
+    table = blocks[1].table
+    assert table is not None and [row[2] for row in table[1]] == ["robust", "robust"]
 
 
 def test_bicubic_and_variants(runner, store, tmp_path):
