@@ -20,8 +20,13 @@ from poise.store import Store
 from poise.ui import UI
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "restoration"
-VARIANTS = [("bicubic", "bicubic.toml"), ("clean-trained", "sr-clean.toml"), ("degraded-trained", "sr-degraded.toml"),
-            ("robust (ours)", "sr-robust.toml"), ("robust w/o Sinkhorn", "sr-no-sinkhorn.toml")]
+VARIANTS = [
+    ("bicubic", "bicubic.toml"),
+    ("clean-trained", "sr-clean.toml"),
+    ("degraded-trained", "sr-degraded.toml"),
+    ("robust (ours)", "sr-robust.toml"),
+    ("robust w/o Sinkhorn", "sr-no-sinkhorn.toml"),
+]
 
 
 def _fmt(values: list[float], digits: int = 2) -> str:
@@ -33,8 +38,12 @@ def _fmt(values: list[float], digits: int = 2) -> str:
 def quality_table(quick: bool) -> str:
     seeds = [0] if quick else [0, 1, 2]
     steps = 30 if quick else 300
-    sr_over = {"train.budget.steps": steps, "train.batch_size": 16, "model.width": 16 if quick else 24,
-               "train.checkpoint_every": 10_000}
+    sr_over = {
+        "train.budget.steps": steps,
+        "train.batch_size": 16,
+        "model.width": 16 if quick else 24,
+        "train.checkpoint_every": 10_000,
+    }
     gan_steps = 20 if quick else 200
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(root=Path(tmp) / ".poise")
@@ -55,16 +64,24 @@ def quality_table(quick: bool) -> str:
                 rec = runner.run(cfg)
                 finals = {k: m.value for k, m in store.final_metrics([rec.id])[rec.id].items()}
                 results.setdefault(label, []).append(finals)
-                families = sorted({k.split("psnr_y_", 1)[1] for k in finals if k.startswith("robustness.psnr_y_")}
-                                  - {"held_out", "pgd"})
+                families = sorted(
+                    {k.split("psnr_y_", 1)[1] for k in finals if k.startswith("robustness.psnr_y_")}
+                    - {"held_out", "pgd"}
+                )
         store.close()
     cols = ["clean"] + families + ["held-out mean", "PGD"]
-    keys = ["utility.{m}"] + [f"robustness.{{m}}_{f}" for f in families] + ["robustness.{m}_held_out",
-                                                                              "robustness.{m}_pgd"]
-    lines = [f"PSNR-Y (dB, {steps} SR steps, width {sr_over['model.width']}, LFW subset x2, "
-             f"{len(seeds)} seed(s): mean ± std; degradation GAN {gan_steps} steps, shared)", "",
-             "| model | " + " | ".join(cols) + " | clean − held-out | clean − PGD |",
-             "|---" * (len(cols) + 3) + "|"]
+    keys = (
+        ["utility.{m}"]
+        + [f"robustness.{{m}}_{f}" for f in families]
+        + ["robustness.{m}_held_out", "robustness.{m}_pgd"]
+    )
+    lines = [
+        f"PSNR-Y (dB, {steps} SR steps, width {sr_over['model.width']}, LFW subset x2, "
+        f"{len(seeds)} seed(s): mean ± std; degradation GAN {gan_steps} steps, shared)",
+        "",
+        "| model | " + " | ".join(cols) + " | clean − held-out | clean − PGD |",
+        "|---" * (len(cols) + 3) + "|",
+    ]
 
     def metric(rows: list[dict[str, float]], key: str) -> list[float]:
         return [r[key] for r in rows]
@@ -73,24 +90,43 @@ def quality_table(quick: bool) -> str:
         ps = [metric(rows, k.format(m="psnr_y")) for k in keys]
         drop_h = [c - h for c, h in zip(ps[0], ps[-2], strict=True)]
         drop_p = [c - p for c, p in zip(ps[0], ps[-1], strict=True)]
-        lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in ps) + f" | {_fmt(drop_h)} | {_fmt(drop_p)} |")
-    lines += ["", "SSIM (Y channel, same runs)", "", "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        lines.append(
+            f"| {label} | " + " | ".join(_fmt(v) for v in ps) + f" | {_fmt(drop_h)} | {_fmt(drop_p)} |"
+        )
+    lines += [
+        "",
+        "SSIM (Y channel, same runs)",
+        "",
+        "| model | " + " | ".join(cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
     for label, rows in results.items():
         ss = [metric(rows, k.format(m="ssim")) for k in keys]
         lines.append(f"| {label} | " + " | ".join(_fmt(v, 3) for v in ss) + " |")
-    lines += ["", "Feature smoothness (mean ‖f(x′) − f(x)‖ / ‖x′ − x‖ over held-out degradations; relative norms "
-              "in brackets; lower is smoother)", "", "| model | smoothness | relative |", "|---|---|---|"]
+    lines += [
+        "",
+        "Feature smoothness (mean ‖f(x′) − f(x)‖ / ‖x′ − x‖ over held-out degradations; relative norms "
+        "in brackets; lower is smoother)",
+        "",
+        "| model | smoothness | relative |",
+        "|---|---|---|",
+    ]
     for label, rows in results.items():
         if "robustness.feature_smoothness" in rows[0]:
-            lines.append(f"| {label} | {_fmt(metric(rows, 'robustness.feature_smoothness'), 3)} | "
-                         f"{_fmt(metric(rows, 'robustness.feature_smoothness_rel'), 3)} |")
+            lines.append(
+                f"| {label} | {_fmt(metric(rows, 'robustness.feature_smoothness'), 3)} | "
+                f"{_fmt(metric(rows, 'robustness.feature_smoothness_rel'), 3)} |"
+            )
     return "\n".join(lines)
 
 
 def _gan_recipe(tmp: Path, steps: int) -> Path:
     """A copy of the shipped degradation GAN recipe with the benchmark's step budget."""
-    text = (RECIPES / "degradation-gan.toml").read_text().replace("budget = { steps = 600 }",
-                                                                  f"budget = {{ steps = {steps} }}")
+    text = (
+        (RECIPES / "degradation-gan.toml")
+        .read_text()
+        .replace("budget = { steps = 600 }", f"budget = {{ steps = {steps} }}")
+    )
     out = tmp / "degradation-gan.toml"
     out.write_text(text)
     return out
@@ -106,10 +142,14 @@ def sinkhorn_share(quick: bool) -> str:
     data = load_faces(FaceDataCfg())
     source = Mixture([build_family(f, 2) for f in TRAIN_FAMILIES])
     reps = 5 if quick else 20
-    lines = ["Sinkhorn term time per training step (geomloss tensorized, CPU, median of "
-             f"{reps} interleaved repetitions)", "",
-             "| width | batch | step with Sinkhorn (ms) | Sinkhorn fwd+bwd (ms) | share of step |", "|---|---|---|---|---|"]
-    for width, bs in ([(16, 16)] if quick else [(16, 16), (32, 32), (32, 64)]):
+    lines = [
+        "Sinkhorn term time per training step (geomloss tensorized, CPU, median of "
+        f"{reps} interleaved repetitions)",
+        "",
+        "| width | batch | step with Sinkhorn (ms) | Sinkhorn fwd+bwd (ms) | share of step |",
+        "|---|---|---|---|---|",
+    ]
+    for width, bs in [(16, 16)] if quick else [(16, 16), (32, 32), (32, 64)]:
         model = build_sr(SRModelCfg(width=width), 1, 2)
         disc = PatchDiscriminator(1, width)
         opt = torch.optim.Adam(model.parameters(), 1e-4)

@@ -28,7 +28,7 @@ def write_faces(root: Path, n: int = 8, size: tuple[int, int] = (40, 30)) -> Non
 
 def test_lfw_subset_is_the_embedded_faces():
     x = load_lfw_faces()
-    assert x.shape == (100, 1, 25, 25) and 0 <= x.min() and x.max() <= 1
+    assert x.shape == (100, 1, 25, 25) and x.min() >= 0 and x.max() <= 1
     d = load_faces(FaceDataCfg())
     assert d.test.shape[1:] == (1, 24, 24) and len(d.train) + len(d.val) + len(d.test) == 100
     assert d.lr_size == 12
@@ -39,7 +39,9 @@ def test_lfw_subset_is_the_embedded_faces():
 def test_folder_loader_reads_nested_png_and_jpeg_centre_cropped(tmp_path):
     write_faces(tmp_path)
     (tmp_path / "notes.txt").write_text("ignored: not an image extension")
-    d = load_faces(FaceDataCfg(name="folder", root=tmp_path, hr_size=16, channels=3, val_frac=0.0, test_frac=0.25))
+    d = load_faces(
+        FaceDataCfg(name="folder", root=tmp_path, hr_size=16, channels=3, val_frac=0.0, test_frac=0.25)
+    )
     assert d.train.shape == (6, 3, 16, 16) and d.test.shape == (2, 3, 16, 16)
     one = read_face(tmp_path / "a" / "001.png", 30, 3)  # 40x30 -> centre 30x30, no resize
     ref = np.asarray(Image.open(tmp_path / "a" / "001.png"), dtype=np.float32)[:, 5:35] / 255
@@ -87,8 +89,9 @@ def test_cli_bad_inputs_are_one_line_exit_2(cli, tmp_path):
     assert "no images in this folder" in line and str(root) in line
     write_faces(root)
     (root / "zz.png").write_text("not an image")
-    line = _one_line_error(cli, "run", SR, "--set", "data.name=folder", "--set", f"data.root={root}",
-                           "--set", "degrade.gan=")
+    line = _one_line_error(
+        cli, "run", SR, "--set", "data.name=folder", "--set", f"data.root={root}", "--set", "degrade.gan="
+    )
     assert "not an image file" in line and "zz.png" in line
     line = _one_line_error(cli, "run", SR, "--set", 'degrade.families=["smudge"]')
     assert "degrade.families" in line and "unknown degradation 'smudge'" in line
@@ -102,6 +105,7 @@ def test_cli_bad_inputs_are_one_line_exit_2(cli, tmp_path):
     bad_eval.write_text(SR.read_text() + '\n[[eval]]\nname = "restoration.held_out"\nfamilies = ["fog"]\n')
     line = _one_line_error(cli, "run", bad_eval)
     assert "unknown degradation 'fog'" in line and "eval[" in line
-    line = _one_line_error(cli, "run", SR, "--set", "loss.pixel=0", "--set", "loss.adversarial=0",
-                           "--set", "loss.sinkhorn=0")
+    line = _one_line_error(
+        cli, "run", SR, "--set", "loss.pixel=0", "--set", "loss.adversarial=0", "--set", "loss.sinkhorn=0"
+    )
     assert "every loss weight is 0" in line

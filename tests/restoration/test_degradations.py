@@ -1,4 +1,4 @@
-"""Degradations: seeded and vectorised, cross-checked against scipy / PIL, families split train vs held out."""
+"""Degradations: seeded, vectorised, cross-checked against scipy / PIL; families split train / held out."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_every_family_is_seeded_shaped_and_in_range(name):
     c = D.degrade(hr, name, 2, 6)
     assert a.shape == (6, 1, 12, 12)
     assert torch.equal(a, b)
-    assert 0.0 <= a.min() and a.max() <= 1.0
+    assert a.min() >= 0.0 and a.max() <= 1.0
     if name != "bicubic":
         assert not torch.equal(a, c), "another seed must give another degradation"
     # 8-bit like an LR file
@@ -44,7 +44,7 @@ def test_families_split_seen_and_held_out_and_held_out_ops_are_unseen():
         out = {type(op)}
         for attr in ("ops", "op"):
             sub = getattr(op, attr, None)
-            for s in (sub if isinstance(sub, tuple) else [sub] if sub is not None else []):
+            for s in sub if isinstance(sub, tuple) else [sub] if sub is not None else []:
                 out |= op_types(s)
         return out
 

@@ -73,7 +73,12 @@ def test_sinkhorn_gradient_pulls_degraded_features_towards_clean():
 
 
 @settings(max_examples=25, deadline=None)
-@given(low=st.floats(0, 1), width=st.floats(0, 1), dist=st.sampled_from(["uniform", "beta"]), seed=st.integers(0, 99))
+@given(
+    low=st.floats(0, 1),
+    width=st.floats(0, 1),
+    dist=st.sampled_from(["uniform", "beta"]),
+    seed=st.integers(0, 99),
+)
 def test_lambda_stays_in_its_range_and_is_seeded(low, width, dist, seed):
     high = min(1.0, low + width)
     cfg = MixCfg(dist=dist, low=low, high=high, beta_a=0.5, beta_b=2.0)
@@ -97,7 +102,9 @@ def test_pgd_lowers_psnr_more_than_random_noise_and_stays_in_the_ball():
         adv = pgd_lr(model, lr, hr, scale=2, eps=eps, steps=10, alpha=eps / 4)
         assert (adv - lr).abs().max() <= eps + 1e-6
         assert adv.min() >= 0 and adv.max() <= 1
-        noise = (lr + eps * torch.sign(torch.randn(lr.shape, generator=torch.Generator().manual_seed(1)))).clamp(0, 1)
+        noise = (
+            lr + eps * torch.sign(torch.randn(lr.shape, generator=torch.Generator().manual_seed(1)))
+        ).clamp(0, 1)
         with torch.no_grad():
             p_clean = psnr_y_torch(model(lr), hr, 2).mean()
             p_noise = psnr_y_torch(model(noise), hr, 2).mean()

@@ -12,16 +12,31 @@ from poise.recipes import load_recipe
 from poise.restoration.sr import load_sr_model, variant
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "restoration"
-TINY = {"train.budget.steps": 6, "train.batch_size": 8, "model.width": 8, "model.feature_blocks": 1,
-        "model.sr_blocks": 1, "data.eval_limit": 6, "train.checkpoint_every": 3}
-GAN_TINY = {"train.budget.steps": 4, "train.batch_size": 8, "model.width": 8, "model.d_width": 8, "model.blocks": 1}
+TINY = {
+    "train.budget.steps": 6,
+    "train.batch_size": 8,
+    "model.width": 8,
+    "model.feature_blocks": 1,
+    "model.sr_blocks": 1,
+    "data.eval_limit": 6,
+    "train.checkpoint_every": 3,
+}
+GAN_TINY = {
+    "train.budget.steps": 4,
+    "train.batch_size": 8,
+    "model.width": 8,
+    "model.d_width": 8,
+    "model.blocks": 1,
+}
 
 
 def tiny(tmp_path: Path) -> Path:
     """The shipped GAN recipe with a tiny budget, next to copies of the SR recipes that point at it."""
     gan = (RECIPES / "degradation-gan.toml").read_text()
-    gan = gan.replace("budget = { steps = 600 }", "budget = { steps = 4 }").replace("batch_size = 32", "batch_size = 8")
-    (tmp_path / "degradation-gan.toml").write_text(gan + '\n[model]\nwidth = 8\nd_width = 8\nblocks = 1\n')
+    gan = gan.replace("budget = { steps = 600 }", "budget = { steps = 4 }").replace(
+        "batch_size = 32", "batch_size = 8"
+    )
+    (tmp_path / "degradation-gan.toml").write_text(gan + "\n[model]\nwidth = 8\nd_width = 8\nblocks = 1\n")
     for f in ("sr-robust.toml", "sr-clean.toml", "bicubic.toml"):
         (tmp_path / f).write_text((RECIPES / f).read_text())
     return tmp_path
@@ -35,10 +50,21 @@ def test_robust_run_shares_the_gan_and_logs_every_metric(runner, store, tmp_path
     gans = [r for r in runs if r.kind == "restoration.degradation_gan"]
     assert len(gans) == 1 and gans[0].status == "done"
     finals = store.final_metrics([rec.id])[rec.id]
-    for key in ("utility.psnr_y", "utility.ssim", "utility.psnr_y_photo", "robustness.psnr_y_held_out",
-                "robustness.psnr_y_motion_blur", "robustness.psnr_y_poisson_noise", "robustness.psnr_y_compound",
-                "robustness.psnr_y_pgd", "robustness.ssim_pgd", "robustness.feature_smoothness",
-                "train.sinkhorn", "train.adv", "train.pixel"):
+    for key in (
+        "utility.psnr_y",
+        "utility.ssim",
+        "utility.psnr_y_photo",
+        "robustness.psnr_y_held_out",
+        "robustness.psnr_y_motion_blur",
+        "robustness.psnr_y_poisson_noise",
+        "robustness.psnr_y_compound",
+        "robustness.psnr_y_pgd",
+        "robustness.ssim_pgd",
+        "robustness.feature_smoothness",
+        "train.sinkhorn",
+        "train.adv",
+        "train.pixel",
+    ):
         assert key in finals, key
     assert 5 < finals["utility.psnr_y"].value < 60
     assert finals["robustness.psnr_y_pgd"].value < finals["utility.psnr_y"].value
@@ -66,7 +92,10 @@ def test_bicubic_and_variants(runner, store, tmp_path):
     assert variant(load_recipe(root / "sr-clean.toml")) == "clean-trained"
     assert variant(load_recipe(root / "sr-robust.toml")) == "robust"
     assert variant(load_recipe(root / "sr-robust.toml", {"loss.sinkhorn": 0})) == "robust w/o Sinkhorn"
-    assert variant(load_recipe(root / "sr-robust.toml", {"mix.low": 1, "loss.sinkhorn": 0})) == "degraded-trained"
+    assert (
+        variant(load_recipe(root / "sr-robust.toml", {"mix.low": 1, "loss.sinkhorn": 0}))
+        == "degraded-trained"
+    )
 
 
 def test_interrupted_run_resumes_to_the_same_weights(runner, store, tmp_path, monkeypatch):

@@ -13,8 +13,18 @@ import torch
 from poise.restoration.metrics import psnr_y_torch
 
 
-def pgd_lr(model: torch.nn.Module, lr: torch.Tensor, hr: torch.Tensor, *, scale: int, eps: float, steps: int,
-           alpha: float, random_start: bool = True, g: torch.Generator | None = None) -> torch.Tensor:
+def pgd_lr(
+    model: torch.nn.Module,
+    lr: torch.Tensor,
+    hr: torch.Tensor,
+    *,
+    scale: int,
+    eps: float,
+    steps: int,
+    alpha: float,
+    random_start: bool = True,
+    g: torch.Generator | None = None,
+) -> torch.Tensor:
     """Adversarial LR inputs within ``eps`` (L∞, [0, 1] units) of ``lr`` that lower PSNR(model(x), hr)."""
     was_training = model.training
     model.eval()

@@ -46,8 +46,10 @@ class FaceDataCfg(DataCfg):
     @model_validator(mode="after")
     def _consistent(self) -> FaceDataCfg:
         if self.hr_size % self.scale:
-            raise ValueError(f"hr_size {self.hr_size} is not divisible by scale {self.scale}; "
-                             f"expected a multiple of {self.scale}")
+            raise ValueError(
+                f"hr_size {self.hr_size} is not divisible by scale {self.scale}; "
+                f"expected a multiple of {self.scale}"
+            )
         if self.name == "lfw_subset" and self.hr_size > 25:
             raise ValueError(f"lfw_subset faces are 25x25; expected hr_size <= 25 (got {self.hr_size})")
         if self.name == "folder" and self.root is None:
@@ -135,15 +137,20 @@ def read_face(path: Path, hr_size: int, channels: int) -> torch.Tensor:
         img = img.convert("L")
     bands = img.getbands()
     if len(bands) not in (1, 3):
-        raise UserError(f"image has {len(bands)} channels ({img.mode}); expected 1 (gray) or 3 (RGB)", where=path)
+        raise UserError(
+            f"image has {len(bands)} channels ({img.mode}); expected 1 (gray) or 3 (RGB)", where=path
+        )
     if len(bands) == 1 and img.mode != "L":
         img = img.convert("L")
     elif len(bands) == 3 and img.mode != "RGB":
         img = img.convert("RGB")
     w, h = img.size
     if min(w, h) < hr_size:
-        raise UserError(f"image is {w}x{h}; expected at least {hr_size}x{hr_size} pixels (faces are "
-                        "centre-cropped and resized down to data.hr_size, never up)", where=path)
+        raise UserError(
+            f"image is {w}x{h}; expected at least {hr_size}x{hr_size} pixels (faces are "
+            "centre-cropped and resized down to data.hr_size, never up)",
+            where=path,
+        )
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
     img = img.crop((left, top, left + side, top + side))
@@ -158,11 +165,19 @@ def list_images(root: Path) -> list[Path]:
         raise UserError("no such folder", where=root, field="data.root")
     if not root.is_dir():
         raise UserError("expected a folder of face images, got a file", where=root, field="data.root")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTS
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     if not files:
-        raise UserError(f"no images in this folder (expected files ending in {', '.join(IMAGE_EXTS)})",
-                        where=root, field="data.root")
+        raise UserError(
+            f"no images in this folder (expected files ending in {', '.join(IMAGE_EXTS)})",
+            where=root,
+            field="data.root",
+        )
     return files
 
 
@@ -224,8 +239,12 @@ def _split(n: int, cfg: FaceDataCfg, where: str) -> tuple[np.ndarray, np.ndarray
     n_test = max(1, round(n * cfg.test_frac))
     n_val = round(n * cfg.val_frac)
     if n - n_test - n_val < 1:
-        raise UserError(f"only {n} image(s); expected at least {n_test + n_val + 1} to make train, "
-                        "validation and test splits", where=where, field="data.root")
+        raise UserError(
+            f"only {n} image(s); expected at least {n_test + n_val + 1} to make train, "
+            "validation and test splits",
+            where=where,
+            field="data.root",
+        )
     perm = np.random.default_rng(cfg.split_seed).permutation(n)
     test, val, train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
     return np.sort(train), np.sort(val), np.sort(test)
@@ -246,5 +265,6 @@ def load_faces(cfg: FaceDataCfg) -> FaceData:
     test = _centre(x[te], cfg.hr_size)
     if cfg.eval_limit is not None:
         test = test[: cfg.eval_limit]
-    return FaceData(cfg.name, x[tr].contiguous(), _centre(x[va], cfg.hr_size), test, cfg.scale, cfg.hr_size,
-                    cfg.channels)
+    return FaceData(
+        cfg.name, x[tr].contiguous(), _centre(x[va], cfg.hr_size), test, cfg.scale, cfg.hr_size, cfg.channels
+    )

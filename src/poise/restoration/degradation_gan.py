@@ -60,7 +60,9 @@ class GanLossCfg(Section):
 
 
 def _gan_train() -> TrainCfg:
-    return TrainCfg(optimizer="adam", lr=2e-4, batch_size=32, budget=BudgetCfg(steps=600), checkpoint_every=200)
+    return TrainCfg(
+        optimizer="adam", lr=2e-4, batch_size=32, budget=BudgetCfg(steps=600), checkpoint_every=200
+    )
 
 
 class DegradationGanRecipe(Recipe):
@@ -81,14 +83,19 @@ class GanData:
     real_lr_test: torch.Tensor
 
 
-def _real_lr(cfg: DegradationGanRecipe, faces: FaceData, half: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _real_lr(
+    cfg: DegradationGanRecipe, faces: FaceData, half: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     if cfg.target.root is not None:
         files = list_images(Path(cfg.target.root))
         lr = torch.stack([read_face(f, faces.lr_size, faces.channels) for f in files])
         n_test = max(1, len(lr) // 5)
         if len(lr) - n_test < 1:
-            raise UserError("expected at least 2 real LR images (one is kept for evaluation)",
-                            where=cfg.target.root, field="target.root")
+            raise UserError(
+                "expected at least 2 real LR images (one is kept for evaluation)",
+                where=cfg.target.root,
+                field="target.root",
+            )
         return lr[n_test:], lr[:n_test]
     g = generator(cfg.data.split_seed + 7)
     pool = FaceData(faces.name, half, faces.val, faces.test, faces.scale, faces.hr_size, faces.channels)
@@ -140,7 +147,9 @@ def run(cfg: DegradationGanRecipe, ctx: RunContext) -> None:
     sched = ctx.scheduler(opt, meter)
     d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.loss.d_lr or cfg.train.lr, betas=(0.5, 0.999))
     ctx.track(generator=gen, discriminator=disc, optimizer=opt, d_optimizer=d_opt, scheduler=sched)
-    hr_pool = FaceData(faces.name, data.hr_train, faces.val, faces.test, faces.scale, faces.hr_size, faces.channels)
+    hr_pool = FaceData(
+        faces.name, data.hr_train, faces.val, faces.test, faces.scale, faces.hr_size, faces.channels
+    )
     for step in ctx.steps(meter):
         g = generator(cfg.seed * 1_000_003 + step)
         hr = hr_pool.train_batch(batch_indices(step, n, bs, cfg.seed), g).to(dev)
@@ -162,13 +171,28 @@ def run(cfg: DegradationGanRecipe, ctx: RunContext) -> None:
         dl.backward()
         d_opt.step()
         if step % 10 == 0:
-            ctx.log_metrics({"g_adv": adv.item(), "g_pixel": pix.item(), "d_loss": dl.item(),
-                             "lr": sched.get_last_lr()[0]}, step=step)
+            ctx.log_metrics(
+                {
+                    "g_adv": adv.item(),
+                    "g_pixel": pix.item(),
+                    "d_loss": dl.item(),
+                    "lr": sched.get_last_lr()[0],
+                },
+                step=step,
+            )
     gen.eval()
     ctx.evaluate(LearnedDegradation(gen), data)
-    ctx.save_artifact("model", gen.state_dict(), meta={
-        "model": cfg.model.model_dump(), "channels": faces.channels, "scale": faces.scale,
-        "hr_size": faces.hr_size, "target": cfg.target.model_dump(mode="json")})
+    ctx.save_artifact(
+        "model",
+        gen.state_dict(),
+        meta={
+            "model": cfg.model.model_dump(),
+            "channels": faces.channels,
+            "scale": faces.scale,
+            "hr_size": faces.hr_size,
+            "target": cfg.target.model_dump(mode="json"),
+        },
+    )
 
 
 # --------------------------------------------------------------------------- evaluator
@@ -189,12 +213,21 @@ def _hf(x: torch.Tensor) -> float:
     return float((x - blur).std())
 
 
-@evaluator("restoration.degradation_realism", metrics=[
-    MetricSpec("lr_gap_gan", "utility", "min", "Sinkhorn divergence: GAN-degraded test faces vs real LR faces"),
-    MetricSpec("lr_gap_bicubic", "utility", "min", "the same for bicubic LR (what the GAN should improve on)"),
-    MetricSpec("hf_gap_gan", "utility", "min", "|log| of high-frequency energy of GAN LR / real LR"),
-    MetricSpec("hf_gap_bicubic", "utility", "min", "|log| of high-frequency energy of bicubic LR / real LR"),
-])
+@evaluator(
+    "restoration.degradation_realism",
+    metrics=[
+        MetricSpec(
+            "lr_gap_gan", "utility", "min", "Sinkhorn divergence: GAN-degraded test faces vs real LR faces"
+        ),
+        MetricSpec(
+            "lr_gap_bicubic", "utility", "min", "the same for bicubic LR (what the GAN should improve on)"
+        ),
+        MetricSpec("hf_gap_gan", "utility", "min", "|log| of high-frequency energy of GAN LR / real LR"),
+        MetricSpec(
+            "hf_gap_bicubic", "utility", "min", "|log| of high-frequency energy of bicubic LR / real LR"
+        ),
+    ],
+)
 def degradation_realism(model: LearnedDegradation, data: GanData, ctx: Any) -> dict[str, float]:
     """How close the learned degradation's LR faces are to held-out real LR faces (unpaired)."""
     hr = data.faces.test.to(ctx.device)
@@ -203,5 +236,9 @@ def degradation_realism(model: LearnedDegradation, data: GanData, ctx: Any) -> d
     bic = bicubic_down(hr, data.faces.scale).cpu()
     real = data.real_lr_test
     hf_real = _hf(real)
-    return {"lr_gap_gan": _lr_gap(fake, real), "lr_gap_bicubic": _lr_gap(bic, real),
-            "hf_gap_gan": abs(math.log(_hf(fake) / hf_real)), "hf_gap_bicubic": abs(math.log(_hf(bic) / hf_real))}
+    return {
+        "lr_gap_gan": _lr_gap(fake, real),
+        "lr_gap_bicubic": _lr_gap(bic, real),
+        "hf_gap_gan": abs(math.log(_hf(fake) / hf_real)),
+        "hf_gap_bicubic": abs(math.log(_hf(bic) / hf_real)),
+    }

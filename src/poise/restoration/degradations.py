@@ -206,8 +206,11 @@ class JPEG:
     quality: Range = (30, 80)
 
     def __call__(self, x: torch.Tensor, g: torch.Generator, lr: int) -> torch.Tensor:
-        q = _uniform(len(x), (self.quality[0], self.quality[1] + 1), g, torch.device("cpu")).floor().clamp(
-            max=self.quality[1])
+        q = (
+            _uniform(len(x), (self.quality[0], self.quality[1] + 1), g, torch.device("cpu"))
+            .floor()
+            .clamp(max=self.quality[1])
+        )
         return jpeg(x, q.long().tolist())
 
 
@@ -250,7 +253,7 @@ class RandomOrder:
 
 @dataclass
 class Mixture:
-    """Each sample goes through one of ``sources`` (drawn per sample with ``weights``); one call per source."""
+    """Each sample goes through one of ``sources`` (drawn per sample with ``weights``); a call per source."""
 
     sources: list[Op]
     weights: list[float] = field(default_factory=list)
@@ -292,44 +295,108 @@ def _w(scale: int, r: Range) -> Range:
     return (r[0] * scale / 2, r[1] * scale / 2)
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in [
-    Family("bicubic", "clean", "antialiased bicubic downsampling (the clean LR)",
-           lambda s: Compose((Resize("lr", ("bicubic",)), Quantize()))),
-    Family("gaussian_blur", "train", "isotropic Gaussian blur (sigma 0.4-1.6 px at x2), bicubic down",
-           lambda s: Compose((GaussianBlur(_w(s, (0.4, 1.6))), Resize("lr", ("bicubic",)), Quantize()))),
-    Family("gaussian_noise", "train", "bicubic down, Gaussian noise (sigma 0.01-0.06)",
-           lambda s: Compose((Resize("lr", ("bicubic",)), GaussianNoise((0.01, 0.06)), Quantize()))),
-    Family("jpeg", "train", "bicubic down, JPEG at quality 30-80",
-           lambda s: Compose((Resize("lr", ("bicubic",)), JPEG((30, 80))))),
-    Family("second_order", "train",
-           "two random-order stages of {Gaussian blur, resize, Gaussian noise, JPEG} (BSRGAN / Real-ESRGAN style)",
-           lambda s: Compose((
-               RandomOrder((GaussianBlur(_w(s, (0.2, 1.2)), anisotropic=True), Resize((1.0, float(s)), RESIZE_MODES),
-                            GaussianNoise((0.0, 0.04)), JPEG((40, 95)))),
-               RandomOrder((Maybe(GaussianBlur((0.2, 0.8), anisotropic=True), 0.8), Resize("lr", RESIZE_MODES),
-                            GaussianNoise((0.0, 0.03)), JPEG((40, 95)))),
-               Quantize()))),
-    Family("sensor", "train",
-           "camera-like: anisotropic Gaussian blur, bilinear down, Gaussian noise 0.02-0.05, JPEG 50-85 "
-           "(the synthetic 'real' LR the degradation GAN imitates)",
-           lambda s: Compose((GaussianBlur(_w(s, (0.6, 1.4)), anisotropic=True), Resize("lr", ("bilinear",)),
-                              GaussianNoise((0.02, 0.05)), JPEG((50, 85))))),
-    Family("motion_blur", "held_out", "linear motion blur (3-7 px at x2, any angle), area down",
-           lambda s: Compose((MotionBlur(_w(s, (3.0, 7.0))), Resize("lr", ("area",)), Quantize()))),
-    Family("poisson_noise", "held_out", "area down, Poisson shot noise (peak 40-200 photons)",
-           lambda s: Compose((Resize("lr", ("area",)), PoissonNoise((40.0, 200.0)), Quantize()))),
-    Family("compound", "held_out", "motion blur (2-4 px at x2), bicubic down, Poisson noise (peak 100-300), "
-           "JPEG 25-50",
-           lambda s: Compose((MotionBlur(_w(s, (2.0, 4.0))), Resize("lr", ("bicubic",)),
-                              PoissonNoise((100.0, 300.0)), JPEG((25, 50))))),
-]}
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        Family(
+            "bicubic",
+            "clean",
+            "antialiased bicubic downsampling (the clean LR)",
+            lambda s: Compose((Resize("lr", ("bicubic",)), Quantize())),
+        ),
+        Family(
+            "gaussian_blur",
+            "train",
+            "isotropic Gaussian blur (sigma 0.4-1.6 px at x2), bicubic down",
+            lambda s: Compose((GaussianBlur(_w(s, (0.4, 1.6))), Resize("lr", ("bicubic",)), Quantize())),
+        ),
+        Family(
+            "gaussian_noise",
+            "train",
+            "bicubic down, Gaussian noise (sigma 0.01-0.06)",
+            lambda s: Compose((Resize("lr", ("bicubic",)), GaussianNoise((0.01, 0.06)), Quantize())),
+        ),
+        Family(
+            "jpeg",
+            "train",
+            "bicubic down, JPEG at quality 30-80",
+            lambda s: Compose((Resize("lr", ("bicubic",)), JPEG((30, 80)))),
+        ),
+        Family(
+            "second_order",
+            "train",
+            "two random-order stages of {Gaussian blur, resize, Gaussian noise, JPEG} "
+            "(BSRGAN / Real-ESRGAN style)",
+            lambda s: Compose(
+                (
+                    RandomOrder(
+                        (
+                            GaussianBlur(_w(s, (0.2, 1.2)), anisotropic=True),
+                            Resize((1.0, float(s)), RESIZE_MODES),
+                            GaussianNoise((0.0, 0.04)),
+                            JPEG((40, 95)),
+                        )
+                    ),
+                    RandomOrder(
+                        (
+                            Maybe(GaussianBlur((0.2, 0.8), anisotropic=True), 0.8),
+                            Resize("lr", RESIZE_MODES),
+                            GaussianNoise((0.0, 0.03)),
+                            JPEG((40, 95)),
+                        )
+                    ),
+                    Quantize(),
+                )
+            ),
+        ),
+        Family(
+            "sensor",
+            "train",
+            "camera-like: anisotropic Gaussian blur, bilinear down, Gaussian noise 0.02-0.05, JPEG 50-85 "
+            "(the synthetic 'real' LR the degradation GAN imitates)",
+            lambda s: Compose(
+                (
+                    GaussianBlur(_w(s, (0.6, 1.4)), anisotropic=True),
+                    Resize("lr", ("bilinear",)),
+                    GaussianNoise((0.02, 0.05)),
+                    JPEG((50, 85)),
+                )
+            ),
+        ),
+        Family(
+            "motion_blur",
+            "held_out",
+            "linear motion blur (3-7 px at x2, any angle), area down",
+            lambda s: Compose((MotionBlur(_w(s, (3.0, 7.0))), Resize("lr", ("area",)), Quantize())),
+        ),
+        Family(
+            "poisson_noise",
+            "held_out",
+            "area down, Poisson shot noise (peak 40-200 photons)",
+            lambda s: Compose((Resize("lr", ("area",)), PoissonNoise((40.0, 200.0)), Quantize())),
+        ),
+        Family(
+            "compound",
+            "held_out",
+            "motion blur (2-4 px at x2), bicubic down, Poisson noise (peak 100-300), JPEG 25-50",
+            lambda s: Compose(
+                (
+                    MotionBlur(_w(s, (2.0, 4.0))),
+                    Resize("lr", ("bicubic",)),
+                    PoissonNoise((100.0, 300.0)),
+                    JPEG((25, 50)),
+                )
+            ),
+        ),
+    ]
+}
 
 TRAIN_FAMILIES = [n for n, f in FAMILIES.items() if f.split == "train" and n != "sensor"]
 HELD_OUT_FAMILIES = [n for n, f in FAMILIES.items() if f.split == "held_out"]
 
 
 def check_family(name: str, split: str | None = None) -> str:
-    """``name`` if it is a known family (of ``split`` when given); else a ValueError listing the known ones."""
+    """``name`` if it is a known family (of ``split`` when given), else a ValueError listing them."""
     known = [n for n, f in FAMILIES.items() if split is None or f.split == split]
     if name not in known:
         which = f"{split} " if split else ""
@@ -354,8 +421,10 @@ def check_batch(x: torch.Tensor, scale: int) -> None:
     if c not in (1, 3):
         raise UserError(f"images have {c} channels; expected 1 (gray) or 3 (RGB)", field="images")
     if h != w or h % scale:
-        raise UserError(f"images are {h}x{w}; expected square images whose side is divisible by the scale {scale}",
-                        field="images")
+        raise UserError(
+            f"images are {h}x{w}; expected square images whose side is divisible by the scale {scale}",
+            field="images",
+        )
 
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:

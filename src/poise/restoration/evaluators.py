@@ -46,8 +46,9 @@ class PgdParams(_Params):
 
 
 @torch.no_grad()
-def super_resolve(model: torch.nn.Module, lr: torch.Tensor, device: torch.device, batch_size: int = 256
-                  ) -> torch.Tensor:
+def super_resolve(
+    model: torch.nn.Module, lr: torch.Tensor, device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
     model.eval()
     out = [model(lr[i : i + batch_size].to(device)).clamp(0, 1).cpu() for i in range(0, len(lr), batch_size)]
     return torch.cat(out)
@@ -58,24 +59,38 @@ def degraded_test(data: FaceData, family: str, seed: int, index: int = 0) -> tor
     return degrade(data.test, family, data.scale, generator(seed + 1009 * index))
 
 
-def _score(model: Any, lr: torch.Tensor, hr: torch.Tensor, scale: int, ctx: Any, bs: int) -> tuple[float, float]:
+def _score(
+    model: Any, lr: torch.Tensor, hr: torch.Tensor, scale: int, ctx: Any, bs: int
+) -> tuple[float, float]:
     return psnr_ssim(super_resolve(model, lr, ctx.device, bs), hr, scale)
 
 
-@evaluator("restoration.clean", params=_Params, metrics=[
-    MetricSpec("psnr_y", "utility", "max", "PSNR (dB) on Y, border cropped, clean bicubic LR test faces"),
-    MetricSpec("ssim", "utility", "max", "SSIM on Y, clean bicubic LR test faces"),
-])
+@evaluator(
+    "restoration.clean",
+    params=_Params,
+    metrics=[
+        MetricSpec("psnr_y", "utility", "max", "PSNR (dB) on Y, border cropped, clean bicubic LR test faces"),
+        MetricSpec("ssim", "utility", "max", "SSIM on Y, clean bicubic LR test faces"),
+    ],
+)
 def clean(model: Any, data: FaceData, ctx: Any, *, batch_size: int) -> dict[str, float]:
     """PSNR-Y and SSIM on the clean (bicubic-downsampled) LR test faces."""
     p, s = _score(model, bicubic_down(data.test, data.scale), data.test, data.scale, ctx, batch_size)
     return {"psnr_y": p, "ssim": s}
 
 
-@evaluator("restoration.photos", params=_Params, metrics=[
-    MetricSpec("psnr_y_photo", "utility", "max", "PSNR-Y on non-face patches of scikit-image sample photos"),
-    MetricSpec("ssim_photo", "utility", "max", "SSIM-Y on non-face patches of scikit-image sample photos"),
-])
+@evaluator(
+    "restoration.photos",
+    params=_Params,
+    metrics=[
+        MetricSpec(
+            "psnr_y_photo", "utility", "max", "PSNR-Y on non-face patches of scikit-image sample photos"
+        ),
+        MetricSpec(
+            "ssim_photo", "utility", "max", "SSIM-Y on non-face patches of scikit-image sample photos"
+        ),
+    ],
+)
 def photos(model: Any, data: FaceData, ctx: Any, *, batch_size: int) -> dict[str, float]:
     """PSNR-Y and SSIM on clean LR patches of scikit-image's sample photographs (a non-face check)."""
     hr = data.photos()
@@ -83,14 +98,21 @@ def photos(model: Any, data: FaceData, ctx: Any, *, batch_size: int) -> dict[str
     return {"psnr_y_photo": p, "ssim_photo": s}
 
 
-@evaluator("restoration.held_out", params=FamilyParams, metrics=[
-    MetricSpec("psnr_y_held_out", "robustness", "max", "mean PSNR-Y over the held-out degradation families"),
-    MetricSpec("ssim_held_out", "robustness", "max", "mean SSIM over the held-out degradation families"),
-    MetricSpec("psnr_y_*", "robustness", "max", "PSNR-Y on test faces degraded by one family"),
-    MetricSpec("ssim_*", "robustness", "max", "SSIM on test faces degraded by one family"),
-])
-def held_out(model: Any, data: FaceData, ctx: Any, *, families: list[str], seed: int, batch_size: int
-             ) -> dict[str, float]:
+@evaluator(
+    "restoration.held_out",
+    params=FamilyParams,
+    metrics=[
+        MetricSpec(
+            "psnr_y_held_out", "robustness", "max", "mean PSNR-Y over the held-out degradation families"
+        ),
+        MetricSpec("ssim_held_out", "robustness", "max", "mean SSIM over the held-out degradation families"),
+        MetricSpec("psnr_y_*", "robustness", "max", "PSNR-Y on test faces degraded by one family"),
+        MetricSpec("ssim_*", "robustness", "max", "SSIM on test faces degraded by one family"),
+    ],
+)
+def held_out(
+    model: Any, data: FaceData, ctx: Any, *, families: list[str], seed: int, batch_size: int
+) -> dict[str, float]:
     """PSNR-Y and SSIM on the test faces degraded by each held-out family, and their means."""
     out: dict[str, float] = {}
     for i, fam in enumerate(families):
@@ -101,28 +123,53 @@ def held_out(model: Any, data: FaceData, ctx: Any, *, families: list[str], seed:
     return out
 
 
-@evaluator("restoration.pgd", params=PgdParams, metrics=[
-    MetricSpec("psnr_y_pgd", "robustness", "max", "PSNR-Y under a PGD attack on the clean LR input"),
-    MetricSpec("ssim_pgd", "robustness", "max", "SSIM under a PGD attack on the clean LR input"),
-])
-def pgd(model: Any, data: FaceData, ctx: Any, *, eps: float, steps: int, alpha: float | None, random_start: bool,
-        seed: int, batch_size: int) -> dict[str, float]:
+@evaluator(
+    "restoration.pgd",
+    params=PgdParams,
+    metrics=[
+        MetricSpec("psnr_y_pgd", "robustness", "max", "PSNR-Y under a PGD attack on the clean LR input"),
+        MetricSpec("ssim_pgd", "robustness", "max", "SSIM under a PGD attack on the clean LR input"),
+    ],
+)
+def pgd(
+    model: Any,
+    data: FaceData,
+    ctx: Any,
+    *,
+    eps: float,
+    steps: int,
+    alpha: float | None,
+    random_start: bool,
+    seed: int,
+    batch_size: int,
+) -> dict[str, float]:
     """PSNR-Y and SSIM when an L-inf PGD perturbation of the clean LR input minimises the output's PSNR."""
     hr = data.test
     lr = bicubic_down(hr, data.scale)
     g = generator(seed, ctx.device)
     advs = []
     for i in range(0, len(lr), batch_size):
-        advs.append(pgd_lr(model, lr[i : i + batch_size].to(ctx.device), hr[i : i + batch_size].to(ctx.device),
-                           scale=data.scale, eps=eps, steps=steps, alpha=alpha or eps / 4,
-                           random_start=random_start, g=g).cpu())
+        advs.append(
+            pgd_lr(
+                model,
+                lr[i : i + batch_size].to(ctx.device),
+                hr[i : i + batch_size].to(ctx.device),
+                scale=data.scale,
+                eps=eps,
+                steps=steps,
+                alpha=alpha or eps / 4,
+                random_start=random_start,
+                g=g,
+            ).cpu()
+        )
     p, s = _score(model, torch.cat(advs), hr, data.scale, ctx, batch_size)
     return {"psnr_y_pgd": p, "ssim_pgd": s}
 
 
 @torch.no_grad()
-def smoothness_ratios(model: Any, clean_lr: torch.Tensor, degraded_lr: torch.Tensor, device: torch.device
-                      ) -> tuple[torch.Tensor, torch.Tensor] | None:
+def smoothness_ratios(
+    model: Any, clean_lr: torch.Tensor, degraded_lr: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Per image ``‖f(x′) − f(x)‖ / ‖x′ − x‖`` and the same with both norms relative
     (``‖f(x′) − f(x)‖/‖f(x)‖ ÷ ‖x′ − x‖/‖x‖``); None for a model without features."""
     x, xd = clean_lr.to(device), degraded_lr.to(device)
@@ -137,13 +184,24 @@ def smoothness_ratios(model: Any, clean_lr: torch.Tensor, degraded_lr: torch.Ten
     return (df / dx)[keep].cpu(), rel[keep].cpu()
 
 
-@evaluator("restoration.smoothness", params=FamilyParams, metrics=[
-    MetricSpec("feature_smoothness", "robustness", "min", "mean ||f(x')-f(x)|| / ||x'-x|| over degraded x'"),
-    MetricSpec("feature_smoothness_rel", "robustness", "min",
-               "the same with relative norms (insensitive to the overall feature scale)"),
-])
-def smoothness(model: Any, data: FaceData, ctx: Any, *, families: list[str], seed: int, batch_size: int
-               ) -> dict[str, float]:
+@evaluator(
+    "restoration.smoothness",
+    params=FamilyParams,
+    metrics=[
+        MetricSpec(
+            "feature_smoothness", "robustness", "min", "mean ||f(x')-f(x)|| / ||x'-x|| over degraded x'"
+        ),
+        MetricSpec(
+            "feature_smoothness_rel",
+            "robustness",
+            "min",
+            "the same with relative norms (insensitive to the overall feature scale)",
+        ),
+    ],
+)
+def smoothness(
+    model: Any, data: FaceData, ctx: Any, *, families: list[str], seed: int, batch_size: int
+) -> dict[str, float]:
     """Feature smoothness of the extractor between clean LR and LR degraded by each family (no metric for
     models without features, such as bicubic)."""
     model.eval()
@@ -155,5 +213,7 @@ def smoothness(model: Any, data: FaceData, ctx: Any, *, families: list[str], see
             return {}
         abs_r.append(r[0])
         rel_r.append(r[1])
-    return {"feature_smoothness": float(torch.cat(abs_r).mean()),
-            "feature_smoothness_rel": float(torch.cat(rel_r).mean())}
+    return {
+        "feature_smoothness": float(torch.cat(abs_r).mean()),
+        "feature_smoothness_rel": float(torch.cat(rel_r).mean()),
+    }

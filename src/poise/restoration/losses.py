@@ -50,8 +50,11 @@ class SinkhornCfg(Section):
     blur: float = Field(0.05, gt=0.0, description="entropic blur ε^(1/p) of geomloss")
     scaling: float = Field(0.9, gt=0.0, lt=1.0, description="ε-scaling annealing ratio of geomloss")
     points: Literal["image", "location"] = "image"
-    against: Literal["mixed", "degraded"] = Field("mixed", description="align clean features with those of the "
-                                                                       "training (interpolated) input or the fully degraded one")
+    against: Literal["mixed", "degraded"] = Field(
+        "mixed",
+        description="align clean features with those of the "
+        "training (interpolated) input or the fully degraded one",
+    )
     detach_clean: bool = False
 
 
@@ -88,8 +91,9 @@ class SinkhornAlign:
         from geomloss import SamplesLoss
 
         self.cfg = cfg
-        self.loss = SamplesLoss("sinkhorn", p=cfg.p, blur=cfg.blur, scaling=cfg.scaling, debias=True,
-                                backend="tensorized")
+        self.loss = SamplesLoss(
+            "sinkhorn", p=cfg.p, blur=cfg.blur, scaling=cfg.scaling, debias=True, backend="tensorized"
+        )
 
     def points(self, f: torch.Tensor) -> torch.Tensor:
         f = f.float()
@@ -112,8 +116,9 @@ def d_loss(real: torch.Tensor, fake: torch.Tensor, kind: str) -> torch.Tensor:
         return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
     if kind == "lsgan":
         return ((real - 1) ** 2).mean() + (fake**2).mean()
-    return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-            + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+    return F.binary_cross_entropy_with_logits(
+        real, torch.ones_like(real)
+    ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
 
 
 def g_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:

@@ -39,8 +39,11 @@ def psnr_y_torch(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     side = min(a.shape)
     if side >= 11:
-        return float(structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                           use_sample_covariance=False))
+        return float(
+            structural_similarity(
+                a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+            )
+        )
     win = side if side % 2 else side - 1
     return float(structural_similarity(a, b, data_range=1.0, win_size=max(win, 3)))
 

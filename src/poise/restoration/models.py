@@ -28,15 +28,21 @@ class SRModelCfg(ModelCfg):
     width: int = Field(32, gt=0, description="channels of every hidden layer")
     feature_blocks: int = Field(3, ge=0, description="residual blocks in the feature extractor")
     sr_blocks: int = Field(2, ge=0, description="residual blocks in the SR module before upsampling")
-    global_skip: bool = Field(False, description="add bicubic-upsampled input to the output (off: the output "
-                                                 "depends on the input only through the aligned features)")
+    global_skip: bool = Field(
+        False,
+        description="add bicubic-upsampled input to the output (off: the output "
+        "depends on the input only through the aligned features)",
+    )
 
 
 class ResBlock(nn.Module):
     def __init__(self, width: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(width, width, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -48,7 +54,9 @@ class FeatureExtractor(nn.Module):
     def __init__(self, channels: int, width: int, blocks: int):
         super().__init__()
         self.head = nn.Conv2d(channels, width, 3, padding=1)
-        self.body = nn.Sequential(*[ResBlock(width) for _ in range(blocks)], nn.Conv2d(width, width, 3, padding=1))
+        self.body = nn.Sequential(
+            *[ResBlock(width) for _ in range(blocks)], nn.Conv2d(width, width, 3, padding=1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)
@@ -79,8 +87,15 @@ class SRModule(nn.Module):
 class SmoothSR(nn.Module):
     """Feature extractor + SR module (the robust model and both network baselines share it)."""
 
-    def __init__(self, channels: int, scale: int, width: int = 32, feature_blocks: int = 3, sr_blocks: int = 2,
-                 global_skip: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        scale: int,
+        width: int = 32,
+        feature_blocks: int = 3,
+        sr_blocks: int = 2,
+        global_skip: bool = False,
+    ):
         super().__init__()
         self.scale = scale
         self.global_skip = global_skip
@@ -123,9 +138,12 @@ class PatchDiscriminator(nn.Module):
         super().__init__()
         sn = spectral_norm
         self.net = nn.Sequential(
-            sn(nn.Conv2d(channels, width, 3, padding=1)), nn.LeakyReLU(0.2, inplace=True),
-            sn(nn.Conv2d(width, width, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, inplace=True),
-            sn(nn.Conv2d(width, 2 * width, 3, padding=1)), nn.LeakyReLU(0.2, inplace=True),
+            sn(nn.Conv2d(channels, width, 3, padding=1)),
+            nn.LeakyReLU(0.2, inplace=True),
+            sn(nn.Conv2d(width, width, 4, stride=2, padding=1)),
+            nn.LeakyReLU(0.2, inplace=True),
+            sn(nn.Conv2d(width, 2 * width, 3, padding=1)),
+            nn.LeakyReLU(0.2, inplace=True),
             sn(nn.Conv2d(2 * width, 1, 3, padding=1)),
         )
 
@@ -146,11 +164,16 @@ class HighToLow(nn.Module):
         down: list[nn.Module] = []
         factors = [3] if scale == 3 else [2] * int(math.log2(scale))
         for f in factors:
-            down += [nn.Conv2d(width, width, f + 2 if f == 3 else 4, stride=f, padding=1), nn.ReLU(inplace=True)]
+            down += [
+                nn.Conv2d(width, width, f + 2 if f == 3 else 4, stride=f, padding=1),
+                nn.ReLU(inplace=True),
+            ]
         self.head = nn.Conv2d(channels + 1, width, 3, padding=1)
         self.hr_body = nn.Sequential(*[ResBlock(width) for _ in range(blocks)])
         self.down = nn.Sequential(*down)
-        self.lr_body = nn.Sequential(*[ResBlock(width) for _ in range(blocks)], nn.Conv2d(width, channels, 3, padding=1))
+        self.lr_body = nn.Sequential(
+            *[ResBlock(width) for _ in range(blocks)], nn.Conv2d(width, channels, 3, padding=1)
+        )
 
     def forward(self, hr: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         side = hr.shape[-1] // self.scale

@@ -16,9 +16,13 @@ from poise.report import Block, report_section
 from poise.store import RunRecord, Store
 
 VARIANT_ORDER = ("clean-trained", "degraded-trained", "robust", "robust w/o Sinkhorn")
-TABLE_METRICS = (("utility.psnr_y", "PSNR-Y clean"), ("utility.ssim", "SSIM clean"),
-                 ("robustness.psnr_y_held_out", "PSNR-Y held-out"), ("robustness.psnr_y_pgd", "PSNR-Y PGD"),
-                 ("robustness.feature_smoothness", "feature smoothness"))
+TABLE_METRICS = (
+    ("utility.psnr_y", "PSNR-Y clean"),
+    ("utility.ssim", "SSIM clean"),
+    ("robustness.psnr_y_held_out", "PSNR-Y held-out"),
+    ("robustness.psnr_y_pgd", "PSNR-Y PGD"),
+    ("robustness.feature_smoothness", "feature smoothness"),
+)
 
 
 def _variant(store: Store, run: RunRecord) -> str | None:
@@ -59,7 +63,9 @@ def face_grid(columns: dict[str, torch.Tensor]) -> bytes:
     return buf.getvalue()
 
 
-def grid_for(store: Store, sr_runs: dict[str, RunRecord], family: str = "compound", faces: int = 4) -> bytes | None:
+def grid_for(
+    store: Store, sr_runs: dict[str, RunRecord], family: str = "compound", faces: int = 4
+) -> bytes | None:
     """The face grid for the newest run of each variant (None when there is no robust or any SR run)."""
     from poise.restoration.data import FaceDataCfg, load_faces
     from poise.restoration.degradations import bicubic_up
@@ -73,8 +79,10 @@ def grid_for(store: Store, sr_runs: dict[str, RunRecord], family: str = "compoun
     data_cfg["eval_limit"] = faces
     data = load_faces(FaceDataCfg(**data_cfg))
     lr = degraded_test(data, family, 1234)
-    cols: dict[str, torch.Tensor] = {f"LR ({family})": lr.repeat_interleave(data.scale, -1).repeat_interleave(
-        data.scale, -2), "bicubic": bicubic_up(lr, data.scale)}
+    cols: dict[str, torch.Tensor] = {
+        f"LR ({family})": lr.repeat_interleave(data.scale, -1).repeat_interleave(data.scale, -2),
+        "bicubic": bicubic_up(lr, data.scale),
+    }
     for v in VARIANT_ORDER:
         run = sr_runs.get(v)
         if run is None or run.config["data"].get("hr_size") != data.hr_size:
@@ -100,19 +108,31 @@ def section(store: Store, runs: list[RunRecord]) -> list[Block]:
         if r.kind == "restoration.sr":
             newest[v] = r
         m = finals.get(r.id, {})
-        rows.append([r.name, r.id[:10], v, r.seed]
-                    + [f"{m[k].value:.3f}" if k in m else "" for k, _ in TABLE_METRICS])
-    blocks = [Block("PSNR / SSIM per run", table=(["run", "id", "variant", "seed"] + [t for _, t in TABLE_METRICS],
-                                                  rows),
-                    note="PSNR and SSIM on the Y channel, scale border pixels cropped (scikit-image); held-out = "
-                         "mean over degradation families never seen in training; PGD = L-inf attack on the LR input "
-                         "minimising PSNR.")]
+        rows.append(
+            [r.name, r.id[:10], v, r.seed] + [f"{m[k].value:.3f}" if k in m else "" for k, _ in TABLE_METRICS]
+        )
+    blocks = [
+        Block(
+            "PSNR / SSIM per run",
+            table=(["run", "id", "variant", "seed"] + [t for _, t in TABLE_METRICS], rows),
+            note="PSNR and SSIM on the Y channel, scale border pixels cropped (scikit-image); held-out = "
+            "mean over degradation families never seen in training; PGD = L-inf attack on the LR input "
+            "minimising PSNR.",
+        )
+    ]
     try:
         png = grid_for(store, newest)
     except Exception as e:  # data no longer available (a local folder) must not break the whole report
         return blocks + [Block("faces", html=f'<p class="note">face grid skipped: {type(e).__name__}</p>')]
     if png is not None:
-        blocks.insert(0, Block("faces under a held-out degradation", png=png, slug="restoration-faces",
-                               note="rows: test faces; columns: degraded LR (enlarged), bicubic, each trained variant "
-                                    "(newest run), HR"))
+        blocks.insert(
+            0,
+            Block(
+                "faces under a held-out degradation",
+                png=png,
+                slug="restoration-faces",
+                note="rows: test faces; columns: degraded LR (enlarged), bicubic, each trained variant "
+                "(newest run), HR",
+            ),
+        )
     return blocks

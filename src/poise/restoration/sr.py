@@ -41,7 +41,15 @@ from poise.restoration.degradations import (
     check_family,
     generator,
 )
-from poise.restoration.losses import LossCfg, MixCfg, SinkhornAlign, SinkhornCfg, d_loss, g_loss, sample_lambda
+from poise.restoration.losses import (
+    LossCfg,
+    MixCfg,
+    SinkhornAlign,
+    SinkhornCfg,
+    d_loss,
+    g_loss,
+    sample_lambda,
+)
 from poise.restoration.models import Bicubic, PatchDiscriminator, SRModelCfg, build_sr
 
 
@@ -49,7 +57,9 @@ class DegradeCfg(Section):
     """Where the degraded training LR comes from: named families plus, optionally, the learned GAN."""
 
     families: list[str] = Field(default_factory=lambda: list(TRAIN_FAMILIES))
-    gan: str | None = Field("degradation-gan.toml", description="recipe of the learned degradation (None: no GAN)")
+    gan: str | None = Field(
+        "degradation-gan.toml", description="recipe of the learned degradation (None: no GAN)"
+    )
     gan_weight: float = Field(1.0, ge=0.0, description="how often the GAN is picked, relative to one family")
 
     @field_validator("families")
@@ -64,7 +74,9 @@ class DegradeCfg(Section):
 
 
 def _sr_train() -> TrainCfg:
-    return TrainCfg(optimizer="adam", lr=2e-3, batch_size=32, budget=BudgetCfg(steps=1500), checkpoint_every=250)
+    return TrainCfg(
+        optimizer="adam", lr=2e-3, batch_size=32, budget=BudgetCfg(steps=1500), checkpoint_every=250
+    )
 
 
 class SRRecipe(Recipe):
@@ -91,8 +103,11 @@ def variant(cfg: SRRecipe) -> str:
 
 def gan_overrides(data: FaceDataCfg) -> dict[str, Any]:
     """The degradation GAN must see the same faces at the same geometry as the SR run."""
-    out: dict[str, Any] = {f"data.{k}": v for k, v in data.model_dump(mode="json").items()
-                           if k not in ("root", "eval_limit") and v is not None}
+    out: dict[str, Any] = {
+        f"data.{k}": v
+        for k, v in data.model_dump(mode="json").items()
+        if k not in ("root", "eval_limit") and v is not None
+    }
     if data.root is not None:
         out["data.root"] = str(data.root)
     return out
@@ -111,8 +126,11 @@ def degradation_source(cfg: SRRecipe, ctx: RunContext) -> Op | None:
     if not sources:
         from poise.errors import UserError
 
-        raise UserError("mix.high > 0 needs degraded inputs; expected degrade.families or degrade.gan",
-                        where=cfg.source or "recipe", field="degrade.families")
+        raise UserError(
+            "mix.high > 0 needs degraded inputs; expected degrade.families or degrade.gan",
+            where=cfg.source or "recipe",
+            field="degrade.families",
+        )
     return Mixture(sources, weights)
 
 
@@ -179,9 +197,17 @@ def run(cfg: SRRecipe, ctx: RunContext) -> None:
             ctx.log_metrics({"loss": loss.item(), **logs, "lr": sched.get_last_lr()[0]}, step=step)
     model.eval()
     ctx.evaluate(model, data)
-    ctx.save_artifact("model", model.state_dict(), meta={
-        "variant": variant(cfg), "model": cfg.model.model_dump(), "data": cfg.data.model_dump(mode="json"),
-        "channels": data.channels, "scale": scale})
+    ctx.save_artifact(
+        "model",
+        model.state_dict(),
+        meta={
+            "variant": variant(cfg),
+            "model": cfg.model.model_dump(),
+            "data": cfg.data.model_dump(mode="json"),
+            "channels": data.channels,
+            "scale": scale,
+        },
+    )
 
 
 def load_sr_model(store: Any, run_id: str, device: str = "cpu") -> torch.nn.Module:
