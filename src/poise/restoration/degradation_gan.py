@@ -1,0 +1,244 @@
+"""The learned degradation: a high-to-low GAN (after Bulat et al., ECCV 2018) that turns clean HR faces
+into LR faces that look like an *unpaired* set of real LR faces, usable as one more degradation source.
+
+Unpaired data: the training faces are split in two halves by the data split. The generator sees HR faces
+of one half; the discriminator sees real LR faces made from the other half — either a folder of real LR
+images (``target.root``: any size, centre-cropped and resized to the LR side) or, by default, the other
+half's faces (8 crops/flips each) degraded once by the ``target.family`` pipeline (``sensor``), standing
+in for camera LR faces whose degradation nobody wrote down. The generator's loss is
+``adversarial · GAN + pixel · MSE(G(hr, z), area_down(hr))``, the GAN term dominant as in the paper (its
+β = 0.05 on the pixel term); its output is a residual on top of area downsampling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+
+from poise.batching import batch_indices, steps_per_epoch
+from poise.context import RunContext
+from poise.errors import UserError
+from poise.evaluators import MetricSpec, evaluator
+from poise.recipes import BudgetCfg, ModelCfg, Recipe, Section, TrainCfg, kind
+from poise.restoration.data import FaceData, FaceDataCfg, list_images, load_faces, read_face
+from poise.restoration.degradations import FAMILIES, bicubic_down, check_family, generator, quantize, resize
+from poise.restoration.losses import d_loss, g_loss
+from poise.restoration.models import HighToLow, PatchDiscriminator
+
+
+class GanModelCfg(ModelCfg):
+    name: str = "high_to_low"
+    width: int = Field(32, gt=0)
+    blocks: int = Field(2, ge=0)
+    d_width: int = Field(32, gt=0, description="width of the LR discriminator")
+
+
+class GanTargetCfg(Section):
+    """Where the unpaired real LR faces come from."""
+
+    family: str = Field("sensor", description="pipeline that makes the synthetic real LR faces (no root)")
+    root: Path | None = Field(None, description="folder of real LR face images (any size), used instead")
+    variants: int = Field(8, gt=0, description="synthetic LR faces made from each HR face of the LR half")
+
+    @field_validator("family")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return check_family(v)
+
+
+class GanLossCfg(Section):
+    adversarial: float = Field(1.0, ge=0.0)
+    pixel: float = Field(0.05, ge=0.0, description="MSE to the area-downsampled HR (keeps the face)")
+    adv_loss: Literal["vanilla", "hinge", "lsgan"] = "vanilla"
+    d_lr: float | None = Field(None, gt=0.0)
+
+
+def _gan_train() -> TrainCfg:
+    return TrainCfg(
+        optimizer="adam", lr=2e-4, batch_size=32, budget=BudgetCfg(steps=600), checkpoint_every=200
+    )
+
+
+class DegradationGanRecipe(Recipe):
+    model: GanModelCfg = Field(default_factory=GanModelCfg)
+    data: FaceDataCfg = Field(default_factory=FaceDataCfg)
+    target: GanTargetCfg = Field(default_factory=GanTargetCfg)
+    loss: GanLossCfg = Field(default_factory=GanLossCfg)
+    train: TrainCfg = Field(default_factory=_gan_train)
+
+
+@dataclass
+class GanData:
+    """HR faces for the generator and real LR faces for the discriminator (unpaired), train and test."""
+
+    faces: FaceData
+    hr_train: torch.Tensor  # crop pool
+    real_lr_train: torch.Tensor
+    real_lr_test: torch.Tensor
+
+
+def _real_lr(
+    cfg: DegradationGanRecipe, faces: FaceData, half: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if cfg.target.root is not None:
+        files = list_images(Path(cfg.target.root))
+        lr = torch.stack([read_face(f, faces.lr_size, faces.channels) for f in files])
+        n_test = max(1, len(lr) // 5)
+        if len(lr) - n_test < 1:
+            raise UserError(
+                "expected at least 2 real LR images (one is kept for evaluation)",
+                where=cfg.target.root,
+                field="target.root",
+            )
+        return lr[n_test:], lr[:n_test]
+    g = generator(cfg.data.split_seed + 7)
+    pool = FaceData(faces.name, half, faces.val, faces.test, faces.scale, faces.hr_size, faces.channels)
+    op = FAMILIES[cfg.target.family].build(faces.scale)
+    hr = torch.cat([pool.train_batch(torch.arange(len(half)), g) for _ in range(cfg.target.variants)])
+    # held-out real LR: the test faces through the same pipeline (distribution only, never paired)
+    return op(hr, g, faces.lr_size), op(faces.test, generator(cfg.data.split_seed + 8), faces.lr_size)
+
+
+def load_gan_data(cfg: DegradationGanRecipe) -> GanData:
+    faces = load_faces(cfg.data)
+    hr_half, lr_half = faces.train[0::2], faces.train[1::2]
+    real_train, real_test = _real_lr(cfg, faces, lr_half)
+    return GanData(faces, hr_half.contiguous(), real_train, real_test)
+
+
+class LearnedDegradation(torch.nn.Module):
+    """A trained high-to-low generator as a degradation op ``(hr, g, lr) -> lr`` (8-bit output)."""
+
+    def __init__(self, net: HighToLow):
+        super().__init__()
+        self.net = net
+
+    @torch.no_grad()
+    def forward(self, hr: torch.Tensor, g: torch.Generator, lr: int | None = None) -> torch.Tensor:
+        self.net.eval()
+        z = torch.randn((hr.shape[0], 1, *hr.shape[2:]), generator=g, device=g.device).to(hr.device)
+        return quantize(self.net(hr, z))
+
+
+def load_learned_degradation(ctx: RunContext, run: Any) -> LearnedDegradation:
+    tensors, meta = ctx.load_artifact(run, "model")
+    m = meta["model"]
+    net = HighToLow(meta["channels"], meta["scale"], m["width"], m["blocks"])
+    net.load_state_dict(tensors)
+    return LearnedDegradation(net.to(ctx.device)).eval()
+
+
+@kind("restoration.degradation_gan", DegradationGanRecipe)
+def run(cfg: DegradationGanRecipe, ctx: RunContext) -> None:
+    """High-to-low degradation GAN learned from unpaired LR faces (a shared degradation source)."""
+    data = load_gan_data(cfg)
+    faces, dev = data.faces, ctx.device
+    gen = HighToLow(faces.channels, faces.scale, cfg.model.width, cfg.model.blocks).to(dev)
+    disc = PatchDiscriminator(faces.channels, cfg.model.d_width).to(dev)
+    n, bs = len(data.hr_train), cfg.train.batch_size
+    meter = ctx.meter(steps_per_epoch(n, bs))
+    opt = ctx.optimizer(gen.parameters())
+    sched = ctx.scheduler(opt, meter)
+    d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.loss.d_lr or cfg.train.lr, betas=(0.5, 0.999))
+    ctx.track(generator=gen, discriminator=disc, optimizer=opt, d_optimizer=d_opt, scheduler=sched)
+    hr_pool = FaceData(
+        faces.name, data.hr_train, faces.val, faces.test, faces.scale, faces.hr_size, faces.channels
+    )
+    for step in ctx.steps(meter):
+        g = generator(cfg.seed * 1_000_003 + step)
+        hr = hr_pool.train_batch(batch_indices(step, n, bs, cfg.seed), g).to(dev)
+        real = data.real_lr_train[torch.randint(0, len(data.real_lr_train), (len(hr),), generator=g)].to(dev)
+        z = torch.randn((len(hr), 1, *hr.shape[2:]), generator=g).to(dev)
+        gen.train()
+        with ctx.count_flops(), ctx.autocast():
+            fake = gen(hr, z)
+            adv = g_loss(disc(fake), cfg.loss.adv_loss)
+            pix = F.mse_loss(fake, resize(hr, faces.lr_size, "area"))
+            loss = cfg.loss.adversarial * adv + cfg.loss.pixel * pix
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        opt.step()
+        sched.step()
+        with ctx.autocast():
+            dl = d_loss(disc(real), disc(fake.detach()), cfg.loss.adv_loss)
+        d_opt.zero_grad(set_to_none=True)
+        dl.backward()
+        d_opt.step()
+        if step % 10 == 0:
+            ctx.log_metrics(
+                {
+                    "g_adv": adv.item(),
+                    "g_pixel": pix.item(),
+                    "d_loss": dl.item(),
+                    "lr": sched.get_last_lr()[0],
+                },
+                step=step,
+            )
+    gen.eval()
+    ctx.evaluate(LearnedDegradation(gen), data)
+    ctx.save_artifact(
+        "model",
+        gen.state_dict(),
+        meta={
+            "model": cfg.model.model_dump(),
+            "channels": faces.channels,
+            "scale": faces.scale,
+            "hr_size": faces.hr_size,
+            "target": cfg.target.model_dump(mode="json"),
+        },
+    )
+
+
+# --------------------------------------------------------------------------- evaluator
+
+
+def _lr_gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Sinkhorn divergence (geomloss, p = 2, blur 0.05) between two sets of LR images, per pixel scale."""
+    from geomloss import SamplesLoss
+
+    fa, fb = a.flatten(1).float(), b.flatten(1).float()
+    d = fa.shape[1] ** 0.5
+    return float(SamplesLoss("sinkhorn", p=2, blur=0.05, scaling=0.9)(fa / d, fb / d))
+
+
+def _hf(x: torch.Tensor) -> float:
+    """High-frequency energy: std of the image minus its 3×3 box blur (noise and sharpness)."""
+    blur = F.avg_pool2d(F.pad(x, [1, 1, 1, 1], mode="replicate"), 3, stride=1)
+    return float((x - blur).std())
+
+
+@evaluator(
+    "restoration.degradation_realism",
+    metrics=[
+        MetricSpec(
+            "lr_gap_gan", "utility", "min", "Sinkhorn divergence: GAN-degraded test faces vs real LR faces"
+        ),
+        MetricSpec(
+            "lr_gap_bicubic", "utility", "min", "the same for bicubic LR (what the GAN should improve on)"
+        ),
+        MetricSpec("hf_gap_gan", "utility", "min", "|log| of high-frequency energy of GAN LR / real LR"),
+        MetricSpec(
+            "hf_gap_bicubic", "utility", "min", "|log| of high-frequency energy of bicubic LR / real LR"
+        ),
+    ],
+)
+def degradation_realism(model: LearnedDegradation, data: GanData, ctx: Any) -> dict[str, float]:
+    """How close the learned degradation's LR faces are to held-out real LR faces (unpaired)."""
+    hr = data.faces.test.to(ctx.device)
+    g = generator(4321, ctx.device)
+    fake = model(hr, g, data.faces.lr_size).cpu()
+    bic = bicubic_down(hr, data.faces.scale).cpu()
+    real = data.real_lr_test
+    hf_real = _hf(real)
+    return {
+        "lr_gap_gan": _lr_gap(fake, real),
+        "lr_gap_bicubic": _lr_gap(bic, real),
+        "hf_gap_gan": abs(math.log(_hf(fake) / hf_real)),
+        "hf_gap_bicubic": abs(math.log(_hf(bic) / hf_real)),
+    }
