@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -84,6 +85,21 @@ _RESERVED = {"policy", "env", "learning_rate", "seed", "device", "verbose", "_in
              "action_noise", "replay_buffer_class", "rollout_buffer_class"}
 
 
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op torch threads (restored after). SB3's MLPs are tiny: on a busy CPU one
+    thread is many times faster than several, which spin-wait on each other for every small matmul."""
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def algo_class(algo: str) -> type:
     from stable_baselines3 import DDPG, PPO, SAC, TD3
 
@@ -104,6 +120,8 @@ class AgentCfg(ModelCfg):
                                   description="SB3 constructor arguments over the zoo defaults, plus n_envs, "
                                               "noise_type (normal | ornstein-uhlenbeck) and noise_std")
     init_from: str = Field("", description="recipe (or run:<id>) of an agent to start from, e.g. the nominal expert")
+    threads: int | None = Field(1, ge=0, description="torch intra-op threads while training and attacking "
+                                                     "(1: fastest for small MLPs on CPU; 0 or null: torch's default)")
 
     @field_validator("net_arch")
     @classmethod

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from poise.context import RunContext
 from poise.control.action_attacks import ATTACKS, AttackName, Attacker, make_attacker
-from poise.control.agents import AgentView, load_agent
+from poise.control.agents import AgentView, load_agent, torch_threads
 from poise.control.envs import ActionBox, CopyMode, EnvCfg, EpisodeLog, copy_env, make_env, resolve_copy_mode
 from poise.control.projections import norm_name, parse_norm
 from poise.evaluators import MetricSpec, evaluator
@@ -204,6 +204,7 @@ class StoredAgentCfg(ModelCfg):
 
     name: str = ""
     agent: str = Field(..., min_length=1, description="recipe path or run:<id> of a control agent")
+    threads: int | None = Field(1, ge=0, description="torch intra-op threads while attacking (see AgentCfg)")
 
 
 class AttackRecipe(Recipe):
@@ -215,7 +216,8 @@ def run_attack(cfg: AttackRecipe, ctx: RunContext) -> None:
     """Evaluate a stored agent (nominal and under attack) without training it."""
     rec = ctx.dependency(cfg.model.agent, field="model.agent")
     tensors, meta = ctx.load_artifact(rec, "model")
-    model, env_cfg = load_agent(tensors, meta, ctx.device)
-    model.policy.set_training_mode(False)
-    ctx.info(f"attacking run {rec.id} ({meta['algo']} on {meta['env']})")
-    ctx.evaluate(AgentView.of(model), env_cfg)
+    with torch_threads(cfg.model.threads):
+        model, env_cfg = load_agent(tensors, meta, ctx.device)
+        model.policy.set_training_mode(False)
+        ctx.info(f"attacking run {rec.id} ({meta['algo']} on {meta['env']})")
+        ctx.evaluate(AgentView.of(model), env_cfg)

@@ -25,6 +25,7 @@ from poise.control.agents import (
     build_model,
     load_weights,
     resolve_hyper,
+    torch_threads,
 )
 from poise.control.envs import EnvCfg, make_env
 from poise.control.sb3_loop import SB3State, learn, lr_callable
@@ -108,6 +109,11 @@ def build_envs(cfg: ControlRecipe, n_envs: int, wrap: Any = None) -> DummyVecEnv
 
 def train_agent(cfg: ControlRecipe, ctx: RunContext, adversary: Any = None) -> Any:
     """Train (or resume) the recipe's agent, optionally against ``adversary``; evaluate and store it."""
+    with torch_threads(cfg.model.threads):
+        return _train_agent(cfg, ctx, adversary)
+
+
+def _train_agent(cfg: ControlRecipe, ctx: RunContext, adversary: Any) -> Any:
     h, train = resolved_train(cfg)
     meter = ctx.meter(train=train)
     clock: dict[str, Any] = {}
