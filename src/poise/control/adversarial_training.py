@@ -32,7 +32,7 @@ from poise.context import RunContext
 from poise.control.action_attacks import ActionAttack
 from poise.control.agents import AgentView
 from poise.control.envs import CopyMode, make_env
-from poise.control.projections import parse_norm
+from poise.control.projections import canonical_norm
 from poise.control.training import ControlRecipe, train_agent
 from poise.recipes import Section, kind
 
@@ -46,18 +46,18 @@ class AdversaryCfg(Section):
     curriculum: float = Field(0.0, ge=0.0, le=1.0, description="share of the run over which the budget ramps up")
     budget_start: float = Field(0.0, ge=0.0, description="budget at the start of the curriculum")
     sync_every: int = Field(1000, gt=0, description="environment steps between syncs of the attacker's frozen agent")
-    norm: float | str = Field(2, description="spatial norm: 1, 2 or inf")
+    norm: float | str = Field(2.0, description="spatial norm: 1, 2 or inf")
     steps: int = Field(10, ge=1, description="PGD steps per attack")
     step_size: float | None = Field(None, gt=0.0, description="PGD step as a fraction of the budget radius")
     random_start: bool = True
     horizon: int = Field(5, ge=1, description="LAS look-ahead H")
-    temporal_norm: float | str = Field(2, description="LAS temporal norm q: 1, 2 or inf")
+    temporal_norm: float | str = Field(2.0, description="LAS temporal norm q: 1, 2 or inf")
     copy_mode: CopyMode = "auto"
 
-    @field_validator("norm", "temporal_norm")
+    @field_validator("norm", "temporal_norm", mode="before")
     @classmethod
-    def _norm(cls, v: Any) -> float:
-        return parse_norm(v)
+    def _norm(cls, v: Any) -> float | str:
+        return canonical_norm(v)
 
     @model_validator(mode="after")
     def _alpha(self) -> AdversaryCfg:

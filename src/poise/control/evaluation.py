@@ -27,7 +27,7 @@ from poise.context import RunContext
 from poise.control.action_attacks import ATTACKS, AttackName, Attacker, make_attacker
 from poise.control.agents import AgentView, load_agent, torch_threads
 from poise.control.envs import ActionBox, CopyMode, EnvCfg, EpisodeLog, copy_env, make_env, resolve_copy_mode
-from poise.control.projections import norm_name, parse_norm
+from poise.control.projections import canonical_norm, norm_name
 from poise.evaluators import MetricSpec, evaluator
 from poise.recipes import ModelCfg, Recipe, kind
 
@@ -107,12 +107,12 @@ class AttackParams(ReturnParams):
     attacks: list[AttackName] = Field(default_factory=lambda: list(ATTACKS))
     budgets: list[float] = Field(default_factory=lambda: list(DEFAULT_BUDGETS),
                                  description="fractions of the action range")
-    norm: float | str = Field(2, description="spatial norm p: 1, 2 or inf")
+    norm: float | str = Field(2.0, description="spatial norm p: 1, 2 or inf")
     steps: int = Field(20, ge=1, description="PGD steps")
     step_size: float | None = Field(None, gt=0.0, description="PGD step as a fraction of the radius (default 2.5/steps)")
     random_start: bool = True
     horizon: int = Field(5, ge=1, description="LAS look-ahead H")
-    temporal_norm: float | str = Field(2, description="LAS temporal norm q: 1, 2 or inf")
+    temporal_norm: float | str = Field(2.0, description="LAS temporal norm q: 1, 2 or inf")
     copy_mode: CopyMode = "auto"
 
     @field_validator("budgets")
@@ -125,10 +125,10 @@ class AttackParams(ReturnParams):
                 raise ValueError(f"expected budgets > 0 (got {b!r})")
         return sorted(set(v))
 
-    @field_validator("norm", "temporal_norm")
+    @field_validator("norm", "temporal_norm", mode="before")
     @classmethod
-    def _norm(cls, v: Any) -> float:
-        return parse_norm(v)
+    def _norm(cls, v: Any) -> float | str:
+        return canonical_norm(v)
 
     @field_validator("attacks")
     @classmethod

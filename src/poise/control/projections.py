@@ -25,7 +25,14 @@ def parse_norm(value: Any) -> float:
     return float(text)
 
 
-def norm_name(p: float) -> str:
+def canonical_norm(value: Any) -> float | str:
+    """A norm as recipes store it: 1.0, 2.0 or ``"inf"`` (JSON has no infinity); ValueError otherwise."""
+    p = parse_norm(value)
+    return "inf" if math.isinf(p) else p
+
+
+def norm_name(p: float | str) -> str:
+    p = parse_norm(p)
     return "inf" if math.isinf(p) else str(int(p))
 
 
