@@ -365,7 +365,7 @@ class ActionAttack(gym.Wrapper):
         if not 0.0 <= probability <= 1.0:
             raise UserError(f"expected a probability in [0, 1] (got {probability})", field="probability")
         self.box = ActionBox.of(env)
-        self.view = agent if isinstance(agent, AgentView) or agent is None else AgentView.of(agent)
+        self.view = agent if agent is None or hasattr(agent, "objective") else AgentView.of(agent)
         self.probability = float(probability)
         self.rng = np.random.default_rng(seed)
         self.log = EpisodeLog()
