@@ -67,10 +67,7 @@ def pgd(view: AgentView, obs: torch.Tensor, u: torch.Tensor, radius: torch.Tenso
     for _ in range(steps):
         x = delta.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(view.objective(obs, u + x).sum(), x)
-        if math.isinf(p):
-            direction = torch.sign(g)
-        else:
-            direction = g / lp_norm(g, 2.0).clamp_min(1e-12).unsqueeze(-1)
+        direction = torch.sign(g) if math.isinf(p) else g / lp_norm(g, 2.0).clamp_min(1e-12).unsqueeze(-1)
         delta = feasible(delta - alpha * direction)
         val = value(delta)
         better = val < best_val
@@ -385,7 +382,8 @@ class ActionAttack(gym.Wrapper):
         self.attacker.budget = float(value)
         if isinstance(self.attacker, LASAttacker):
             q = self.attacker.q
-            self.attacker.window_budget = self.attacker.eps * (1.0 if math.isinf(q) else self.attacker.horizon ** (1 / q))
+            h = self.attacker.horizon
+            self.attacker.window_budget = self.attacker.eps * (1.0 if math.isinf(q) else h ** (1 / q))
 
     def _copy(self, slot: int) -> gym.Env:
         return copy_env(self.env, self._copy_mode, self._make, self.log)

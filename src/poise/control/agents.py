@@ -137,7 +137,8 @@ class AgentCfg(ModelCfg):
         allowed = (_constructor_args(algo) | _EXTRA_KEYS) - _RESERVED
         for key in v:
             if key not in allowed:
-                raise ValueError(f"unknown {algo.upper()} argument {key!r}; expected one of: {', '.join(sorted(allowed))}"
+                known = ", ".join(sorted(allowed))
+                raise ValueError(f"unknown {algo.upper()} argument {key!r}; expected one of: {known}"
                                  + (" (the learning rate is train.lr)" if key == "learning_rate" else ""))
         if "noise_type" in v and v["noise_type"] not in ("normal", "ornstein-uhlenbeck", None):
             raise ValueError(f"noise_type must be normal or ornstein-uhlenbeck (got {v['noise_type']!r})")

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from poise.context import RunContext
-from poise.control.action_attacks import ATTACKS, AttackName, Attacker, make_attacker
+from poise.control.action_attacks import ATTACKS, Attacker, AttackName, make_attacker
 from poise.control.agents import AgentView, load_agent, torch_threads
 from poise.control.envs import ActionBox, CopyMode, EnvCfg, EpisodeLog, copy_env, make_env, resolve_copy_mode
 from poise.control.projections import canonical_norm, norm_name
@@ -109,7 +109,7 @@ class AttackParams(ReturnParams):
                                  description="fractions of the action range")
     norm: float | str = Field(2.0, description="spatial norm p: 1, 2 or inf")
     steps: int = Field(20, ge=1, description="PGD steps")
-    step_size: float | None = Field(None, gt=0.0, description="PGD step as a fraction of the radius (default 2.5/steps)")
+    step_size: float | None = Field(None, gt=0.0, description="PGD step as a fraction of the radius (2.5/steps)")
     random_start: bool = True
     horizon: int = Field(5, ge=1, description="LAS look-ahead H")
     temporal_norm: float | str = Field(2.0, description="LAS temporal norm q: 1, 2 or inf")
