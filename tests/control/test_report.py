@@ -13,8 +13,9 @@ from poise.control.report import control_section
 def test_section_plots_each_attacked_run_and_tabulates_auc(store):
     detail = {"env": "Pendulum-v1", "seeds": [1000], "episodes": 2, "reset_seeds": [1000000, 1000001],
               "nominal": [-150.0, -170.0], "budgets": [0.5, 1.0], "norm": "2", "temporal_norm": "2", "horizon": 3,
-              "steps": 5, "attacks": {a: {"0.5": {"returns": [-200.0 - k, -220.0]}, "1.0": {"returns": [-400.0, -380.0]}}
-                                      for k, a in enumerate(["random", "mas", "las"])}}
+              "steps": 5,
+              "attacks": {a: {"0.5": {"returns": [-200.0 - k, -220.0]}, "1.0": {"returns": [-400.0, -380.0]}}
+                          for k, a in enumerate(["random", "mas", "las"])}}
     run_id = store.create_run(kind="control.attack", name="attack-x", config={}, config_hash="h", seed=0)
     store.save_file(run_id, "eval_attacks.json", json.dumps(detail).encode(), "application/json")
     store.set_status(run_id, "done")
