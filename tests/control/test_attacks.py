@@ -68,7 +68,7 @@ def test_mas_beats_random_delta_on_a_real_sac_critic():
         assert np.all(np.linalg.norm(executed - u, axis=1) <= 0.5 + 1e-6)
         with torch.no_grad():
             q[name] = view.objective(o, torch.as_tensor(executed, dtype=torch.float32)).numpy()
-    assert np.mean(q["mas"] < q["random"]) > 0.8 and q["mas"].mean() < q["random"].mean()
+    assert np.mean(q["mas"] <= q["random"] + 1e-6) > 0.8 and q["mas"].mean() < q["random"].mean()
 
 
 @settings(max_examples=50, deadline=None)
