@@ -1,0 +1,7 @@
+"""Control: deep RL agents (stable-baselines3) attacked through their actions, and trained against it.
+
+``envs`` (gymnasium environments and their state), ``agents`` (SB3 PPO/SAC/TD3/DDPG with zoo-like
+defaults, and the view attacks take of them), ``action_attacks`` (random δ, MAS, LAS as gymnasium
+wrappers), ``adversarial_training`` (MAS/LAS or NR-MDP perturbations while training), ``evaluation``
+(return under attack over seeds and budgets) and ``report``.
+"""

@@ -1,0 +1,6 @@
+"""Registers the control domain's recipe kinds, evaluators, report section and headline frontier."""
+
+from poise.control import adversarial_training, evaluation, report, training  # noqa: F401  (registration)
+from poise.frontier import register_frontier
+
+register_frontier("utility.return_mean", "robustness.auc_mas_mean")
