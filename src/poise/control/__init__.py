@@ -1,0 +1,1 @@
+"""Control: environments, experts, agents, attacks on actions and measurements, robust policies."""
