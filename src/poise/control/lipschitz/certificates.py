@@ -126,19 +126,25 @@ def lipsdp_neuron(weights: list[torch.Tensor], *, solver: str | None = None) -> 
     prod = float(np.prod(norms))
     t = cp.Variable(N, nonneg=True)
     rho = cp.Variable(nonneg=True)
-    A = np.zeros((N, n0 + N))
+    # M(ρ, T) = Σ_k t_k G_k + E − ρ P is affine in (t, ρ): one dense coefficient matrix keeps cvxpy fast
+    d = n0 + N
+    A = np.zeros((N, d))
     r = c = 0
     for w in ws_s[:-1]:
         A[r:r + w.shape[0], c:c + w.shape[1]] = w
         r, c = r + w.shape[0], c + w.shape[1]
-    B = np.hstack([np.zeros((N, n0)), np.eye(N)])
-    T = cp.diag(t)
-    E = np.zeros((n0 + N, n0 + N))
+    G = np.zeros((N, d, d))
+    k = np.arange(N)
+    G += A[:, :, None] * np.eye(d)[n0 + k][:, None, :]
+    G += np.transpose(G, (0, 2, 1)).copy()
+    G[k, n0 + k, n0 + k] -= 2.0
+    E = np.zeros((d, d))
     last = ws_s[-1]
     E[-last.shape[1]:, -last.shape[1]:] = last.T @ last
-    P = np.zeros((n0 + N, n0 + N))
+    P = np.zeros((d, d))
     P[:n0, :n0] = np.eye(n0)
-    M = A.T @ T @ B + B.T @ T @ A - 2 * B.T @ T @ B + E - rho * P
+    coeff = np.concatenate([G.reshape(N, d * d).T, -P.reshape(d * d, 1)], axis=1)  # [d², N + 1]
+    M = cp.reshape(coeff @ cp.hstack([t, rho]), (d, d), order="C") + E
     prob = cp.Problem(cp.Minimize(rho), [(M + M.T) / 2 << 0])
     chosen = solver or ("CLARABEL" if "CLARABEL" in cp.installed_solvers() else "SCS")
     try:
