@@ -98,13 +98,13 @@ def _lipsdp_blocks(weights: list[np.ndarray], t: np.ndarray) -> tuple[np.ndarray
     A = np.zeros((N, n0 + N))
     r = c = 0
     for w in weights[:-1]:
-        A[r:r + w.shape[0], c:c + w.shape[1]] = w
+        A[r : r + w.shape[0], c : c + w.shape[1]] = w
         r, c = r + w.shape[0], c + w.shape[1]
     B = np.hstack([np.zeros((N, n0)), np.eye(N)])
     T = np.diag(t)
     M = A.T @ T @ B + B.T @ T @ A - 2 * B.T @ T @ B
     last = weights[-1]
-    M[-last.shape[1]:, -last.shape[1]:] += last.T @ last
+    M[-last.shape[1] :, -last.shape[1] :] += last.T @ last
     return M, n0
 
 
@@ -131,7 +131,7 @@ def lipsdp_neuron(weights: list[torch.Tensor], *, solver: str | None = None) -> 
     A = np.zeros((N, d))
     r = c = 0
     for w in ws_s[:-1]:
-        A[r:r + w.shape[0], c:c + w.shape[1]] = w
+        A[r : r + w.shape[0], c : c + w.shape[1]] = w
         r, c = r + w.shape[0], c + w.shape[1]
     G = np.zeros((N, d, d))
     k = np.arange(N)
@@ -140,7 +140,7 @@ def lipsdp_neuron(weights: list[torch.Tensor], *, solver: str | None = None) -> 
     G[k, n0 + k, n0 + k] -= 2.0
     E = np.zeros((d, d))
     last = ws_s[-1]
-    E[-last.shape[1]:, -last.shape[1]:] = last.T @ last
+    E[-last.shape[1] :, -last.shape[1] :] = last.T @ last
     P = np.zeros((d, d))
     P[:n0, :n0] = np.eye(n0)
     coeff = np.concatenate([G.reshape(N, d * d).T, -P.reshape(d * d, 1)], axis=1)  # [d², N + 1]
@@ -161,7 +161,12 @@ def lipsdp_neuron(weights: list[torch.Tensor], *, solver: str | None = None) -> 
 
 def _verified_rho(weights: list[np.ndarray], t: np.ndarray) -> float | None:
     """Smallest ρ with M(ρ, T) ⪯ 0 for this T (Schur complement), or None if the hidden block is not ≺ 0."""
-    for scale in (1.0, 1.0 + 1e-6, 1.0 + 1e-4, 1.0 + 1e-2):  # nudge T up if the solver left it on the boundary
+    for scale in (
+        1.0,
+        1.0 + 1e-6,
+        1.0 + 1e-4,
+        1.0 + 1e-2,
+    ):  # nudge T up if the solver left it on the boundary
         M, n0 = _lipsdp_blocks(weights, t * scale + 1e-12)
         M11, M12, M22 = M[:n0, :n0], M[:n0, n0:], M[n0:, n0:]
         if np.linalg.eigvalsh(M22).max() < 0:
@@ -170,13 +175,15 @@ def _verified_rho(weights: list[np.ndarray], t: np.ndarray) -> float | None:
     return None
 
 
-def jacobian_lower_bound(f: nn.Module, states: torch.Tensor, *, chunk: int = 256) -> tuple[float, torch.Tensor]:
+def jacobian_lower_bound(
+    f: nn.Module, states: torch.Tensor, *, chunk: int = 256
+) -> tuple[float, torch.Tensor]:
     """max over ``states`` of ‖J_f(x)‖₂, and the top right-singular vector of J at every state."""
     from torch.func import jacrev, vmap
 
     best, dirs = 0.0, []
     for i in range(0, len(states), chunk):
-        xs = states[i:i + chunk]
+        xs = states[i : i + chunk]
         J = vmap(jacrev(lambda x: f(x[None])[0]))(xs)  # [b, m, n]
         _, S, Vh = torch.linalg.svd(J)
         best = max(best, float(S[:, 0].max()))
@@ -184,8 +191,15 @@ def jacobian_lower_bound(f: nn.Module, states: torch.Tensor, *, chunk: int = 256
     return best, torch.cat(dirs)
 
 
-def pair_lower_bound(f: nn.Module, states: torch.Tensor, *, pairs: int, gen: torch.Generator,
-                     directions: torch.Tensor | None = None, h: float = 1e-4) -> float:
+def pair_lower_bound(
+    f: nn.Module,
+    states: torch.Tensor,
+    *,
+    pairs: int,
+    gen: torch.Generator,
+    directions: torch.Tensor | None = None,
+    h: float = 1e-4,
+) -> float:
     """max ‖f(x) − f(y)‖ / ‖x − y‖ over random pairs of ``states`` (and along ``directions`` when given)."""
     n = len(states)
     i = torch.randint(n, (pairs,), generator=gen)
@@ -201,8 +215,15 @@ def pair_lower_bound(f: nn.Module, states: torch.Tensor, *, pairs: int, gen: tor
     return float(ratio.max()) if len(ratio) else 0.0
 
 
-def certify(policy: nn.Module, states: torch.Tensor, *, lipsdp: bool = True, pairs: int = 2048, seed: int = 0,
-            solver: str | None = None) -> Certificate:
+def certify(
+    policy: nn.Module,
+    states: torch.Tensor,
+    *,
+    lipsdp: bool = True,
+    pairs: int = 2048,
+    seed: int = 0,
+    solver: str | None = None,
+) -> Certificate:
     """Upper and lower bounds on lip(``policy``) (ℓ2), the lower ones probed at ``states`` (float64)."""
     f = float64_copy(policy)
     weights, act = network_layers(f)

@@ -36,10 +36,14 @@ class ExpertCfg(ModelCfg):
     """The demonstrating expert: ``lqr``, ``energy_lqr`` (pendulum) or ``sb3`` (a stored agent)."""
 
     name: Literal["lqr", "energy_lqr", "sb3"] = "lqr"
-    lqr_q: list[float] | None = Field(None, description="diagonal of the LQR state weight; default the system's cost")
+    lqr_q: list[float] | None = Field(
+        None, description="diagonal of the LQR state weight; default the system's cost"
+    )
     lqr_r: float | None = Field(None, gt=0.0, description="LQR input weight; default the system's cost")
     energy_gain: float = Field(0.5, gt=0.0, description="energy_lqr: k_E")
-    switch_angle: float = Field(0.6, gt=0.0, le=3.1416, description="energy_lqr: |θ| (rad) below which LQR balances")
+    switch_angle: float = Field(
+        0.6, gt=0.0, le=3.1416, description="energy_lqr: |θ| (rad) below which LQR balances"
+    )
     run: str | None = Field(None, description="sb3: 'run:<id>' or a recipe file that trains the agent")
     artifact: str = Field("model", description="sb3: name of the run's safetensors artifact")
     algo: str | None = Field(None, description="sb3: algorithm when the artifact's metadata does not say")
@@ -107,46 +111,65 @@ class SB3Expert(nn.Module):
         return torch.as_tensor(np.asarray(act), dtype=obs.dtype).reshape(len(obs), -1)
 
 
-def load_sb3_expert(tensors: dict[str, torch.Tensor], meta: dict[str, Any], system: ControlSystem, cfg: ExpertCfg,
-                    where: str) -> SB3Expert:
+def load_sb3_expert(
+    tensors: dict[str, torch.Tensor], meta: dict[str, Any], system: ControlSystem, cfg: ExpertCfg, where: str
+) -> SB3Expert:
     """Rebuild an SB3 agent from a stored policy state dict on ``system``'s environment."""
     import stable_baselines3 as sb3
 
     algo = str(meta.get("algo") or meta.get("algorithm") or cfg.algo or "").lower()
     if algo not in _SB3_ALGOS:
-        raise UserError(f"cannot tell which SB3 algorithm the artifact holds (got {algo or 'nothing'}); "
-                        f"expected metadata 'algo' or model.algo in: {', '.join(_SB3_ALGOS)}", where=where, field="model.algo")
+        raise UserError(
+            f"cannot tell which SB3 algorithm the artifact holds (got {algo or 'nothing'}); "
+            f"expected metadata 'algo' or model.algo in: {', '.join(_SB3_ALGOS)}",
+            where=where,
+            field="model.algo",
+        )
     kwargs = meta.get("policy_kwargs") or {}
     if isinstance(kwargs, str):
         kwargs = json.loads(kwargs)
     env = system.gym_env()
     if env.observation_space.shape != (system.obs_dim,):
-        raise UserError(f"the agent's environment observes {env.observation_space.shape}, the system {system.obs_dim}",
-                        where=where, field="model.run")
+        raise UserError(
+            f"the agent's environment observes {env.observation_space.shape}, the system {system.obs_dim}",
+            where=where,
+            field="model.run",
+        )
     cls = getattr(sb3, algo.upper())
     model = cls("MlpPolicy", env, policy_kwargs=dict(kwargs), device="cpu", seed=0)
     try:
         model.policy.load_state_dict(tensors)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "mismatch"
-        raise UserError(f"the artifact is not a {algo.upper()} MlpPolicy for this system: {first}",
-                        where=where, field="model.run") from None
+        raise UserError(
+            f"the artifact is not a {algo.upper()} MlpPolicy for this system: {first}",
+            where=where,
+            field="model.run",
+        ) from None
     model.policy.set_training_mode(False)
     return SB3Expert(model)
 
 
-def make_expert(cfg: ExpertCfg, system: ControlSystem, *, ctx: Any = None, where: str = "recipe") -> nn.Module:
+def make_expert(
+    cfg: ExpertCfg, system: ControlSystem, *, ctx: Any = None, where: str = "recipe"
+) -> nn.Module:
     """The expert ``cfg`` names, for ``system`` (the SB3 expert loads its run through ``ctx``)."""
     if cfg.name == "sb3":
         if ctx is None:
-            raise UserError("the sb3 expert needs a run context to load its agent", where=where, field="model.run")
+            raise UserError(
+                "the sb3 expert needs a run context to load its agent", where=where, field="model.run"
+            )
         rec = ctx.dependency(cfg.run, field="model.run")
         tensors, meta = ctx.load_artifact(rec, cfg.artifact)
         return load_sb3_expert(tensors, meta, system, cfg, where)
     if cfg.name == "energy_lqr":
         if not isinstance(system, Pendulum):
-            raise UserError(f"the energy_lqr expert swings up the pendulum; expected data.system.name = 'pendulum' "
-                            f"(got {system.name!r})", where=where, field="model.name")
+            raise UserError(
+                f"the energy_lqr expert swings up the pendulum; expected data.system.name = 'pendulum' "
+                f"(got {system.name!r})",
+                where=where,
+                field="model.name",
+            )
         A, B = system.linearization()
         Q = np.diag(cfg.lqr_q) if cfg.lqr_q else np.diag([1.0, 0.1])
         R = np.array([[cfg.lqr_r if cfg.lqr_r else 0.001]])
@@ -161,13 +184,20 @@ def make_expert(cfg: ExpertCfg, system: ControlSystem, *, ctx: Any = None, where
         try:
             return LQRExpert(lqr_gain(A, B, Q, R))
         except (np.linalg.LinAlgError, ValueError) as e:
-            raise UserError(f"no stabilising LQR solution for this (A, B, Q, R): {e}", where=where,
-                            field="data.system") from None
-    raise UserError("the lqr expert needs a linear system; for the pendulum use model.name = 'energy_lqr'",
-                    where=where, field="model.name")
+            raise UserError(
+                f"no stabilising LQR solution for this (A, B, Q, R): {e}", where=where, field="data.system"
+            ) from None
+    raise UserError(
+        "the lqr expert needs a linear system; for the pendulum use model.name = 'energy_lqr'",
+        where=where,
+        field="model.name",
+    )
 
 
 def _check_q(Q: np.ndarray, n: int, where: str) -> None:
     if Q.shape != (n, n):
-        raise UserError(f"expected {n} values (one per state dimension); got {Q.shape[0]}", where=where,
-                        field="model.lqr_q")
+        raise UserError(
+            f"expected {n} values (one per state dimension); got {Q.shape[0]}",
+            where=where,
+            field="model.lqr_q",
+        )

@@ -19,8 +19,19 @@ class LinearSystemEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, A: Any = None, B: Any = None, Q: Any = None, R: Any = None, *, horizon: int = 60,
-                 action_limit: float = 10.0, init_low: Any = None, init_high: Any = None, dt: float = 0.1):
+    def __init__(
+        self,
+        A: Any = None,
+        B: Any = None,
+        Q: Any = None,
+        R: Any = None,
+        *,
+        horizon: int = 60,
+        action_limit: float = 10.0,
+        init_low: Any = None,
+        init_high: Any = None,
+        dt: float = 0.1,
+    ):
         if A is None or B is None:  # the double integrator
             A, B = np.array([[1.0, dt], [0.0, 1.0]]), np.array([[dt * dt / 2], [dt]])
         self.A, self.B = np.asarray(A, np.float64), np.asarray(B, np.float64)
@@ -35,7 +46,9 @@ class LinearSystemEnv(gym.Env):
         self.state = np.zeros(n)
         self._t = 0
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         if options and "state" in options:
             self.state = np.asarray(options["state"], np.float64).copy()

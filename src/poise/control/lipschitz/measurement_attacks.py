@@ -44,8 +44,9 @@ def _project(delta: torch.Tensor, eps: float) -> torch.Tensor:
     return delta * (eps / n).clamp(max=1.0)
 
 
-def _random_in_ball(shape: tuple[int, ...], eps: float, gen: torch.Generator, dtype: torch.dtype,
-                    *, on_sphere: bool = False) -> torch.Tensor:
+def _random_in_ball(
+    shape: tuple[int, ...], eps: float, gen: torch.Generator, dtype: torch.dtype, *, on_sphere: bool = False
+) -> torch.Tensor:
     d = torch.randn(shape, generator=gen, dtype=dtype)
     d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-30)
     if on_sphere:
@@ -65,7 +66,9 @@ class MeasurementAttack:
         self.name, self.eps, self.steps, self.horizon = name, float(eps), steps, horizon
         self.gen = torch.Generator().manual_seed(seed)
 
-    def __call__(self, policy: Policy, system: ControlSystem, x: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, policy: Policy, system: ControlSystem, x: torch.Tensor, obs: torch.Tensor
+    ) -> torch.Tensor:
         if self.eps == 0:
             return torch.zeros_like(obs)
         if self.name == "random":
@@ -100,7 +103,9 @@ class MeasurementAttack:
         start = _random_in_ball(tuple(obs.shape), self.eps, self.gen, obs.dtype)
         return self._ascend(lambda d: (policy(obs + d) - u0).square().sum(-1), start)
 
-    def _pgd_cost(self, policy: Policy, system: ControlSystem, x: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+    def _pgd_cost(
+        self, policy: Policy, system: ControlSystem, x: torch.Tensor, obs: torch.Tensor
+    ) -> torch.Tensor:
         H = self.horizon
 
         def cost(plan: torch.Tensor) -> torch.Tensor:
@@ -115,8 +120,14 @@ class MeasurementAttack:
         return self._ascend(cost, start)[:, 0]
 
 
-def rollout(system: ControlSystem, policy: Policy, x0: torch.Tensor, *, attack: MeasurementAttack | None = None,
-            horizon: int | None = None) -> Rollout:
+def rollout(
+    system: ControlSystem,
+    policy: Policy,
+    x0: torch.Tensor,
+    *,
+    attack: MeasurementAttack | None = None,
+    horizon: int | None = None,
+) -> Rollout:
     """Run ``policy`` in closed loop from the states ``x0`` for ``horizon`` steps (default the system's)."""
     T = horizon or system.horizon
     x = x0

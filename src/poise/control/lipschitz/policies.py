@@ -33,10 +33,14 @@ class PolicyCfg(ModelCfg):
 
     name: str = "mlp"
     constraint: Literal["none", "spectral", "laplacian"] = "spectral"
-    alpha: float | None = Field(None, gt=0.0, description="Lipschitz bound α of the policy (spectral, laplacian)")
+    alpha: float | None = Field(
+        None, gt=0.0, description="Lipschitz bound α of the policy (spectral, laplacian)"
+    )
     hidden: list[int] = Field(default_factory=lambda: [64, 64], min_length=1)
     activation: Activation = "groupsort"
-    norm: Literal["power", "exact"] = Field("power", description="spectral: power iteration (torch) or exact SVD")
+    norm: Literal["power", "exact"] = Field(
+        "power", description="spectral: power iteration (torch) or exact SVD"
+    )
     power_iterations: int = Field(1, gt=0, description="power iterations per training forward")
     # laplacian (primal-dual Laplacian smoothing on a k-nearest-neighbour graph of the demonstrations)
     graph_points: int = Field(512, gt=1, description="laplacian: demonstration states in the graph")

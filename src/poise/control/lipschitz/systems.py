@@ -40,7 +40,9 @@ class SystemCfg(Section):
     Q: Matrix | None = Field(None, description="linear: state cost (n × n); default identity")
     R: Matrix | None = Field(None, description="linear: input cost (m × m); default 0.1·identity")
     horizon: int | None = Field(None, gt=0, description="episode length; default 60 (linear), 200 (pendulum)")
-    action_limit: float | None = Field(None, gt=0.0, description="linear: |u_i| ≤ limit; default 10 (pendulum: 2)")
+    action_limit: float | None = Field(
+        None, gt=0.0, description="linear: |u_i| ≤ limit; default 10 (pendulum: 2)"
+    )
     init_low: list[float] | None = None
     init_high: list[float] | None = None
 
@@ -68,8 +70,11 @@ class SystemCfg(Section):
             v = getattr(self, f)
             if v is not None and len(v) != dim:
                 raise ValueError(f"{f} needs one value per state dimension ({dim}); got {len(v)}")
-        if self.init_low is not None and self.init_high is not None and \
-                any(lo > hi for lo, hi in zip(self.init_low, self.init_high, strict=True)):
+        if (
+            self.init_low is not None
+            and self.init_high is not None
+            and any(lo > hi for lo, hi in zip(self.init_low, self.init_high, strict=True))
+        ):
             raise ValueError("init_low must be ≤ init_high in every dimension")
         return self
 
@@ -129,11 +134,24 @@ class ControlSystem:
 class LinearSystem(ControlSystem):
     """x⁺ = A x + B clip(u); cost xᵀQx + uᵀRu; full-state measurement."""
 
-    def __init__(self, A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray, *, horizon: int,
-                 action_limit: float, init_low: np.ndarray, init_high: np.ndarray, name: str = "linear"):
+    def __init__(
+        self,
+        A: np.ndarray,
+        B: np.ndarray,
+        Q: np.ndarray,
+        R: np.ndarray,
+        *,
+        horizon: int,
+        action_limit: float,
+        init_low: np.ndarray,
+        init_high: np.ndarray,
+        name: str = "linear",
+    ):
         self.name = name
         self.A_np, self.B_np, self.Q_np, self.R_np = (np.asarray(m, dtype=np.float64) for m in (A, B, Q, R))
-        self.A, self.B, self.Q, self.R = (torch.tensor(m) for m in (self.A_np, self.B_np, self.Q_np, self.R_np))
+        self.A, self.B, self.Q, self.R = (
+            torch.tensor(m) for m in (self.A_np, self.B_np, self.Q_np, self.R_np)
+        )
         self.state_dim = self.obs_dim = self.A_np.shape[0]
         self.act_dim = self.B_np.shape[1]
         self.horizon, self.action_limit = horizon, action_limit
@@ -153,8 +171,16 @@ class LinearSystem(ControlSystem):
     def gym_env(self):  # noqa: ANN201
         from poise.control.lipschitz.linear_env import LinearSystemEnv
 
-        return LinearSystemEnv(self.A_np, self.B_np, self.Q_np, self.R_np, horizon=self.horizon,
-                               action_limit=self.action_limit, init_low=self.init_low, init_high=self.init_high)
+        return LinearSystemEnv(
+            self.A_np,
+            self.B_np,
+            self.Q_np,
+            self.R_np,
+            horizon=self.horizon,
+            action_limit=self.action_limit,
+            init_low=self.init_low,
+            init_high=self.init_high,
+        )
 
 
 def angle_normalize(th: torch.Tensor) -> torch.Tensor:
@@ -171,7 +197,9 @@ class Pendulum(ControlSystem):
     g, m, l, dt, max_speed = 10.0, 1.0, 1.0, 0.05, 8.0
     state_dim, obs_dim, act_dim = 2, 3, 1
 
-    def __init__(self, *, horizon: int = 200, init_low: np.ndarray | None = None, init_high: np.ndarray | None = None):
+    def __init__(
+        self, *, horizon: int = 200, init_low: np.ndarray | None = None, init_high: np.ndarray | None = None
+    ):
         self.horizon, self.action_limit = horizon, 2.0
         self.init_low = np.asarray(init_low if init_low is not None else [-math.pi, -1.0], float)
         self.init_high = np.asarray(init_high if init_high is not None else [math.pi, 1.0], float)
@@ -188,7 +216,9 @@ class Pendulum(ControlSystem):
     def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         u = self.clip(u)[..., 0]
         th, thdot = x[..., 0], x[..., 1]
-        newthdot = thdot + (3 * self.g / (2 * self.l) * torch.sin(th) + 3.0 / (self.m * self.l**2) * u) * self.dt
+        newthdot = (
+            thdot + (3 * self.g / (2 * self.l) * torch.sin(th) + 3.0 / (self.m * self.l**2) * u) * self.dt
+        )
         newthdot = newthdot.clamp(-self.max_speed, self.max_speed)
         return torch.stack([th + newthdot * self.dt, newthdot], -1)
 
@@ -221,5 +251,14 @@ def make_system(cfg: SystemCfg) -> ControlSystem:
     R = np.array(cfg.R, float) if cfg.R is not None else 0.1 * np.eye(m)
     lo = np.array(cfg.init_low, float) if cfg.init_low is not None else -np.ones(n)
     hi = np.array(cfg.init_high, float) if cfg.init_high is not None else np.ones(n)
-    return LinearSystem(A, B, Q, R, horizon=cfg.horizon or 60, action_limit=cfg.action_limit or 10.0,
-                        init_low=lo, init_high=hi, name=cfg.name)
+    return LinearSystem(
+        A,
+        B,
+        Q,
+        R,
+        horizon=cfg.horizon or 60,
+        action_limit=cfg.action_limit or 10.0,
+        init_low=lo,
+        init_high=hi,
+        name=cfg.name,
+    )
