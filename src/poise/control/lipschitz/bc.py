@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
@@ -48,6 +48,11 @@ class BCDataCfg(DataCfg):
     )
     eval_episodes: int = Field(32, gt=0, description="initial states for the closed-loop evaluators")
     eval_seed: int = Field(12345, description="seed of the evaluation initial states (same for every policy)")
+
+    @field_validator("demos", "file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        return None if v == "" else v  # `--set data.demos=` clears it
 
     @model_validator(mode="after")
     def _one_source(self) -> BCDataCfg:

@@ -236,9 +236,28 @@ def certify(
 
 
 def float64_copy(policy: nn.Module) -> nn.Module:
-    """A frozen float64 copy in eval mode (certificates and attacks use the exact same function)."""
+    """A frozen float64 copy in eval mode (certificates and attacks use the exact same function).
+
+    A :class:`PolicyNet` becomes a plain ``nn.Sequential`` with the weights its eval-mode forward uses
+    (spectral normalisation baked in, the output scale α folded into the last layer), so the copy
+    does not re-normalise at every forward.
+    """
     import copy
 
-    f = copy.deepcopy(policy).to(torch.float64).eval()
-    f.requires_grad_(False)
+    if isinstance(policy, PolicyNet):
+        with torch.no_grad():
+            mods: list[nn.Module] = []
+            scale = float(policy.scale)
+            for i, (layer, w) in enumerate(zip(policy.layers, policy.eval().weights(), strict=True)):
+                last = i == len(policy.layers) - 1
+                lin = nn.Linear(layer.in_features, layer.out_features, dtype=torch.float64)
+                lin.weight.copy_(w.detach().to(torch.float64) * (scale if last else 1.0))
+                lin.bias.copy_(layer.bias.detach().to(torch.float64) * (scale if last else 1.0))
+                mods.append(lin)
+                if not last:
+                    mods.append(copy.deepcopy(policy.act))
+        f = nn.Sequential(*mods).to(policy.scale.device)
+    else:
+        f = copy.deepcopy(policy).to(torch.float64)
+    f.eval().requires_grad_(False)
     return f
