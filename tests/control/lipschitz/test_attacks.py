@@ -1,4 +1,4 @@
-"""Measurement attacks: ‖δ‖ ≤ ε every step; deviations stay under lip·ε; PGD beats random; the models match gym."""
+"""Measurement attacks: ‖δ‖ ≤ ε; deviations stay under lip·ε; PGD beats random; the models match gym."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Closed-loop costs are totals over one episode, averaged over the evaluation initial states (the same
 states for every policy of a system). Regret is J(π) − J(expert) on those states; degradation at ε is
-J(π under the strongest of the listed attacks) − J(π), both averaged over episodes.
+J(π under the strongest of the listed attacks) − J(π), both averaged over episodes; it is floored at 0
+(an attack that happens to lower the cost counts as no degradation).
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ class MeasurementAttack:
         return self._pgd_cost(policy, system, x, obs)
 
     def _ascend(self, objective: Callable[[torch.Tensor], torch.Tensor], delta: torch.Tensor) -> torch.Tensor:
-        """ℓ2 PGD on ``objective`` (per-episode values [B]) from ``delta``; keeps each episode's best iterate."""
+        """ℓ2 PGD on ``objective`` (per-episode values [B]) from ``delta``; keeps each episode's best."""
         lr = 2.5 * self.eps / max(self.steps, 1)
         best = delta.detach().clone()
         with torch.no_grad():

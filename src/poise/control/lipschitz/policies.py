@@ -29,7 +29,7 @@ Activation = Literal["groupsort", "relu", "tanh"]
 
 
 class PolicyCfg(ModelCfg):
-    """The policy: ``constraint`` none (plain MLP), spectral (π = α·g) or laplacian (primal-dual on a data graph)."""
+    """The policy: ``constraint`` none (plain MLP), spectral (π = α·g) or laplacian (primal-dual)."""
 
     name: str = "mlp"
     constraint: Literal["none", "spectral", "laplacian"] = "spectral"
@@ -59,7 +59,7 @@ class PolicyCfg(ModelCfg):
 
 
 class GroupSort(nn.Module):
-    """Sorts each group of ``group`` consecutive units (group 2 = MaxMin): 1-Lipschitz, gradient-norm preserving."""
+    """Sorts each group of ``group`` consecutive units (2 = MaxMin): 1-Lipschitz, gradient-norm preserving."""
 
     def __init__(self, group: int = 2):
         super().__init__()
@@ -106,13 +106,13 @@ class PolicyNet(nn.Module):
         return self.scale * self.layers[-1](h)
 
     def weights(self) -> list[torch.Tensor]:
-        """The weight matrices the forward pass uses (after normalisation), input to output; scale not included."""
+        """The weight matrices the forward pass uses (normalised), input to output; scale not included."""
         return [layer.weight for layer in self.layers]
 
 
 @torch.no_grad()
 def settle(policy: PolicyNet, iterations: int = 100) -> None:
-    """Converge the power iterations of spectral-norm layers (forwards in training mode; weights unchanged)."""
+    """Converge the power iterations of spectral-norm layers (training-mode forwards; weights unchanged)."""
     if not policy.constrained:
         return
     was_training = policy.training
