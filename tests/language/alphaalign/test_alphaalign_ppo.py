@@ -102,9 +102,11 @@ def _trainer(seed: int = 0):
     tok = toy_tokenizer()
     model = toy_model(tok, seed=seed)
     cfg = PPOConfig(**{**FAST, "minibatch_size": 8})
-    trainer = PPOTrainer(model, tok, toy_reward, cfg)
-    trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda s: 1.0 / (1 + s))
-    return trainer
+    return PPOTrainer(
+        model, tok, toy_reward, cfg,
+        optimizer=lambda params: torch.optim.Adam(params, lr=3e-3),  # factories, as a kind passes ctx's
+        scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s)),
+    )  # fmt: skip
 
 
 def test_checkpoint_resumes_exactly():
@@ -124,6 +126,10 @@ def test_checkpoint_resumes_exactly():
     b.load_state_dict(state["ppo"])
     torch.set_rng_state(state["rng"])
     assert b.step_count == 2 and b.scheduler.last_epoch == 2
+    assert (
+        isinstance(b.optimizer, torch.optim.Adam)
+        and len(b.optimizer.param_groups[0]["params"]) == len(list(b.model.parameters())) + 2
+    )  # policy + value head weight and bias
     resumed = [b.step(*toy_prompts(4, seed=step)) for step in (2, 3)]
     for x, y in zip(uninterrupted, resumed, strict=True):
         assert x.completions == y.completions

@@ -24,7 +24,9 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -161,8 +163,9 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
 class PPOTrainer:
     """PPO for any HF causal LM with a reward function ``(prompts, completions, labels) -> rewards``.
 
-    ``optimizer`` (over ``trainer.parameters()``) and ``scheduler`` (stepped once per PPO step) may be
-    passed in, e.g. from ``ctx.optimizer``/``ctx.scheduler``; by default AdamW at ``cfg.lr``.
+    ``optimizer`` (over ``trainer.parameters()``: policy and value head) and ``scheduler`` (stepped once
+    per PPO step) may be passed in, or factories for them — ``lambda params: ctx.optimizer(params)``,
+    ``lambda opt: ctx.scheduler(opt, meter)``; by default AdamW at ``cfg.lr`` and no schedule.
     ``state_dict()`` holds the policy, the value head, the optimiser, the scheduler and the step.
     """
 
@@ -174,8 +177,12 @@ class PPOTrainer:
         cfg: PPOConfig | None = None,
         *,
         ref_model: nn.Module | None = None,
-        optimizer: torch.optim.Optimizer | None = None,
-        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        optimizer: torch.optim.Optimizer
+        | Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+        | None = None,
+        scheduler: torch.optim.lr_scheduler.LRScheduler
+        | Callable[[torch.optim.Optimizer], Any]
+        | None = None,
     ):
         self.cfg = cfg = cfg or PPOConfig()
         self.model = model
@@ -187,8 +194,14 @@ class PPOTrainer:
         self.ref_model = ref_model if ref_model is not None else copy.deepcopy(model)
         self.ref_model.eval().requires_grad_(False)
         self.value_head = ValueHead(model.config.hidden_size).to(self.device)
-        self.optimizer = optimizer or torch.optim.AdamW(self.parameters(), lr=cfg.lr)
-        self.scheduler = scheduler
+        if optimizer is None:
+            optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr)
+        elif not isinstance(optimizer, torch.optim.Optimizer):
+            optimizer = optimizer(self.parameters())  # a factory, e.g. ctx.optimizer
+        self.optimizer = optimizer
+        self.scheduler = (
+            scheduler(optimizer) if callable(scheduler) and not hasattr(scheduler, "step") else scheduler
+        )
         self.step_count = 0
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         eos = model.generation_config.eos_token_id if getattr(model, "generation_config", None) else None
@@ -330,10 +343,17 @@ class PPOTrainer:
         cfg = self.cfg
         mask = batch.completion_mask.float()
         B = batch.input_ids.shape[0]
-        everything = slice(None)
-        with torch.no_grad():
-            batch.logprobs, batch.values = self._forward(self.model, batch, everything, with_values=True)
-            batch.ref_logprobs, _ = self._forward(self.ref_model, batch, everything, with_values=False)
+        with torch.no_grad():  # in minibatch-sized chunks, so memory scales like the update's
+            chunks = [
+                torch.arange(i, min(i + cfg.minibatch_size, B), device=self.device)
+                for i in range(0, B, cfg.minibatch_size)
+            ]
+            policy = [self._forward(self.model, batch, rows, with_values=True) for rows in chunks]
+            batch.logprobs = torch.cat([lp for lp, _ in policy])
+            batch.values = torch.cat([v for _, v in policy if v is not None])
+            batch.ref_logprobs = torch.cat(
+                [self._forward(self.ref_model, batch, rows, False)[0] for rows in chunks]
+            )
             kl = (batch.logprobs - batch.ref_logprobs) * mask
             token_rewards = -cfg.kl_coef * kl
             last = (mask.sum(1).long() - 1).clamp(min=0)
