@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from poise.errors import UserError
 from poise.language.alphaalign.rewards import extract_answer
@@ -33,9 +33,41 @@ class HelpfulnessCfg(Section):
     """Which reward model scores benign completions (``[helpfulness]`` table)."""
 
     source: Literal["verifier", "path"] = "verifier"
-    path: Path | None = Field(None, description="local HF sequence-classification reward model (source = path)")
+    path: Path | None = Field(
+        None, description="local HF sequence-classification reward model (source = path)"
+    )
     length_weight: float = Field(0.1, ge=0.0, description="verifier: weight of the length term")
     batch_size: int = Field(32, gt=0, description="path: texts scored per forward pass")
+
+    @field_validator("path")
+    @classmethod
+    def _is_reward_model(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            check_reward_model_folder(v)
+        return v
+
+
+def check_reward_model_folder(path: str | Path) -> list[str]:
+    """Architectures of a local HF folder that must be a sequence-classification model (else ValueError)."""
+    import json
+
+    folder = Path(path).expanduser()
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ValueError(
+            f"no HF model folder at {str(folder)!r} (config.json missing); expected a local "
+            "sequence-classification reward model"
+        )
+    try:
+        archs = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError):
+        raise ValueError(f"unreadable config.json in {str(folder)!r}") from None
+    if not any(str(a).endswith("ForSequenceClassification") for a in archs):
+        raise ValueError(
+            f"{str(folder)!r} is a {', '.join(archs) or 'model without architectures'}; expected a "
+            "sequence-classification reward model (...ForSequenceClassification)"
+        )
+    return archs
 
 
 def normalise_text(text: str) -> str:
@@ -77,24 +109,23 @@ class VerifierScorer:
 class HFRewardModelScorer:
     """A local HF sequence-classification reward model: the score is its (first) logit on prompt + answer."""
 
-    def __init__(self, path: str | Path, *, device: str = "cpu", batch_size: int = 32, where: str | None = None):
+    def __init__(
+        self, path: str | Path, *, device: str = "cpu", batch_size: int = 32, where: str | None = None
+    ):
         import torch
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         folder = Path(path).expanduser()
-        if not (folder / "config.json").is_file():
-            raise UserError(f"no HF model folder at {str(folder)!r} (config.json missing); expected a local "
-                            "sequence-classification reward model", where=where, field="helpfulness.path")
-        config = AutoConfig.from_pretrained(folder, local_files_only=True)
-        archs = config.architectures or []
-        if not any(a.endswith("ForSequenceClassification") for a in archs):
-            raise UserError(f"{str(folder)!r} is a {', '.join(archs) or 'model without architectures'}; expected a "
-                            "sequence-classification reward model (…ForSequenceClassification)",
-                            where=where, field="helpfulness.path")
+        try:
+            check_reward_model_folder(folder)
+        except ValueError as e:
+            raise UserError(str(e), where=where, field="helpfulness.path") from None
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True).to(device)
+        self.model = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True).to(
+            device
+        )
         self.model.eval()
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
@@ -105,7 +136,8 @@ class HFRewardModelScorer:
         out: list[float] = []
         with self._torch.no_grad():
             for i in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[i : i + self.batch_size], return_tensors="pt", padding=True,
-                                     truncation=True).to(self.device)
+                enc = self.tokenizer(
+                    texts[i : i + self.batch_size], return_tensors="pt", padding=True, truncation=True
+                ).to(self.device)
                 out += self.model(**enc).logits[:, 0].float().tolist()
         return out

@@ -27,13 +27,17 @@ BENIGN_LABELS = {"benign", "safe", "borderline", "0", "false", "no"}
 class PromptsCfg(Section):
     """Where the RL prompts come from (``[prompts]`` table): the world's train split, or a local file."""
 
-    file: Path | None = Field(None, description="local JSONL/CSV with prompt and label columns (else: the world)")
+    file: Path | None = Field(
+        None, description="local JSONL/CSV with prompt and label columns (else: the world)"
+    )
     prompt_column: str = "prompt"
     label_column: str = "label"
     harmful_frac: float | None = Field(
         None, ge=0.0, le=1.0, description="resample so this share of prompts is harmful (None: as given)"
     )
-    limit: int | None = Field(None, gt=0, description="use at most this many prompts (the first, after shuffling)")
+    limit: int | None = Field(
+        None, gt=0, description="use at most this many prompts (the first, after shuffling)"
+    )
 
 
 @dataclass(frozen=True)
@@ -66,15 +70,20 @@ def _rows(path: Path) -> list[dict[str, Any]]:
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as e:
-                        raise UserError(f"invalid JSON: {e.msg}", where=f"{path}:{i}", field="prompts.file") from None
+                        raise UserError(
+                            f"invalid JSON: {e.msg}", where=f"{path}:{i}", field="prompts.file"
+                        ) from None
             return rows
         if suffix in (".csv", ".tsv"):
             with open(path, encoding="utf-8", newline="") as f:
                 return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read prompt file: {e}", where=path, field="prompts.file") from None
-    raise UserError(f"unsupported prompt file type {suffix!r}; expected .jsonl, .csv or .tsv", where=path,
-                    field="prompts.file")
+    raise UserError(
+        f"unsupported prompt file type {suffix!r}; expected .jsonl, .csv or .tsv",
+        where=path,
+        field="prompts.file",
+    )
 
 
 def load_prompt_file(cfg: PromptsCfg) -> list[LabelledPrompt]:
@@ -89,25 +98,43 @@ def load_prompt_file(cfg: PromptsCfg) -> list[LabelledPrompt]:
     out = []
     for i, row in enumerate(rows, 1):
         if not isinstance(row, dict):
-            raise UserError("expected one JSON object per line", where=f"{path}: row {i}", field="prompts.file")
+            raise UserError(
+                "expected one JSON object per line", where=f"{path}: row {i}", field="prompts.file"
+            )
         prompt = row.get(cfg.prompt_column)
         if prompt is None or str(prompt).strip() == "":
-            raise UserError(f"row has no {cfg.prompt_column!r}", where=f"{path}: row {i}",
-                            field="prompts.prompt_column")
+            raise UserError(
+                f"row has no {cfg.prompt_column!r}", where=f"{path}: row {i}", field="prompts.prompt_column"
+            )
         if cfg.label_column not in row or row[cfg.label_column] in (None, ""):
-            raise UserError(f"row has no label column {cfg.label_column!r}; AlphaAlign needs a binary harmful/"
-                            "benign label on every prompt", where=f"{path}: row {i}", field="prompts.label_column")
+            raise UserError(
+                f"row has no label column {cfg.label_column!r}; AlphaAlign needs a binary harmful/"
+                "benign label on every prompt",
+                where=f"{path}: row {i}",
+                field="prompts.label_column",
+            )
         raw = str(row[cfg.label_column]).strip().casefold()
         if raw in HARMFUL_LABELS:
             label = 1
         elif raw in BENIGN_LABELS:
             label = 0
         else:
-            raise UserError(f"label {row[cfg.label_column]!r}: expected harmful/unsafe/1 or benign/safe/"
-                            "borderline/0", where=f"{path}: row {i}", field="prompts.label_column")
+            raise UserError(
+                f"label {row[cfg.label_column]!r}: expected harmful/unsafe/1 or benign/safe/borderline/0",
+                where=f"{path}: row {i}",
+                field="prompts.label_column",
+            )
         answer = row.get("answer")
-        out.append(LabelledPrompt(str(prompt), label, str(row.get("language") or "und"), raw,
-                                  None if answer in (None, "") else str(answer), row.get("reference") or None))
+        out.append(
+            LabelledPrompt(
+                str(prompt),
+                label,
+                str(row.get("language") or "und"),
+                raw,
+                None if answer in (None, "") else str(answer),
+                row.get("reference") or None,
+            )
+        )
     return out
 
 
@@ -124,10 +151,13 @@ def select(prompts: list[LabelledPrompt], cfg: PromptsCfg, seed: int) -> list[La
         total = cfg.limit or len(pool)
         want_h = round(total * cfg.harmful_frac)
         if (want_h and not harmful) or (total - want_h and not benign):
-            raise UserError("prompts.harmful_frac asks for a label the prompt set does not have",
-                            field="prompts.harmful_frac")
-        pool = [harmful[i % len(harmful)] for i in range(want_h)] + [benign[i % len(benign)]
-                                                                     for i in range(total - want_h)]
+            raise UserError(
+                "prompts.harmful_frac asks for a label the prompt set does not have",
+                field="prompts.harmful_frac",
+            )
+        pool = [harmful[i % len(harmful)] for i in range(want_h)] + [
+            benign[i % len(benign)] for i in range(total - want_h)
+        ]
         rng.shuffle(pool)
     if cfg.limit is not None:
         pool = pool[: cfg.limit]

@@ -44,7 +44,21 @@ def alphaalign_curves(store, runs) -> list[Block]:
             if (run.id, name) not in series:
                 continue
             xs, ys = series[(run.id, name)]
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{run.name} [{run.id[:6]}]",
-                                     legendgroup=run.id, showlegend=i == 0), row=i // cols + 1, col=i % cols + 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="lines",
+                    name=f"{run.name} [{run.id[:6]}]",
+                    legendgroup=run.id,
+                    showlegend=i == 0,
+                ),
+                row=i // cols + 1,
+                col=i % cols + 1,
+            )
     fig.update_layout(height=260 * nrows, margin=dict(l=40, r=20, t=40, b=30))
-    return [Block("AlphaAlign training curves", figure=fig, note="x: RL step; one line per run", slug="alphaalign")]
+    return [
+        Block(
+            "AlphaAlign training curves", figure=fig, note="x: RL step; one line per run", slug="alphaalign"
+        )
+    ]

@@ -2,7 +2,8 @@
 
 Read top to bottom: the base chat model (a ``language.base`` run from the store, trained once, or a local HF
 model by path), the binary-labelled prompts, the reward (V_f, V_r and — unless AlphaAlign-Zero — the
-group-normalised helpfulness term), then ``train.budget`` RL steps of ``algo`` (each step: ``train.batch_size``
+group-normalised helpfulness term), then ``train.budget`` RL steps of ``algo`` (each step:
+``train.batch_size``
 prompts × n rollouts), logging the reward, its parts, refusal rates on harmful and benign prompts, KL to the
 reference and the step's time split after every step; finally the recipe's evaluators and the artifact.
 
@@ -57,7 +58,9 @@ class AlphaAlignRecipe(Recipe):
     @model_validator(mode="after")
     def _check(self) -> AlphaAlignRecipe:
         if self.n < 2:
-            raise ValueError(f"n = {self.n} rollouts per prompt; expected n >= 2 (group normalisation is undefined)")
+            raise ValueError(
+                f"n = {self.n} rollouts per prompt; expected n >= 2 (group normalisation is undefined)"
+            )
         if self.helpfulness.source == "path" and self.helpfulness.path is None:
             raise ValueError("helpfulness.source = 'path' needs helpfulness.path")
         if self.algo == "grpo" and self.train.budget.unit != "steps":
@@ -86,8 +89,12 @@ def build_scorer(cfg: AlphaAlignRecipe, rendered: dict[str, LabelledPrompt], dev
         return None
     if cfg.helpfulness.source == "path":
         assert cfg.helpfulness.path is not None
-        return HFRewardModelScorer(cfg.helpfulness.path, device=str(device), batch_size=cfg.helpfulness.batch_size,
-                                   where=str(cfg.source or "recipe"))
+        return HFRewardModelScorer(
+            cfg.helpfulness.path,
+            device=str(device),
+            batch_size=cfg.helpfulness.batch_size,
+            where=str(cfg.source or "recipe"),
+        )
     refs = {text: (p.answer, p.reference) for text, p in rendered.items()}
     return VerifierScorer(refs, cfg.helpfulness.length_weight)
 
@@ -95,18 +102,32 @@ def build_scorer(cfg: AlphaAlignRecipe, rendered: dict[str, LabelledPrompt], dev
 def log_step(ctx: RunContext, result: StepResult, step: int) -> None:
     """One RL step's metrics under stable names: reward parts, refusal rates, KL, time split."""
     m = result.metrics
-    names = {"reward": "reward", "format": "reward_format", "refusal": "reward_refusal",
-             "helpfulness": "reward_helpfulness", "helpfulness_score": "helpfulness_score",
-             "refusal_harmful": "refusal_harmful", "refusal_benign": "refusal_benign", "kl": "kl",
-             "completion_length": "completion_length", "loss_policy": "loss_policy", "loss_value": "loss_value",
-             "time_generation": "time_generation", "time_reward": "time_reward", "time_update": "time_update",
-             "time_step": "time_step"}
+    names = {
+        "reward": "reward",
+        "format": "reward_format",
+        "refusal": "reward_refusal",
+        "helpfulness": "reward_helpfulness",
+        "helpfulness_score": "helpfulness_score",
+        "refusal_harmful": "refusal_harmful",
+        "refusal_benign": "refusal_benign",
+        "kl": "kl",
+        "completion_length": "completion_length",
+        "loss_policy": "loss_policy",
+        "loss_value": "loss_value",
+        "time_generation": "time_generation",
+        "time_reward": "time_reward",
+        "time_update": "time_update",
+        "time_step": "time_step",
+    }
     ctx.log_metrics({ours: m[k] for k, ours in names.items() if k in m and math.isfinite(m[k])}, step=step)
 
 
 @kind("language.alphaalign", AlphaAlignRecipe)
 def run(cfg: AlphaAlignRecipe, ctx: RunContext) -> None:
     """AlphaAlign: PPO/GRPO with the verifiable format + refusal reward and normalised helpfulness."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # poise shows its own progress; keeps stderr to one line on errors
     data = load_lang_data(cfg.data)
     prompts = training_prompts(cfg, data)
     lm = load_policy(cfg, ctx).to(ctx.device)
@@ -118,19 +139,36 @@ def run(cfg: AlphaAlignRecipe, ctx: RunContext) -> None:
 
     if cfg.algo == "grpo":
         steps = int(cfg.train.budget.amount)
-        grpo = cfg.grpo.model_copy(update={"n_rollouts": cfg.n, "prompts_per_step": cfg.train.batch_size,
-                                           "lr": cfg.train.lr})
+        grpo = cfg.grpo.model_copy(
+            update={"n_rollouts": cfg.n, "prompts_per_step": cfg.train.batch_size, "lr": cfg.train.lr}
+        )
         out_dir = ctx.store.checkpoint_dir(ctx.run_id) / "trl"
-        adapter = GRPOAdapter(lm.model, tok, reward, texts, labels, grpo, steps=steps, seed=cfg.seed,
-                              output_dir=out_dir, on_step=lambda r: log_step(ctx, r, r.step - 1))
+        adapter = GRPOAdapter(
+            lm.model,
+            tok,
+            reward,
+            texts,
+            labels,
+            grpo,
+            steps=steps,
+            seed=cfg.seed,
+            output_dir=out_dir,
+            on_step=lambda r: log_step(ctx, r, r.step - 1),
+        )
         adapter.train()
         ctx.step = steps
         lm.model = adapter.model
     else:
         ppo = cfg.ppo.model_copy(update={"n_rollouts": cfg.n})
         meter = ctx.meter(max(1, len(texts) // cfg.train.batch_size))
-        trainer = PPOTrainer(lm.model, tok, reward, ppo, optimizer=ctx.optimizer,
-                             scheduler=lambda opt: ctx.scheduler(opt, meter))
+        trainer = PPOTrainer(
+            lm.model,
+            tok,
+            reward,
+            ppo,
+            optimizer=ctx.optimizer,
+            scheduler=lambda opt: ctx.scheduler(opt, meter),
+        )
         ctx.track(ppo=trainer)
         for step in ctx.steps(meter):
             idx = batch_indices(step, len(texts), cfg.train.batch_size, cfg.seed).tolist()
@@ -144,4 +182,3 @@ def run(cfg: AlphaAlignRecipe, ctx: RunContext) -> None:
     lm.model.eval()
     ctx.evaluate(lm, data)
     save_lm(ctx, lm, meta={"alphaalign": {"algo": cfg.algo, "zero": not cfg.reward.helpfulness}})
-
