@@ -99,3 +99,16 @@ def test_nan_reward_stops_with_a_clear_line_and_the_run_resumes(cli, tmp_path, t
     assert code == 0, err
     assert store.get_run(run.id).status == "done"
     store.close()
+
+
+def test_grpo_run_logs_the_same_step_metrics(cli, tmp_path, tiny_alphaalign):
+    code, _, err = cli(
+        "--quiet", "run", tiny_alphaalign, "--set", "algo='grpo'", "--set", "reward.helpfulness=false"
+    )
+    assert code == 0, err
+    store = _store(tmp_path)
+    (run,) = store.list_runs(kind="language.alphaalign")
+    names = {(m.name, m.step) for m in store.metrics([run.id]) if m.axis == "train"}
+    assert {("reward", 0), ("reward", 1), ("time_generation", 1), ("reward_refusal", 1)} <= names
+    assert "safety.harmful_compliance" in store.final_metrics([run.id])[run.id]
+    store.close()
