@@ -35,6 +35,12 @@ def test_ppo_run_logs_reward_parts_refusal_rates_and_kl_then_evaluates(cli, tmp_
     final = store.final_metrics([run.id])[run.id]
     assert {"safety.harmful_compliance", "safety.over_refusal", "utility.benign_acc"} <= set(final)
 
+    from poise.language.alphaalign.report import alphaalign_curves
+
+    (block,) = alphaalign_curves(store, [run])
+    titles = {t.name for t in block.figure.data}
+    assert len(block.figure.data) >= 5 and titles == {f"{run.name} [{run.id[:6]}]"}
+
     from poise.language.models import load_lm
 
     lm = load_lm(store, run)
@@ -101,6 +107,7 @@ def test_nan_reward_stops_with_a_clear_line_and_the_run_resumes(cli, tmp_path, t
     store.close()
 
 
+@pytest.mark.slow  # TRL start-up dominates; the GRPO adapter itself is tested by default
 def test_grpo_run_logs_the_same_step_metrics(cli, tmp_path, tiny_alphaalign):
     code, _, err = cli(
         "--quiet", "run", tiny_alphaalign, "--set", "algo='grpo'", "--set", "reward.helpfulness=false"
