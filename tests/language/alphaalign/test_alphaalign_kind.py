@@ -107,7 +107,6 @@ def test_nan_reward_stops_with_a_clear_line_and_the_run_resumes(cli, tmp_path, t
     store.close()
 
 
-@pytest.mark.slow  # TRL start-up dominates; the GRPO adapter itself is tested by default
 def test_grpo_run_logs_the_same_step_metrics(cli, tmp_path, tiny_alphaalign):
     code, _, err = cli(
         "--quiet", "run", tiny_alphaalign, "--set", "algo='grpo'", "--set", "reward.helpfulness=false"
