@@ -505,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"poise: error: {' '.join(e.format_message().split())}", file=sys.stderr)
         code = 2
-    except (KeyboardInterrupt, _cx.Abort, typer.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         print("poise: interrupted", file=sys.stderr)
         code = 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line unless --debug

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tests.vision.test_data import write_cifar
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "vision"

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from tests.conftest import RECIPES
 
 from poise.control.lipschitz.demos import read_demo_file
 from poise.errors import UserError
+from tests.conftest import RECIPES
 
 BC = RECIPES / "control" / "lipschitz-bc-linear.toml"
 TINY = [
