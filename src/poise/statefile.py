@@ -13,6 +13,22 @@ import numpy as np
 import torch
 
 
+def untied(tensors: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous copies safetensors accepts: tensors that share memory (tied embeddings) are
+    cloned, since safetensors refuses shared storage; loading into the module re-ties them."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for k, v in tensors.items():
+        t = v.detach().cpu().contiguous()
+        if t.numel():
+            key = (t.untyped_storage().data_ptr(), t.storage_offset())
+            if key in seen or any(t.untyped_storage().data_ptr() == p for p, _ in seen):
+                t = t.clone()
+            seen.add((t.untyped_storage().data_ptr(), t.storage_offset()))
+        out[k] = t
+    return out
+
+
 def flatten(obj: Any, prefix: str = "s") -> tuple[dict[str, torch.Tensor], Any]:
     tensors: dict[str, torch.Tensor] = {}
 

@@ -29,6 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from poise.errors import UserError
+from poise.statefile import untied
 
 DEFAULT_ROOT = Path(".poise")
 STATUSES = ("running", "done", "failed", "interrupted")
@@ -451,8 +452,7 @@ class Store:
         from safetensors.torch import save
 
         meta = dict(meta or {})
-        clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        blob = save(clean, metadata={"poise": json.dumps(meta, sort_keys=True, default=str)})
+        blob = save(untied(tensors), metadata={"poise": json.dumps(meta, sort_keys=True, default=str)})
         sha, rel = self._put_blob(blob, ".safetensors")
         self._record_artifact(run_id, name, sha, rel, "safetensors", meta)
         return ArtifactRecord(run_id, name, sha, self.artifacts_dir / rel, "safetensors", meta)
@@ -552,7 +552,7 @@ class Store:
         final = base / f"ckpt-{step:09d}"
         tmp = base / f".tmp-{step:09d}-{uuid.uuid4().hex[:6]}"
         tmp.mkdir()
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "tensors.safetensors"))
+        save_file(untied(tensors), str(tmp / "tensors.safetensors"))
         with open(tmp / "state.json", "w") as f:
             json.dump(skeleton, f)
             f.flush()

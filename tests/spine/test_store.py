@@ -120,3 +120,19 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path):
     assert len(rows) == 4000
     assert len({(r.name, r.step) for r in rows}) == 4000
     assert {r.value for r in rows} == {float(w * 10_000 + i) for w in range(8) for i in range(500)}
+
+
+def test_tied_weights_save_as_artifact_and_checkpoint(store):
+    """Tied embeddings share memory, which safetensors refuses: they are saved as copies, reloaded equal."""
+    import torch
+
+    emb = torch.nn.Embedding(7, 3)
+    head = torch.nn.Linear(3, 7, bias=False)
+    head.weight = emb.weight  # tied, as in many causal LMs
+    sd = {"embed.weight": emb.weight, "head.weight": head.weight, "view": emb.weight[2:4]}
+    rid = store.create_run(kind="t", name="tied", config={}, config_hash="h", seed=0)
+    store.save_tensors(rid, "model", sd)
+    back, _ = store.load_tensors(rid, "model")
+    assert all(torch.equal(back[k], v) for k, v in sd.items())
+    path = store.save_checkpoint(rid, 3, sd, {"s": 1})
+    assert (path / "tensors.safetensors").is_file()
