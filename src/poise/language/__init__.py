@@ -1,0 +1,1 @@
+"""Language safety: safety world, tiny LMs, judges, SFT/DPO/RL training and safety evaluation."""
