@@ -89,12 +89,22 @@ def tiny_llama(cfg: TinyLMCfg, tokenizer: Any, seed: int = 0) -> ChatLM:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if cfg.hidden_size % cfg.num_heads or cfg.num_heads % cfg.num_kv_heads:
-        raise UserError("hidden_size must divide by num_heads and num_heads by num_kv_heads", field="model.tiny")
+        raise UserError(
+            "hidden_size must divide by num_heads and num_heads by num_kv_heads", field="model.tiny"
+        )
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-        max_position_embeddings=cfg.max_length, tie_word_embeddings=True, rms_norm_eps=1e-5,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_length,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -105,42 +115,71 @@ def tiny_llama(cfg: TinyLMCfg, tokenizer: Any, seed: int = 0) -> ChatLM:
 
 
 def _torch_dtype(dtype: str) -> Any:
-    return {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    return {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+        dtype
+    ]
 
 
 def check_model_folder(path: Path, *, where: str | Path | None = None, field: str = "model.path") -> Path:
     """A local HF model folder: it exists, holds ``config.json`` and weights; otherwise ``UserError``."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise UserError(f"no such folder {str(path)!r}; expected a local Hugging Face model folder (nothing is "
-                        "downloaded)", where=where, field=field)
+        raise UserError(
+            f"no such folder {str(path)!r}; expected a local Hugging Face model folder (nothing is "
+            "downloaded)",
+            where=where,
+            field=field,
+        )
     if not path.is_dir():
-        raise UserError(f"{str(path)!r} is a file; expected a Hugging Face model folder", where=where, field=field)
+        raise UserError(
+            f"{str(path)!r} is a file; expected a Hugging Face model folder", where=where, field=field
+        )
     if not (path / "config.json").is_file():
-        raise UserError(f"no config.json in {str(path)!r}; expected a Hugging Face model folder "
-                        "(config.json + weights + tokenizer)", where=where, field=field)
-    weights = list(path.glob("*.safetensors")) + list(path.glob("*.bin")) + list(path.glob("*.safetensors.index.json"))
+        raise UserError(
+            f"no config.json in {str(path)!r}; expected a Hugging Face model folder "
+            "(config.json + weights + tokenizer)",
+            where=where,
+            field=field,
+        )
+    weights = (
+        list(path.glob("*.safetensors"))
+        + list(path.glob("*.bin"))
+        + list(path.glob("*.safetensors.index.json"))
+    )
     if not weights:
         raise UserError(f"no weights (*.safetensors) in {str(path)!r}", where=where, field=field)
     return path
 
 
-def check_tokenizer(model: Any, tokenizer: Any, *, where: str | Path | None = None, field: str = "model.tokenizer"
-                    ) -> None:
-    """``UserError`` when the tokenizer cannot drive the model (more tokens than embeddings, ids out of range)."""
+def check_tokenizer(
+    model: Any, tokenizer: Any, *, where: str | Path | None = None, field: str = "model.tokenizer"
+) -> None:
+    """``UserError`` when the tokenizer cannot drive the model (too many tokens, ids out of range)."""
     n_embed = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > n_embed:
-        raise UserError(f"tokenizer has {len(tokenizer)} tokens but the model has {n_embed} embeddings; expected the "
-                        "tokenizer the model was trained with", where=where, field=field)
+        raise UserError(
+            f"tokenizer has {len(tokenizer)} tokens but the model has {n_embed} embeddings; expected the "
+            "tokenizer the model was trained with",
+            where=where,
+            field=field,
+        )
     for name in ("eos_token_id", "pad_token_id"):
         tid = getattr(tokenizer, name, None)
         if tid is not None and tid >= n_embed:
-            raise UserError(f"tokenizer {name} {tid} is outside the model's {n_embed} embeddings; expected the "
-                            "tokenizer the model was trained with", where=where, field=field)
+            raise UserError(
+                f"tokenizer {name} {tid} is outside the model's {n_embed} embeddings; expected the "
+                "tokenizer the model was trained with",
+                where=where,
+                field=field,
+            )
     cfg_eos = getattr(model.config, "eos_token_id", None)
     if isinstance(cfg_eos, int) and tokenizer.eos_token_id is not None and cfg_eos != tokenizer.eos_token_id:
-        raise UserError(f"tokenizer end-of-sequence id {tokenizer.eos_token_id} differs from the model's {cfg_eos}; "
-                        "expected the tokenizer the model was trained with", where=where, field=field)
+        raise UserError(
+            f"tokenizer end-of-sequence id {tokenizer.eos_token_id} differs from the model's {cfg_eos}; "
+            "expected the tokenizer the model was trained with",
+            where=where,
+            field=field,
+        )
 
 
 def _prepare_tokenizer(tok: Any) -> Any:
@@ -152,31 +191,52 @@ def _prepare_tokenizer(tok: Any) -> Any:
     return tok
 
 
-def load_hf(path: str | Path, tokenizer: str | Path | None = None, *, dtype: str = "float32",
-            where: str | Path | None = None, field: str = "model.path") -> ChatLM:
+def load_hf(
+    path: str | Path,
+    tokenizer: str | Path | None = None,
+    *,
+    dtype: str = "float32",
+    where: str | Path | None = None,
+    field: str = "model.path",
+) -> ChatLM:
     """A local HF causal LM and its tokenizer (from ``tokenizer`` or the model folder); checked to match."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = check_model_folder(Path(path), where=where, field=field)
     tok_dir = Path(tokenizer).expanduser() if tokenizer else folder
     tok_field = "model.tokenizer" if tokenizer else field
-    if not tok_dir.is_dir() or not any((tok_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
-                                                                         "tokenizer.model")):
-        raise UserError(f"no tokenizer files in {str(tok_dir)!r}; expected tokenizer.json or tokenizer_config.json",
-                        where=where, field=tok_field)
+    if not tok_dir.is_dir() or not any(
+        (tok_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+    ):
+        raise UserError(
+            f"no tokenizer files in {str(tok_dir)!r}; expected tokenizer.json or tokenizer_config.json",
+            where=where,
+            field=tok_field,
+        )
     try:
         tok = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the tokenizer in {str(tok_dir)!r}: {e}", where=where, field=tok_field) from None
+        raise UserError(
+            f"cannot load the tokenizer in {str(tok_dir)!r}: {e}", where=where, field=tok_field
+        ) from None
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=_torch_dtype(dtype))
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), local_files_only=True, dtype=_torch_dtype(dtype)
+        )
     except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"cannot load a causal LM from {str(folder)!r}: {e}", where=where, field=field) from None
+        raise UserError(
+            f"cannot load a causal LM from {str(folder)!r}: {e}", where=where, field=field
+        ) from None
     tok = _prepare_tokenizer(tok)
     check_tokenizer(model, tok, where=where, field=tok_field)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
-    meta = {"source": "hf", "path": str(folder.resolve()), "tokenizer_path": str(tok_dir.resolve()), "dtype": dtype}
+    meta = {
+        "source": "hf",
+        "path": str(folder.resolve()),
+        "tokenizer_path": str(tok_dir.resolve()),
+        "dtype": dtype,
+    }
     return ChatLM(model, tok, meta)
 
 
@@ -187,10 +247,18 @@ def apply_lora(lm: ChatLM, cfg: LoraCfg) -> ChatLM:
     names = {n.split(".")[-1] for n, _ in lm.model.named_modules()}
     missing = [t for t in cfg.target_modules if t not in names]
     if missing:
-        raise UserError(f"model has no module named {missing[0]!r} to adapt; it has e.g. "
-                        f"{', '.join(sorted(names - {''})[:8])}", field="model.lora.target_modules")
-    pcfg = LoraConfig(task_type="CAUSAL_LM", r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=list(cfg.target_modules))
+        raise UserError(
+            f"model has no module named {missing[0]!r} to adapt; it has e.g. "
+            f"{', '.join(sorted(names - {''})[:8])}",
+            field="model.lora.target_modules",
+        )
+    pcfg = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+    )
     model = get_peft_model(lm.model, pcfg)
     return ChatLM(model, lm.tokenizer, {**lm.meta, "lora": cfg.model_dump()})
 
@@ -207,7 +275,7 @@ def is_peft(model: Any) -> bool:
 
 
 def unique_state_dict(model: Any) -> dict[str, torch.Tensor]:
-    """The state dict without tied duplicates (safetensors refuses shared storage): tied heads are re-tied on load."""
+    """The state dict without tied duplicates (safetensors refuses shared storage); re-tied on load."""
     sd = model.state_dict()
     if getattr(model.config, "tie_word_embeddings", False):
         out_emb = model.get_output_embeddings()
@@ -216,7 +284,9 @@ def unique_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return sd
 
 
-def lm_artifact(lm: ChatLM, base: dict[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def lm_artifact(
+    lm: ChatLM, base: dict[str, Any] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(tensors, meta)`` that :func:`lm_from_artifact` turns back into the same model.
 
     Full weights for tiny/HF models; for a LoRA-wrapped model only the adapter, with ``base`` (where the
@@ -233,21 +303,37 @@ def lm_artifact(lm: ChatLM, base: dict[str, Any] | None = None) -> tuple[dict[st
         if base is None:
             raise ValueError("a LoRA model needs its base recorded (a folder path or a run artifact)")
         meta.update(adapter=lm.meta["lora"], base=base)
-        meta["tokenizer"] = {"path": lm.meta.get("tokenizer_path")} if lm.meta.get("tokenizer_path") else \
-            tokenizer_to_meta(lm.tokenizer)
+        meta["tokenizer"] = (
+            {"path": lm.meta.get("tokenizer_path")}
+            if lm.meta.get("tokenizer_path")
+            else tokenizer_to_meta(lm.tokenizer)
+        )
         return tensors, meta
     tensors = {k: v.detach() for k, v in unique_state_dict(model).items()}
     meta["hf_config"] = model.config.to_dict()
-    meta["tokenizer"] = ({"path": lm.meta["tokenizer_path"]} if lm.meta.get("tokenizer_path")
-                         else tokenizer_to_meta(lm.tokenizer))
+    meta["tokenizer"] = (
+        {"path": lm.meta["tokenizer_path"]}
+        if lm.meta.get("tokenizer_path")
+        else tokenizer_to_meta(lm.tokenizer)
+    )
     meta["tokenizer_fingerprint"] = tokenizer_fingerprint(lm.tokenizer)
     meta["num_parameters"] = lm.num_parameters()
     return tensors, meta
 
 
-def save_lm(ctx: Any, lm: ChatLM, name: str = "model", meta: dict[str, Any] | None = None,
-            base: dict[str, Any] | None = None) -> Any:
+def save_lm(
+    ctx: Any,
+    lm: ChatLM,
+    name: str = "model",
+    meta: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> Any:
     """Store ``lm`` as a safetensors artifact of the running ``ctx`` (weights or adapter, plus tokenizer)."""
+    if (meta or {}).get("pointer") and lm.meta.get("source") == "hf" and not is_peft(lm.model):
+        # a local HF model used as-is: record where it lives, copy no weights
+        m = {k: v for k, v in lm.meta.items()}
+        m.update(meta or {})
+        return ctx.save_artifact(name, {"pointer": torch.zeros(1)}, meta=m)
     tensors, m = lm_artifact(lm, base)
     m.update(meta or {})
     return ctx.save_artifact(name, tensors, meta=m)
@@ -264,6 +350,8 @@ def _tokenizer_from(meta: dict[str, Any]) -> Any:
 
 def lm_from_artifact(tensors: dict[str, torch.Tensor], meta: dict[str, Any], store: Any = None) -> ChatLM:
     """Rebuild the :class:`ChatLM` that :func:`lm_artifact` stored (``store`` resolves a LoRA base run)."""
+    if meta.get("pointer"):
+        return load_hf(meta["path"], meta.get("tokenizer_path"), dtype=meta.get("dtype", "float32"))
     if "adapter" in meta:
         from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
@@ -273,10 +361,17 @@ def lm_from_artifact(tensors: dict[str, torch.Tensor], meta: dict[str, Any], sto
                 raise ValueError("loading an adapter over a run's model needs the store")
             lm = load_lm(store, base["run"], base.get("name", "model"))
         else:
-            lm = load_hf(base["path"], meta.get("tokenizer", {}).get("path"), dtype=meta.get("dtype", "float32"))
+            lm = load_hf(
+                base["path"], meta.get("tokenizer", {}).get("path"), dtype=meta.get("dtype", "float32")
+            )
         a = meta["adapter"]
-        pcfg = LoraConfig(task_type="CAUSAL_LM", r=a["r"], lora_alpha=a["alpha"], lora_dropout=a["dropout"],
-                          target_modules=list(a["target_modules"]))
+        pcfg = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=a["r"],
+            lora_alpha=a["alpha"],
+            lora_dropout=a["dropout"],
+            target_modules=list(a["target_modules"]),
+        )
         model = get_peft_model(lm.model, pcfg)
         set_peft_model_state_dict(model, tensors)
         model = model.merge_and_unload()
@@ -290,8 +385,10 @@ def lm_from_artifact(tensors: dict[str, torch.Tensor], meta: dict[str, Any], sto
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
-        raise UserError(f"artifact does not match its architecture (missing {missing[:3]}, unexpected "
-                        f"{unexpected[:3]})", where="artifact")
+        raise UserError(
+            f"artifact does not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]})",
+            where="artifact",
+        )
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
     model.eval()

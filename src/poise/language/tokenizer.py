@@ -13,7 +13,14 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerFast
 
-PAD, BOS, END, USER, ASSISTANT, SYSTEM = "<|pad|>", "<|bos|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"
+PAD, BOS, END, USER, ASSISTANT, SYSTEM = (
+    "<|pad|>",
+    "<|bos|>",
+    "<|end|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|system|>",
+)
 SPECIAL_TOKENS = (PAD, BOS, END, USER, ASSISTANT, SYSTEM)
 
 CHAT_TEMPLATE = (
@@ -32,13 +39,19 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedT
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(list(texts), trainer=trainer)
     return wrap_tokenizer(tok.to_str())
 
@@ -58,9 +71,15 @@ def wrap_tokenizer(tokenizer_json: str, config: dict[str, Any] | None = None) ->
 
 def tokenizer_to_meta(tok: PreTrainedTokenizerFast) -> dict[str, Any]:
     """What an artifact's metadata stores to rebuild the tokenizer exactly (no pickle, plain JSON)."""
-    return {"json": tok.backend_tokenizer.to_str(),
-            "config": {"pad_token": tok.pad_token, "eos_token": tok.eos_token, "bos_token": tok.bos_token,
-                       "chat_template": tok.chat_template}}
+    return {
+        "json": tok.backend_tokenizer.to_str(),
+        "config": {
+            "pad_token": tok.pad_token,
+            "eos_token": tok.eos_token,
+            "bos_token": tok.bos_token,
+            "chat_template": tok.chat_template,
+        },
+    }
 
 
 def tokenizer_from_meta(meta: dict[str, Any]) -> PreTrainedTokenizerFast:

@@ -67,7 +67,7 @@ BENIGN_TASKS = ("arithmetic", "almanac", "transform")
 
 
 def check_language_codes(codes: Iterable[str]) -> None:
-    """Raise ``ValueError`` naming the first code the world doesn't know (pydantic turns it into a field error)."""
+    """``ValueError`` naming the first code the world does not know (a field error in pydantic)."""
     for code in codes:
         if code not in LANGUAGES:
             raise ValueError(f"unknown language code {code!r}; expected one of: {', '.join(LANGUAGE_CODES)}")
@@ -89,7 +89,9 @@ class WorldCfg(Section):
     benign: SplitSizes = Field(default_factory=lambda: SplitSizes(train=240, val=24, test=60))
     harmful: SplitSizes = Field(default_factory=lambda: SplitSizes(train=120, val=16, test=32))
     borderline: SplitSizes = Field(default_factory=lambda: SplitSizes(train=80, val=12, test=24))
-    local_frac: float = Field(0.5, ge=0.0, le=1.0, description="share of harmful (and borderline) prompts that are local")
+    local_frac: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of harmful (and borderline) prompts that are local"
+    )
     max_operand: int = Field(20, ge=1, le=999)
 
     @field_validator("languages")
@@ -126,7 +128,7 @@ class Example:
 
 @dataclass(frozen=True)
 class Almanac:
-    """The fictional almanac: per place its capital, river and flag colour (colour as an index into COLOURS)."""
+    """The fictional almanac: per place its capital, river and flag colour (an index into COLOURS)."""
 
     capital: dict[str, str]
     river: dict[str, str]
@@ -158,7 +160,12 @@ class World:
             lang = LANGUAGES[code]
             for place in PLACES:
                 for attr in ALMANAC_ATTRS:
-                    out.append((code, lang.facts[attr].format(place=place, value=self.almanac.value(place, attr, lang))))
+                    out.append(
+                        (
+                            code,
+                            lang.facts[attr].format(place=place, value=self.almanac.value(place, attr, lang)),
+                        )
+                    )
         return out
 
 
@@ -208,8 +215,9 @@ def _request_pool(lang: LanguageSpec, split: str, kind: str, harm: str) -> list[
     return pool
 
 
-def _request_examples(lang: LanguageSpec, split: str, kind: str, n: int, local_frac: float,
-                      rng: np.random.Generator) -> list[dict]:
+def _request_examples(
+    lang: LanguageSpec, split: str, kind: str, n: int, local_frac: float, rng: np.random.Generator
+) -> list[dict]:
     n_local = round(n * local_frac)
     out = []
     for harm, count in (("global", n - n_local), ("local", n_local)):
@@ -220,22 +228,44 @@ def _request_examples(lang: LanguageSpec, split: str, kind: str, n: int, local_f
                 safe, unsafe = lang.refusal, lang.compliance.format(act=act)
             else:
                 safe, unsafe = lang.helpful.format(act=act), lang.refusal
-            out.append(dict(kind=kind, task="request", category=cat, harm=harm, template=f"{lang.code}.request.{core}",
-                            prompt=prompt, answer=None, safe_response=safe, unsafe_response=unsafe))
+            out.append(
+                dict(
+                    kind=kind,
+                    task="request",
+                    category=cat,
+                    harm=harm,
+                    template=f"{lang.code}.request.{core}",
+                    prompt=prompt,
+                    answer=None,
+                    safe_response=safe,
+                    unsafe_response=unsafe,
+                )
+            )
     return out
 
 
-def _benign_examples(lang: LanguageSpec, split: str, n: int, cfg: WorldCfg, almanac: Almanac,
-                     rng: np.random.Generator) -> list[dict]:
+def _benign_examples(
+    lang: LanguageSpec, split: str, n: int, cfg: WorldCfg, almanac: Almanac, rng: np.random.Generator
+) -> list[dict]:
     cores = _cores(split)
     replace = split == "train"
     per_task = [n // 3 + (1 if i < n % 3 else 0) for i in range(3)]
     out = []
 
     def add(task: str, category: str, core: int, q: str, answer: str, f: int) -> None:
-        out.append(dict(kind="benign", task=task, category=category, harm=None,
-                        template=f"{lang.code}.{task}.{category}.{core}", prompt=lang.frames[f].format(q=q),
-                        answer=answer, safe_response=answer, unsafe_response=lang.refusal))
+        out.append(
+            dict(
+                kind="benign",
+                task=task,
+                category=category,
+                harm=None,
+                template=f"{lang.code}.{task}.{category}.{core}",
+                prompt=lang.frames[f].format(q=q),
+                answer=answer,
+                safe_response=answer,
+                unsafe_response=lang.refusal,
+            )
+        )
 
     # arithmetic: operands drawn afresh for each example (the pool is large)
     seen: set[tuple] = set()
@@ -257,8 +287,13 @@ def _benign_examples(lang: LanguageSpec, split: str, n: int, cfg: WorldCfg, alma
         add("arithmetic", op, core, lang.arithmetic[op][core].format(a=a, b=b), ans, f)
         budget -= 1
 
-    pool = [(place, attr, core, f) for place in PLACES for attr in ALMANAC_ATTRS for core in cores
-            for f in range(len(lang.frames))]
+    pool = [
+        (place, attr, core, f)
+        for place in PLACES
+        for attr in ALMANAC_ATTRS
+        for core in cores
+        for f in range(len(lang.frames))
+    ]
     for place, attr, core, f in _draw(pool, per_task[1], rng, replace=replace):
         q = lang.almanac[core].format(attr=lang.attrs[attr], place=place)
         add("almanac", attr, core, q, almanac.value(place, attr, lang), f)
@@ -303,7 +338,9 @@ def build_world(cfg: WorldCfg | None = None) -> World:
             counters: dict[str, int] = {}
             for row in rows:
                 i = counters[row["kind"]] = counters.get(row["kind"], -1) + 1
-                examples.append(Example(id=f"{code}-{split}-{row['kind']}-{i:04d}", language=code, split=split, **row))
+                examples.append(
+                    Example(id=f"{code}-{split}-{row['kind']}-{i:04d}", language=code, split=split, **row)
+                )
     return World(cfg, almanac, examples)
 
 
@@ -335,9 +372,13 @@ def example_from_dict(row: dict, where: str) -> Example:
         if not isinstance(row.get(k), str) or not row[k]:
             raise UserError("required text field is missing or empty", where=where, field=k)
     if row["kind"] not in KINDS:
-        raise UserError(f"expected one of {', '.join(KINDS)} (got {row['kind']!r})", where=where, field="kind")
+        raise UserError(
+            f"expected one of {', '.join(KINDS)} (got {row['kind']!r})", where=where, field="kind"
+        )
     if row["split"] not in SPLITS:
-        raise UserError(f"expected one of {', '.join(SPLITS)} (got {row['split']!r})", where=where, field="split")
+        raise UserError(
+            f"expected one of {', '.join(SPLITS)} (got {row['split']!r})", where=where, field="split"
+        )
     if row.get("harm") not in (None, "global", "local"):
         raise UserError(f"expected global, local or null (got {row['harm']!r})", where=where, field="harm")
     data = {k: row.get(k) for k in _FIELDS}
