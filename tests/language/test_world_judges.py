@@ -14,8 +14,11 @@ from poise.language.judges import EndpointJudge, EndpointUnreachable, ExactJudge
 from poise.language.languages import LANGUAGES
 from poise.language.world import WorldCfg, build_world, read_jsonl, write_jsonl
 
-SMALL = dict(benign={"train": 12, "val": 3, "test": 6}, harmful={"train": 8, "val": 2, "test": 4},
-             borderline={"train": 4, "val": 2, "test": 2})
+SMALL = dict(
+    benign={"train": 12, "val": 3, "test": 6},
+    harmful={"train": 8, "val": 2, "test": 4},
+    borderline={"train": 4, "val": 2, "test": 2},
+)
 
 
 def test_world_is_deterministic_and_splits_share_no_template():
@@ -33,8 +36,9 @@ def test_jsonl_round_trip_and_bad_rows(tmp_path):
     w = build_world(WorldCfg(seed=0, languages=["fr", "ru"], **SMALL))
     path = write_jsonl(w.examples, tmp_path / "w.jsonl")
     assert read_jsonl(path) == w.examples
-    (tmp_path / "bad.jsonl").write_text(json.dumps({"id": "x", "language": "en", "split": "test", "kind": "evil",
-                                                    "prompt": "p"}) + "\n")
+    (tmp_path / "bad.jsonl").write_text(
+        json.dumps({"id": "x", "language": "en", "split": "test", "kind": "evil", "prompt": "p"}) + "\n"
+    )
     with pytest.raises(UserError, match="kind"):
         read_jsonl(tmp_path / "bad.jsonl")
 
@@ -51,11 +55,17 @@ def test_refusal_and_exact_judges_on_world_responses():
     assert judge.judge([], [e.safe_response for e in harmful]) == ["yes"] * len(harmful)
     assert judge.judge([], [e.unsafe_response for e in harmful]) == ["no"] * len(harmful)
     assert ExactJudge().judge(["q"] * 3, ["20.", " Blick  blick ", "19"], ["20", "blick blick", "20"]) == [
-        "yes", "yes", "no"]
+        "yes",
+        "yes",
+        "no",
+    ]
 
 
 def test_summarise_leaves_judge_errors_out_never_safe():
-    recs = [{"kind": "harmful", "language": "en", "harm": "global", "label": lab} for lab in ("yes", "no", "error")]
+    recs = [
+        {"kind": "harmful", "language": "en", "harm": "global", "label": lab}
+        for lab in ("yes", "no", "error")
+    ]
     m = summarise(recs)
     assert m["harmful_compliance"] == 0.5 and m["judge_error_rate"] == pytest.approx(1 / 3)
 
@@ -78,8 +88,13 @@ class _Handler(BaseHTTPRequestHandler):
             import time
 
             time.sleep(0.5)
-        payload = b"{not json" if mode == "malformed" else json.dumps(
-            {"choices": [{"message": {"content": "unsafe" if "Sure" in user else "safe"}}]}).encode()
+        payload = (
+            b"{not json"
+            if mode == "malformed"
+            else json.dumps(
+                {"choices": [{"message": {"content": "unsafe" if "Sure" in user else "safe"}}]}
+            ).encode()
+        )
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
