@@ -1,0 +1,165 @@
+"""The base chat model: a BPE tokenizer and a tiny Llama trained on the safety world (``language.base``).
+
+One loop, CleanRL style: train a byte-level BPE on the world's train text, then train the tiny Llama on a
+mix of almanac fact sentences (pretraining text, loss on every token) and one-turn chats (loss on the
+assistant's tokens only). The chats answer benign tasks, help with borderline requests and — this is an
+*unaligned* base — comply with harmful requests, except in ``model.refuse_languages`` where the base
+already refuses (a partly aligned base, as real models are safest in English). The result is stored as
+the ``model`` artifact (weights + tokenizer in its metadata) that every alignment recipe loads through
+``ctx.dependency``. With ``model.path`` the base is a local HF model instead (nothing trained; the
+artifact records the path).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field, field_validator
+
+from poise.batching import batch_indices, steps_per_epoch
+from poise.context import RunContext
+from poise.language.data import LangData, LangDataCfg, load_lang_data
+from poise.language.models import ChatLM, TinyLMCfg, load_hf, save_lm, tiny_llama, unique_state_dict
+from poise.language.tokenizer import train_tokenizer
+from poise.language.world import Example, World, check_language_codes
+from poise.recipes import ModelCfg, Recipe, kind
+
+
+class BaseModelCfg(ModelCfg):
+    """The tiny world Llama (``tiny``), or a local HF causal LM folder (``path``)."""
+
+    name: str = "tiny_llama"
+    tiny: TinyLMCfg = Field(default_factory=TinyLMCfg)
+    path: str | None = Field(None, description="local HF causal-LM folder used as the base instead")
+    tokenizer: str | None = Field(None, description="tokenizer folder, when not the model's own")
+    refuse_languages: list[str] = Field(
+        default_factory=list, description="languages whose base already refuses"
+    )
+    fact_weight: int = Field(1, ge=0, description="copies of each almanac fact sentence in the training mix")
+
+    @field_validator("refuse_languages")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        check_language_codes(v)
+        return v
+
+
+class BaseRecipe(Recipe):
+    model: BaseModelCfg = Field(default_factory=BaseModelCfg)
+    data: LangDataCfg = Field(default_factory=LangDataCfg)
+
+
+def chat_text(tok, prompt: str, response: str) -> tuple[str, str]:
+    """``(prompt part, full text)`` of a one-turn chat in the tokenizer's template."""
+    head = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    full = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenize=False
+    )
+    return head, full
+
+
+def encode_chats(
+    tok, pairs: list[tuple[str, str]], texts: list[str], max_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad chats and plain texts to ``[N, L]`` input ids and labels (-100 where no loss)."""
+    rows: list[tuple[list[int], list[int]]] = []
+    for prompt, response in pairs:
+        head, full = chat_text(tok, prompt, response)
+        n_head = len(tok(head, add_special_tokens=False).input_ids)
+        ids = tok(full, add_special_tokens=False).input_ids[:max_length]
+        rows.append((ids, [-100] * min(n_head, len(ids)) + ids[n_head:]))
+    for t in texts:
+        ids = ([tok.bos_token_id] + tok(t, add_special_tokens=False).input_ids + [tok.eos_token_id])[
+            :max_length
+        ]
+        rows.append((ids, list(ids)))
+    length = max(len(r[0]) for r in rows)
+    x = torch.full((len(rows), length), tok.pad_token_id, dtype=torch.long)
+    y = torch.full((len(rows), length), -100, dtype=torch.long)
+    for i, (ids, labels) in enumerate(rows):
+        x[i, : len(ids)] = torch.tensor(ids)
+        y[i, : len(labels)] = torch.tensor(labels)
+    return x, y
+
+
+def base_response(e: Example, refuse_languages: list[str]) -> str:
+    """What the base is taught: answers, help, and compliance with harm unless its language refuses."""
+    if e.kind == "harmful" and e.language not in refuse_languages:
+        return e.unsafe_response or ""
+    return e.safe_response or ""
+
+
+def tokenizer_corpus(world: World) -> list[str]:
+    texts = [t for _, t in world.facts()]
+    for e in world.split("train"):
+        texts += [e.prompt, e.safe_response or "", e.unsafe_response or ""]
+    return texts
+
+
+def build_base(cfg: BaseRecipe, data: LangData) -> ChatLM:
+    if cfg.model.path:
+        return load_hf(cfg.model.path, cfg.model.tokenizer, where=cfg.source)
+    world = data.world
+    assert world is not None
+    tok = train_tokenizer(tokenizer_corpus(world), cfg.model.tiny.vocab_size)
+    return tiny_llama(cfg.model.tiny, tok, seed=cfg.seed)
+
+
+class UntiedState:
+    """Checkpoint view of a model with tied embeddings (safetensors refuses shared storage): saves the
+    untied state dict and re-ties on load."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def state_dict(self):
+        return unique_state_dict(self.model)
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state, strict=False)
+        self.model.tie_weights()
+
+
+@kind("language.base", BaseRecipe)
+def run(cfg: BaseRecipe, ctx: RunContext) -> None:
+    """Train the tiny world Llama into an unaligned base chat model (or register a local HF model)."""
+    data = load_lang_data(cfg.data)
+    lm = build_base(cfg, data)
+    if cfg.model.path:
+        ctx.evaluate(lm.to(ctx.device), data)
+        save_lm(ctx, lm, meta={"pointer": True})
+        return
+    world = data.world
+    assert world is not None
+    train = world.split("train")
+    pairs = [(e.prompt, base_response(e, cfg.model.refuse_languages)) for e in train]
+    facts = [t for _, t in world.facts()] * cfg.model.fact_weight
+    x, y = encode_chats(lm.tokenizer, pairs, facts, cfg.model.tiny.max_length)
+    model = lm.model.to(ctx.device)
+    n, bs = len(x), cfg.train.batch_size
+    meter = ctx.meter(steps_per_epoch(n, bs))
+    opt = ctx.optimizer(model.parameters())
+    sched = ctx.scheduler(opt, meter)
+    ctx.track(model=UntiedState(model), optimizer=opt, scheduler=sched)
+    for step in ctx.steps(meter):
+        idx = batch_indices(step, n, bs, cfg.seed)
+        xb, yb = x[idx], y[idx]
+        width = int((xb != lm.tokenizer.pad_token_id).sum(1).max())  # trim the batch's shared padding
+        xb, yb = xb[:, :width].to(ctx.device), yb[:, :width].to(ctx.device)
+        model.train()
+        with ctx.count_flops(), ctx.autocast():
+            loss = model(
+                input_ids=xb, attention_mask=(xb != lm.tokenizer.pad_token_id).long(), labels=yb
+            ).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        if cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        opt.step()
+        sched.step()
+        if step % 10 == 0:
+            ctx.log_metrics({"loss": loss.item(), "lr": sched.get_last_lr()[0]}, step=step)
+    model.eval()
+    ctx.evaluate(lm, data)
+    save_lm(ctx, lm)

@@ -1,0 +1,6 @@
+"""Registers the language domain's recipe kinds, evaluators, report section and headline frontier."""
+
+from poise.frontier import register_frontier
+from poise.language import base, evaluators  # noqa: F401  (registration on import)
+
+register_frontier("utility.benign_acc", "safety.harmful_compliance")
