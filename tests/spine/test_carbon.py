@@ -121,7 +121,7 @@ def test_calibration_needs_a_gpu_run(cli, tmp_path):
 
     code, out, _ = cli("--json", "run", str(RECIPES / "vision" / "erm-digits.toml"),
                        "--set", "train.budget={steps = 3}",
-                       "--set", "model.width=4")
+                       "--set", "model.width=4", "--set", 'eval=[{name = "vision.clean_accuracy"}]')
     rid = json.loads(out)["run"]
     code, _, err = cli("carbon", "estimate", "--flops", "1e20", "--calibrate", rid)
     assert code == 2 and "expected a GPU" in err

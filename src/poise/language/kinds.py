@@ -2,5 +2,6 @@
 
 from poise.frontier import register_frontier
 from poise.language import base, evaluators  # noqa: F401  (registration on import)
+from poise.language.alphaalign import kinds as _alphaalign  # noqa: F401
 
 register_frontier("utility.benign_acc", "safety.harmful_compliance")

@@ -295,4 +295,16 @@ def evaluate_merge(
     source_cfg = build_recipe(first.config, where=f"run {first.id}")
     tensors, _ = ctx.load_artifact(ctx.run_id, "model")
     model, data = rebuild(source_cfg, tensors, ctx.device)
-    return run_evaluators(entries, model, data, ctx, step=0)
+    return run_evaluators(entries, model, data, _SourceView(ctx, source_cfg), step=0)
+
+
+class _SourceView:
+    """The run context as the sources' evaluators expect it: recipe-level settings they read from
+    ``ctx.cfg`` (a threat model, a judge) come from the first source's recipe; the rest is the merge's."""
+
+    def __init__(self, ctx: Any, cfg: Any):
+        self._ctx = ctx
+        self.cfg = cfg
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)

@@ -77,10 +77,7 @@ def load_policy(cfg: AlphaAlignRecipe, ctx: RunContext):
 
 
 def training_prompts(cfg: AlphaAlignRecipe, data) -> list[LabelledPrompt]:
-    if cfg.prompts.file is not None:
-        raw = load_prompt_file(cfg.prompts)
-    else:
-        raw = from_world(data.world.split("train"))
+    raw = load_prompt_file(cfg.prompts) if cfg.prompts.file is not None else from_world(data.world.split("train"))
     return select(raw, cfg.prompts, cfg.seed)
 
 
