@@ -1,7 +1,9 @@
 """``make bench``: run every ``benchmarks/bench_*.py`` and print their tables.
 
-Each benchmark module has ``main(quick: bool) -> str`` returning Markdown (tables and notes). The
-combined output is printed and written to ``benchmarks/RESULTS.md``. Speed figures are ratios against
+Each benchmark module has ``main(quick: bool) -> str`` returning Markdown (tables and notes). Each
+section is printed and kept in ``benchmarks/results/<name>.md`` (``<name>.quick.md`` with ``--quick``),
+and ``benchmarks/RESULTS.md`` is rebuilt from the kept full-mode sections, so benchmarks can be rerun
+one at a time (``make bench BENCH_ARGS="--only vision"``). Speed figures are ratios against
 a peer measured in the same process, never absolute times judged against a fixed limit.
 """
 
@@ -22,12 +24,21 @@ def main() -> int:
     ap.add_argument("--only", action="append", default=[], help="benchmark name(s), e.g. vision")
     ap.add_argument("--quick", action="store_true", help="fewer seeds and steps (a smoke test of the benchmarks)")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = ap.parse_args()
     os.environ.setdefault("POISE_COUNTRY", "FRA")
     files = sorted(HERE.glob("bench_*.py"))
+    if args.list:
+        print("\n".join(f.stem.removeprefix("bench_") for f in files))
+        return 0
     if args.only:
+        unknown = set(args.only) - {f.stem.removeprefix("bench_") for f in files}
+        if unknown:
+            print(f"run.py: error: --only: unknown benchmark(s) {sorted(unknown)}", file=sys.stderr)
+            return 2
         files = [f for f in files if f.stem.removeprefix("bench_") in args.only]
-    sections = []
+    results = HERE / "results"
+    results.mkdir(exist_ok=True)
     for f in files:
         spec = importlib.util.spec_from_file_location(f.stem, f)
         assert spec and spec.loader
@@ -37,13 +48,15 @@ def main() -> int:
         print(f"== {f.stem} ...", file=sys.stderr, flush=True)
         text = mod.main(quick=args.quick)
         took = time.perf_counter() - t0
-        section = f"## {f.stem.removeprefix('bench_')}\n\n{text.strip()}\n\n_({took:.0f} s)_\n"
+        name = f.stem.removeprefix("bench_")
+        section = (f"## {name}\n\n{text.strip()}\n\n_({took:.0f} s, {time.strftime('%Y-%m-%d')}, "
+                   f"`make bench BENCH_ARGS=\"--only {name}{' --quick' if args.quick else ''}\"`)_\n")
         print(section, flush=True)
-        sections.append(section)
-    header = ("# poise benchmark results\n\nPrinted by `make bench`"
-              + (" (quick)" if args.quick else "") + f" on {time.strftime('%Y-%m-%d')}.\n\n")
-    if not args.only:
-        Path(args.out).write_text(header + "\n".join(sections))
+        (results / f"{name}{'.quick' if args.quick else ''}.md").write_text(section)
+    kept = sorted(p for p in results.glob("*.md") if not p.name.endswith(".quick.md"))
+    header = ("# poise benchmark results\n\nFull-mode sections printed by `make bench` "
+              "(one file per benchmark in `results/`).\n\n")
+    Path(args.out).write_text(header + "\n".join(p.read_text() for p in kept))
     return 0
 
 
