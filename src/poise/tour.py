@@ -85,12 +85,18 @@ def run_tour(store: Store, *, quick: bool, output: Path, only: Sequence[str] = (
         t = Table(title=f"tour{' --quick' if quick else ''}: {len(items)} recipes in {total:.1f} s",
                   title_justify="left")
         for c in ("recipe", "kind", "run", "status", "seconds", "note"):
-            t.add_column(c, justify="right" if c == "seconds" else "left")
+            t.add_column(c, justify="right" if c == "seconds" else "left", overflow="fold")
+        skipped = [i for i in items if i.status == "skipped"]
         for i in items:
+            if i.status == "skipped":
+                continue
             color = {"failed": "red", "skipped": "dim", "reused": "cyan"}.get(i.status, "green")
             t.add_row(i.recipe, i.kind, i.run.id if i.run else "", f"[{color}]{i.status}[/{color}]",
                       f"{i.seconds:.1f}", i.note)
         ui.print(t)
+        if skipped:
+            ui.print(f"[dim]{len(skipped)} recipe(s) not in the tour (tour = false: they need local data or a "
+                     f"GPU): {', '.join(i.recipe for i in skipped)}[/dim]")
         for x, y in frontier_pairs():
             try:
                 print_frontier(store, [x, y], runs=tour_runs)
