@@ -53,7 +53,7 @@ def run_tour(store: Store, *, quick: bool, output: Path, only: Sequence[str] = (
         rel = str(p.relative_to(root))
         cfg = load_recipe(p, quick=quick)
         if not cfg.tour:
-            items.append(TourItem(rel, cfg.kind, "skipped", 0.0, note="needs local data or a GPU (tour = false)"))
+            items.append(TourItem(rel, cfg.kind, "skipped", 0.0, note="tour = false"))
             continue
         if not fresh:
             found = store.find_done(cfg.config_hash())
@@ -95,8 +95,8 @@ def run_tour(store: Store, *, quick: bool, output: Path, only: Sequence[str] = (
                       f"{i.seconds:.1f}", i.note)
         ui.print(t)
         if skipped:
-            ui.print(f"[dim]{len(skipped)} recipe(s) not in the tour (tour = false: they need local data or a "
-                     f"GPU): {', '.join(i.recipe for i in skipped)}[/dim]")
+            ui.print(f"[dim]{len(skipped)} recipe(s) not in the tour (tour = false: local data, a GPU or a long run"
+                     f"): {', '.join(i.recipe for i in skipped)}[/dim]")
         for x, y in frontier_pairs():
             try:
                 print_frontier(store, [x, y], runs=tour_runs)
