@@ -7,7 +7,6 @@ nominal return.
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -16,7 +15,7 @@ import plotly.graph_objects as go
 
 from poise.control.evaluation import auc
 from poise.report import Block, report_section
-from poise.report.figures import PALETTE, esc
+from poise.report.figures import PALETTE, esc, png_bytes
 
 COLORS = {"random": PALETTE[7], "mas": PALETTE[1], "las": PALETTE[0]}
 
@@ -71,10 +70,7 @@ def _png(title: str, curves: dict[str, dict[str, np.ndarray]]) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 @report_section("control.returns", "Control: return under action attacks")

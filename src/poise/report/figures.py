@@ -71,6 +71,16 @@ def frontier_figure(fr: Frontier) -> go.Figure:
     return fig
 
 
+def png_bytes(fig: Any, dpi: int | None = None) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed (reports make many)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def frontier_png(fr: Frontier) -> bytes:
     import matplotlib
 
@@ -95,10 +105,7 @@ def frontier_png(fr: Frontier) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 COST_FIELDS = (("wall_s", "wall time (s)"), ("energy_kwh", "energy (kWh)"), ("co2_g", "CO2 (g)"))
@@ -130,7 +137,4 @@ def cost_png(labels: list[str], costs: list[Any]) -> bytes:
         ax.set_title(title, fontsize=10)
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=6)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)

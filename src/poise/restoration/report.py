@@ -7,12 +7,12 @@ newest robust run; the LR column is nearest-neighbour enlarged so every column h
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import torch
 
 from poise.report import Block, report_section
+from poise.report.figures import png_bytes
 from poise.store import RunRecord, Store
 
 VARIANT_ORDER = ("clean-trained", "degraded-trained", "robust", "robust w/o Sinkhorn")
@@ -57,10 +57,7 @@ def face_grid(columns: dict[str, torch.Tensor]) -> bytes:
             if i == 0:
                 ax.set_title(name, fontsize=7)
     fig.tight_layout(pad=0.2)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, dpi=110)
 
 
 def grid_for(
