@@ -167,6 +167,16 @@ def _pgd_once(
     loss_fn: LossFn,
 ) -> torch.Tensor:
     delta = _init_delta(x, eps, norm, start)
+    if norm == "linf":  # one clamp against precomputed bounds per step instead of two clamps
+        lo, hi = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
+        x_adv = x + delta
+        for _ in range(steps):
+            delta = x_adv - x  # the leaf the gradient is taken for; x + δ is the model's input
+            delta.requires_grad_(True)
+            loss = loss_fn(model(x + delta), y).sum()
+            (grad,) = torch.autograd.grad(loss, delta)
+            x_adv = torch.max(torch.min(x_adv.add_(grad.sign_(), alpha=alpha), hi), lo)
+        return x_adv
     for _ in range(steps):
         delta.requires_grad_(True)
         loss = loss_fn(model(x + delta), y).sum()
