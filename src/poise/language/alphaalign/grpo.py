@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -93,6 +94,8 @@ class GRPOAdapter:
         cuda = next(model.parameters()).device.type == "cuda"
         tokenizer.padding_side = "left"
 
+        # transformers 5 renamed gradient checkpointing; TRL still passes the old name (harmless here)
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
         args = GRPOConfig(
             output_dir=str(output_dir),
             max_steps=steps,
