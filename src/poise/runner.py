@@ -134,8 +134,14 @@ class Runner:
         if found is not None:
             return found
         unfinished = self.store.find_unfinished(recipe.config_hash())
-        if unfinished is not None and not is_alive(unfinished):
-            self.ui.info(f"{field}: resuming unfinished run {unfinished.id} of {ref}")
-            return self.resume(unfinished.id)
-        self.ui.info(f"{field}: training {ref} first")
-        return self.run(recipe, parent_id=ctx.run_id)
+        # a run's result must not depend on whether its dependencies were already in the store: the
+        # nested run seeds and consumes the global RNGs, so they are put back as they were afterwards
+        state = ctx._rng_state()
+        try:
+            if unfinished is not None and not is_alive(unfinished):
+                self.ui.info(f"{field}: resuming unfinished run {unfinished.id} of {ref}")
+                return self.resume(unfinished.id)
+            self.ui.info(f"{field}: training {ref} first")
+            return self.run(recipe, parent_id=ctx.run_id)
+        finally:
+            ctx._set_rng_state(state)

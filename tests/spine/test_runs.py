@@ -40,21 +40,32 @@ def test_a_run_records_metrics_costs_and_artifact(runner, store):
     assert finals["train.budget_used"].value == pytest.approx(1.0)
 
 
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
 def test_dependencies_are_trained_once_and_reused(runner, store, tmp_path):
     student = tmp_path / "student.toml"
     student.write_text(ERM.read_text().replace('kind = "vision.erm"', 'kind = "vision.erm"\nname = "student"'))
     from poise.context import RunContext
 
     cfg = load_recipe(student, SMALL)
-    seen = []
+    seen, draws = [], []
 
     def kind_run(cfg, ctx: RunContext):
+        import torch
+
+        torch.manual_seed(123)
         seen.append(ctx.dependency("vision/erm-digits.toml", field="model.teacher", overrides=SMALL))
+        draws.append(torch.rand(3))  # the same whether the teacher was trained here or reused
 
     for _ in range(2):
         runner._execute(kind_run, cfg, store.create_run(kind=cfg.kind, name="student", config=cfg.resolved(),
                                                        config_hash="s", seed=0))
     assert seen[0].id == seen[1].id and seen[0].status == "done"
+    assert torch_equal(draws[0], draws[1])
     assert [r.name for r in store.list_runs()].count("erm-digits") == 1
     assert seen[0].parent_id is not None  # trained inside the first student run
     with pytest.raises(UserError, match="no recipe file"):
