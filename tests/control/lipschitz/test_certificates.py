@@ -34,7 +34,7 @@ def test_lower_bounds_never_exceed_the_product_bound(seed: int, act: str, width:
     states = torch.randn(64, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     with one_thread():
         c = certify(net, states, lipsdp=False, pairs=256, seed=seed)
-    assert 0 < c.lower <= c.upper * (1 + 1e-9)
+    assert 0 <= c.lower <= c.upper * (1 + 1e-9)  # 0 when every sampled ReLU is dead
     assert c.upper == pytest.approx(product_bound(network_layers(net)[0]))
 
 
