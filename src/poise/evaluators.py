@@ -105,15 +105,16 @@ def run_evaluators(entries: list[Any], model: Any, data: Any, ctx: Any, *, step:
 
 # --------------------------------------------------------------------------- rebuilding models from weights
 
-Rebuilder = Callable[[Any, dict[str, Any], Any], tuple[Any, Any]]
+Rebuilder = Callable[..., tuple[Any, Any]]
 _REBUILDERS: dict[str, Rebuilder] = {}
 
 
 def rebuilder(kind_name: str) -> Callable[[Rebuilder], Rebuilder]:
-    """Register ``fn(cfg, tensors, device) -> (model, data)`` for kind ``kind_name``.
+    """Register ``fn(cfg, tensors, device, meta) -> (model, data)`` for kind ``kind_name``.
 
-    ``cfg`` is the validated recipe of a finished run of that kind and ``tensors`` a state dict shaped
-    like its ``model`` artifact; ``model`` and ``data`` are what the kind's evaluators take.
+    ``cfg`` is the validated recipe of a finished run of that kind, ``tensors`` a state dict shaped
+    like its ``model`` artifact and ``meta`` that artifact's metadata (architecture, tokenizer);
+    ``model`` and ``data`` are what the kind's evaluators take.
     """
 
     def register(fn: Rebuilder) -> Rebuilder:

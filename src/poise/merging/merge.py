@@ -293,8 +293,8 @@ def evaluate_merge(
     if not entries:
         return {}
     source_cfg = build_recipe(first.config, where=f"run {first.id}")
-    tensors, _ = ctx.load_artifact(ctx.run_id, "model")
-    model, data = rebuild(source_cfg, tensors, ctx.device)
+    tensors, meta = ctx.load_artifact(ctx.run_id, "model")
+    model, data = rebuild(source_cfg, tensors, ctx.device, meta)
     return run_evaluators(entries, model, data, _SourceView(ctx, source_cfg), step=0)
 
 

@@ -110,7 +110,8 @@ def load_teacher(ctx: RunContext, ref: str, field: str, data: VisionData) -> Cla
     return teacher
 
 
-def rebuild(cfg: VisionRecipe, tensors: dict[str, torch.Tensor], device: torch.device) -> tuple[Classifier, VisionData]:
+def rebuild(cfg: VisionRecipe, tensors: dict[str, torch.Tensor], device: torch.device,
+            meta: dict | None = None) -> tuple[Classifier, VisionData]:
     """The classifier of a finished vision run with other weights (a merge), and the data its evaluators read."""
     data = load_vision_data(cfg.data, cfg.seed)
     model = build_model(cfg.model, data)

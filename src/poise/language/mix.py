@@ -1,0 +1,117 @@
+"""Training mixes for alignment: which world examples an SFT or DPO run learns from, and in what form.
+
+A :class:`MixCfg` is the ``[mix]`` table of ``language.sft`` and ``language.dpo`` recipes. It selects
+train-split examples of the safety world by language, by harm scope and by objective:
+
+* ``objective = "general"``: benign tasks only (utility data);
+* ``objective = "safety"``: harmful requests and borderline look-alikes only (safety data);
+* ``objective = "mix"``: both, the data mix that model merging is compared against.
+
+``harms`` filters the **harmful** prompts by scope (``global`` / ``local``), so that a model trained on one
+scope can be tested on the other; borderline prompts are benign and always kept (choice: dropping them would
+teach blanket refusal of a hazard's words). ``languages`` picks the training languages; evaluation always
+covers every language of ``data.world``.
+
+SFT targets are each example's ``safe_response`` (the exact answer, the helpful reply, or the refusal of a
+harmful request). DPO pairs are ``safe_response ≻ unsafe_response``: refusal ≻ compliance for harmful
+prompts, answer ≻ refusal for benign and borderline ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from poise.errors import UserError
+from poise.language.world import Example, check_language_codes
+from poise.recipes import Section
+
+Objective = Literal["mix", "general", "safety"]
+OBJECTIVE_KINDS: dict[str, tuple[str, ...]] = {
+    "mix": ("benign", "harmful", "borderline"),
+    "general": ("benign",),
+    "safety": ("harmful", "borderline"),
+}
+
+
+class MixCfg(Section):
+    """Which train examples an alignment run sees: languages, harm scopes and objective."""
+
+    languages: list[str] | None = Field(None, description="training languages; None: every world language")
+    harms: list[Literal["global", "local"]] = Field(
+        default_factory=lambda: ["global", "local"], min_length=1, description="harm scopes of harmful prompts"
+    )
+    objective: Objective = Field("mix", description="mix (all), general (benign tasks) or safety (harm + borderline)")
+    max_examples: int | None = Field(None, gt=0, description="cap on training examples (a seeded subset)")
+
+    @field_validator("languages")
+    @classmethod
+    def _known(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("expected at least one language (or leave it unset for all)")
+            check_language_codes(v)
+        return v
+
+
+def select(examples: Sequence[Example], cfg: MixCfg, seed: int = 0) -> list[Example]:
+    """The train examples ``cfg`` keeps, in world order (a seeded subset when ``max_examples`` is set)."""
+    kinds = OBJECTIVE_KINDS[cfg.objective]
+    out = [
+        e
+        for e in examples
+        if e.kind in kinds
+        and (cfg.languages is None or e.language in cfg.languages)
+        and (e.kind != "harmful" or e.harm in cfg.harms)
+    ]
+    if cfg.languages is not None:
+        have = {e.language for e in examples}
+        missing = [lang for lang in cfg.languages if lang not in have]
+        if missing:
+            raise UserError(
+                f"language {missing[0]!r} is not in the world's data; expected one of {sorted(have)}",
+                field="mix.languages",
+            )
+    if not out:
+        raise UserError(
+            f"the mix keeps no training example (objective {cfg.objective}, harms {cfg.harms}, "
+            f"languages {cfg.languages or 'all'})",
+            field="mix",
+        )
+    if cfg.max_examples is not None and len(out) > cfg.max_examples:
+        import numpy as np
+
+        keep = np.sort(np.random.default_rng(seed).choice(len(out), cfg.max_examples, replace=False))
+        out = [out[i] for i in keep]
+    return out
+
+
+def sft_rows(examples: Sequence[Example]) -> list[dict]:
+    """TRL's conversational prompt–completion rows: the user prompt and the aligned answer."""
+    return [
+        {
+            "prompt": [{"role": "user", "content": e.prompt}],
+            "completion": [{"role": "assistant", "content": e.safe_response or ""}],
+        }
+        for e in examples
+    ]
+
+
+def preference_rows(examples: Sequence[Example]) -> list[dict]:
+    """TRL's conversational preference rows: chosen = aligned response, rejected = misaligned one."""
+    rows = []
+    for e in examples:
+        if not e.safe_response or not e.unsafe_response:
+            continue
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": e.prompt}],
+                "chosen": [{"role": "assistant", "content": e.safe_response}],
+                "rejected": [{"role": "assistant", "content": e.unsafe_response}],
+            }
+        )
+    if not rows:
+        raise UserError("no example of the mix has both a safe and an unsafe response", field="mix")
+    return rows

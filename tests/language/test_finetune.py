@@ -1,0 +1,177 @@
+"""SFT and DPO through TRL: the mix, TRL's losses cross-checked by hand, kinds end to end, resume, bad input."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from poise.errors import UserError
+from poise.language.mix import MixCfg, preference_rows, select, sft_rows
+from poise.language.world import WorldCfg, build_world
+from poise.recipes import load_recipe
+from poise.store import Store
+from tests.language.conftest import WORLD
+
+SMALL = dict(
+    languages=["en", "fr"],
+    benign={"train": 24, "val": 2, "test": 6},
+    harmful={"train": 16, "val": 2, "test": 6},
+    borderline={"train": 8, "val": 2, "test": 4},
+)
+
+
+def test_mix_selects_by_objective_harm_scope_and_language():
+    train = build_world(WorldCfg(**SMALL)).split("train")
+    general = select(train, MixCfg(objective="general"))
+    assert general and {e.kind for e in general} == {"benign"}
+    safety = select(train, MixCfg(objective="safety", harms=["global"], languages=["fr"]))
+    assert {e.kind for e in safety} == {"harmful", "borderline"}
+    assert {e.harm for e in safety if e.kind == "harmful"} == {"global"}
+    assert {e.harm for e in safety if e.kind == "borderline"} == {"global", "local"}  # borderline always kept
+    assert {e.language for e in safety} == {"fr"}
+    assert len(select(train, MixCfg(max_examples=10), seed=1)) == 10
+    rows = preference_rows(select(train, MixCfg()))
+    by_prompt = {e.prompt: e for e in train}
+    for r in rows:
+        e = by_prompt[r["prompt"][0]["content"]]
+        assert r["chosen"][0]["content"] == e.safe_response and r["rejected"][0]["content"] == e.unsafe_response
+    harmful = next(r for r in rows if by_prompt[r["prompt"][0]["content"]].kind == "harmful")
+    assert "sorry" in harmful["chosen"][0]["content"].lower()  # refusal ≻ compliance
+    assert sft_rows(general)[0]["completion"][0]["content"] == general[0].answer
+    with pytest.raises(UserError, match="ru"):
+        select(train, MixCfg(languages=["ru"]))
+    with pytest.raises(ValueError, match="unknown language"):
+        MixCfg(languages=["xx"])
+
+
+@pytest.fixture
+def tiny_lm(tiny_model_dir):
+    from poise.language.models import load_hf
+
+    return load_hf(tiny_model_dir)
+
+
+def test_trl_sft_loss_equals_completion_only_nll(tiny_lm):
+    """TRL's SFT loss on a batch equals the mean NLL of the assistant tokens, computed here independently."""
+    from poise.language.base import encode_chats
+    from poise.language.finetune import SFTParams, TRLSteps
+
+    examples = select(build_world(WorldCfg(**SMALL)).split("train"), MixCfg())[:6]
+    steps = TRLSteps("sft", tiny_lm, sft_rows(examples), SFTParams(), batch_size=6, seed=0,
+                     device=torch.device("cpu"))
+    tiny_lm.model.eval()
+    with torch.no_grad():
+        loss, metrics = steps.loss(list(range(6)))
+        x, y = encode_chats(tiny_lm.tokenizer, [(e.prompt, e.safe_response) for e in examples], [], 80)
+        logits = tiny_lm.model(input_ids=x, attention_mask=(x != tiny_lm.tokenizer.pad_token_id).long()).logits
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), y[:, 1:].flatten(), ignore_index=-100)
+    assert loss.item() == pytest.approx(nll.item(), rel=1e-5)
+    assert "mean_token_accuracy" in metrics
+
+
+def test_trl_dpo_loss_starts_at_log2_and_learns_the_preference(tiny_lm):
+    from poise.language.finetune import DPOParams, TRLSteps
+
+    examples = select(build_world(WorldCfg(**SMALL)).split("train"), MixCfg())[:8]
+    steps = TRLSteps("dpo", tiny_lm, preference_rows(examples), DPOParams(beta=0.5), batch_size=8, seed=0,
+                     device=torch.device("cpu"))
+    before = copy.deepcopy(tiny_lm.model.state_dict())
+    opt = torch.optim.Adam(tiny_lm.model.parameters(), lr=3e-3)
+    losses, margins = [], []
+    for _ in range(8):
+        loss, metrics = steps.loss(list(range(8)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        margins.append(metrics["rewards_margins"])
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference at the start
+    assert losses[-1] < 0.5 * losses[0] and margins[-1] > 0
+    ref = steps.trainer.ref_model.state_dict()  # the reference stays the starting model
+    for k, v in ref.items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+
+
+def _recipes(folder: Path, model_dir: Path) -> tuple[Path, Path]:
+    common = [*WORLD, "[train]", "lr = 3e-3", "batch_size = 8", "checkpoint_every = 2", "budget = { steps = 4 }",
+              "[[eval]]", 'name = "language.safety"', "max_new_tokens = 6"]
+    sft = folder / "sft.toml"
+    sft.write_text("\n".join(['kind = "language.sft"', "seed = 0", "[model]", f'path = "{model_dir}"',
+                              "[mix]", 'objective = "safety"', *common]) + "\n")
+    dpo = folder / "dpo-sft.toml"
+    dpo.write_text("\n".join(['kind = "language.dpo"', "seed = 0", "[model]", 'base = "sft.toml"',
+                              "[dpo]", "beta = 0.2", *common]) + "\n")
+    return sft, dpo
+
+
+def test_dpo_after_sft_trains_its_sft_first_logs_and_evaluates(cli, tmp_path, tiny_model_dir):
+    _, dpo = _recipes(tmp_path, tiny_model_dir)
+    code, _, err = cli("--quiet", "run", dpo)
+    assert code == 0, err
+    store = Store(root=tmp_path / ".poise")
+    (sft_run,) = store.list_runs(kind="language.sft")
+    (dpo_run,) = store.list_runs(kind="language.dpo")
+    train = {(m.name, m.step) for m in store.metrics([dpo_run.id]) if m.axis == "train"}
+    assert {("loss", 0), ("loss", 3), ("rewards_margins", 0)} <= train
+    final = store.final_metrics([dpo_run.id])[dpo_run.id]
+    assert {"safety.harmful_compliance_global", "safety.harmful_compliance_fr", "utility.benign_acc"} <= set(final)
+    assert final["cost.energy_kwh"].value > 0
+    _, meta = store.load_tensors(dpo_run.id, "model")
+    assert meta["dpo"]["mix"]["objective"] == "mix"
+    # the SFT model is DPO's start: its weights differ from the untrained folder's, and DPO moved them again
+    from poise.language.models import load_hf, load_lm
+
+    raw = load_hf(tiny_model_dir).model.state_dict()
+    sft_w = load_lm(store, sft_run.id).model.state_dict()
+    dpo_w = load_lm(store, dpo_run.id).model.state_dict()
+    key = "model.layers.0.mlp.down_proj.weight"
+    assert not torch.equal(raw[key], sft_w[key]) and not torch.equal(sft_w[key], dpo_w[key])
+
+
+def test_an_interrupted_sft_run_resumes_to_the_same_weights(runner, store, tmp_path, tiny_model_dir, monkeypatch):
+    sft, _ = _recipes(tmp_path, tiny_model_dir)
+    over = {"eval": []}
+    full = runner.run(load_recipe(sft, over))
+    from poise.language import finetune
+
+    real = finetune.TRLSteps.loss
+    calls = {"n": 0}
+
+    def crash_at_step_3(self, indices):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("simulated crash")
+        return real(self, indices)
+
+    monkeypatch.setattr(finetune.TRLSteps, "loss", crash_at_step_3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        runner.run(load_recipe(sft, over | {"name": "crashy"}))
+    monkeypatch.setattr(finetune.TRLSteps, "loss", real)
+    crashed = next(r for r in store.list_runs() if r.name == "crashy")
+    assert crashed.status == "failed"
+    resumed = runner.resume(crashed.id)
+    assert resumed.status == "done"
+    a, _ = store.load_tensors(full.id, "model")
+    b, _ = store.load_tensors(resumed.id, "model")
+    for k in a:  # equal up to float rounding (1 ulp seen in the reloaded optimiser's first update)
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize(
+    ("setting", "expect"),
+    [
+        ("mix.languages=['xx']", "mix.languages"),
+        ("mix.objective='all'", "mix.objective"),
+        ("dpo.beta=0", "dpo.beta"),
+        ("model.base='missing.toml'", "model.base"),
+    ],
+)
+def test_bad_alignment_input_is_one_line_and_exit_2(cli, tmp_path, tiny_model_dir, setting, expect):
+    _, dpo = _recipes(tmp_path, tiny_model_dir)
+    code, _, err = cli("--quiet", "run", dpo, "--set", setting)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and expect in err and "Traceback" not in err
