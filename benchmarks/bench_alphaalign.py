@@ -1,11 +1,11 @@
 """AlphaAlign bench: safety/utility of base, SFT, DPO(SFT), AlphaAlign and AlphaAlign-Zero, and RL step split.
 
-Every figure is measured here: the shipped recipes run through poise's runner into a temporary store (the
-base model is trained once and reused by every recipe through its config hash), then the table reads the
-store's metrics. ``quick`` is one seed with the recipes' ``[quick]`` overrides; the full bench is 3 seeds
-at the recipes' own budgets (≤ 200 RL steps). SFT / DPO(SFT) rows appear when the language lab's recipes
-(``language/sft.toml``, ``language/dpo-sft.toml``) are present. The second table compares one PPO step with
-one GRPO step (same prompts per step, same n) split into generation, reward and update.
+Every figure is measured here: the shipped recipes run through poise's runner into one store
+(:mod:`language_lab`; the base model is trained once and reused by every recipe through its config hash),
+then the tables read the store's metrics. ``quick`` is one seed with the recipes' ``[quick]`` overrides; the
+full bench is 3 seeds at the recipes' own budgets (≤ 200 RL steps); DPO(SFT) of seed s starts from the SFT of
+seed s. The last tables compare one PPO step with one GRPO step (same prompts per step, same n) split into
+generation, reward and update.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("POISE_COUNTRY", "FRA")
@@ -29,14 +28,9 @@ ROWS = [  # (label, recipe, overrides)
 
 
 def _fmt(values: list[float], pct: bool = True) -> str:
-    if not values:
-        return "–"
-    scale = 100.0 if pct else 1.0
-    m = statistics.fmean(values) * scale
-    if len(values) == 1:
-        return f"{m:.1f}" if pct else f"{m:.3g}"
-    s = statistics.stdev(values) * scale
-    return f"{m:.1f} ± {s:.1f}" if pct else f"{m:.3g} ± {s:.2g}"
+    from language_lab import fmt
+
+    return fmt(values, pct)
 
 
 def toy_step_split(quick: bool) -> str:
@@ -118,99 +112,56 @@ def main(quick: bool) -> str:
 
 
 def lab_tables(quick: bool) -> str:
+    from language_lab import Lab
+
     import poise.language.alphaalign.kinds  # noqa: F401  (registers language.alphaalign)
-    from poise.errors import UserError
-    from poise.recipes import load_recipe, resolve_recipe_path
-    from poise.runner import Runner
-    from poise.store import Store
-    from poise.ui import UI
 
     seeds = [0] if quick else [0, 1, 2]
-    tmp = tempfile.TemporaryDirectory(prefix="poise-bench-alphaalign-")
-    store = Store(root=Path(tmp.name) / ".poise")
-    runner = Runner(store, UI(quiet=True))
-    finals: dict[str, list[dict[str, float]]] = {}
-    costs: dict[str, list[tuple[float, float]]] = {}
-    missing = []
-    for label, ref, overrides in ROWS:
-        try:
-            path = resolve_recipe_path(ref)
-        except UserError:
-            missing.append(label)
-            continue
+    lab = Lab(quick)
+    store = lab.store
+    lab.run("base", "language/base.toml")  # shared by every row (seed 0)
+    for label, ref, overrides in ROWS[1:]:
         for seed in seeds:
-            # the base model is shared (seed 0); the alignment recipes vary their own seed
-            cfg = load_recipe(path, {**overrides, **({"seed": seed} if label != "base" else {})}, quick=quick)
-            found = store.find_done(cfg.config_hash())
-            run = found if found is not None else runner.run(cfg)
-            final = {k: m.value for k, m in store.final_metrics([run.id]).get(run.id, {}).items()}
-            finals.setdefault(label, []).append(final)
-            cost = store.cost(run.id)
-            costs.setdefault(label, []).append((cost.wall_s, cost.energy_kwh * 3.6e6))
-            if label == "base":
-                break
-
-    languages = sorted(
-        {
-            k.rsplit("_", 1)[1]
-            for fs in finals.values()
-            for f in fs
-            for k in f
-            if k.startswith("safety.harmful_compliance_")
-            and k.count("_") == 2
-            and k.rsplit("_", 1)[1] not in ("global", "local")
-        }
-    )
-
-    def col(label: str, key: str) -> str:
-        return _fmt([f[key] for f in finals.get(label, []) if key in f])
-
+            extra = {"model.base_set": {"seed": seed}} if label == "DPO(SFT)" else {}
+            lab.run(label, ref, {**overrides, **extra, "seed": seed})
+    labels = [label for label, *_ in ROWS]
     out = [
         f"Safety world, tiny Llama base chat model; {len(seeds)} seed(s)"
-        + (
-            " with the recipes' [quick] overrides (smoke test)"
-            if quick
-            else ", recipes' budgets (≤ 200 RL steps)"
-        )
+        + (" with the recipes' [quick] overrides (smoke test)" if quick else ", recipes' budgets (≤ 200 RL steps)")
         + ". Rates in % (mean ± std over seeds); harmful compliance and over-refusal: lower is better; "
-        "benign accuracy: higher is better. Time and energy: training run only (the base model is "
-        "trained once "
-        "and shared).",
+        "benign accuracy: higher is better. Time and energy: training run only (the base model is trained once "
+        "and shared; DPO(SFT) excludes its SFT).",
         "",
-        "| model | harmful compliance | global | local | over-refusal | benign acc | train s | energy J |",
-        "|---|---|---|---|---|---|---|---|",
+        *lab.headline_table(labels),
     ]
-    for label, *_ in ROWS:
-        if label not in finals:
-            continue
-        wall = [c[0] for c in costs[label]]
-        joules = [c[1] for c in costs[label]]
-        out.append(
-            f"| {label} | {col(label, 'safety.harmful_compliance')}"
-            f" | {col(label, 'safety.harmful_compliance_global')}"
-            f" | {col(label, 'safety.harmful_compliance_local')} | {col(label, 'safety.over_refusal')}"
-            f" | {col(label, 'utility.benign_acc')} | {_fmt(wall, pct=False)} | {_fmt(joules, pct=False)} |"
-        )
-    if missing:
-        out += ["", f"Not measured (recipe not in this checkout): {', '.join(missing)}."]
-    if languages:
+    if lab.missing:
+        out += ["", f"Not measured (recipe not in this checkout): {', '.join(sorted(set(lab.missing)))}."]
+    out += ["", "Per language: harmful compliance / over-refusal / benign accuracy (%).", "",
+            *lab.language_table(labels)]
+    base = {k: lab.mean("base", k) for k in ("safety.harmful_compliance", "safety.over_refusal",
+                                                "utility.benign_acc")}
+    aa = {k: lab.mean("AlphaAlign (PPO)", k) for k in base}
+    zero_acc = lab.mean("AlphaAlign-Zero (PPO)", "utility.benign_acc")
+    if None not in (*base.values(), *aa.values()):
+        harm_ok = aa["safety.harmful_compliance"] < base["safety.harmful_compliance"]
+        over_ok = aa["safety.over_refusal"] <= base["safety.over_refusal"]
+        util_ok = aa["utility.benign_acc"] >= base["utility.benign_acc"] - 0.02
         out += [
             "",
-            "Per language: harmful compliance / over-refusal / benign accuracy (%).",
-            "",
-            "| model | " + " | ".join(languages) + " |",
-            "|---|" + "---|" * len(languages),
+            f"Claim check — AlphaAlign (PPO) vs the base: harmful compliance falls **{'yes' if harm_ok else 'no'}** "
+            f"({100 * base['safety.harmful_compliance']:.1f} → {100 * aa['safety.harmful_compliance']:.1f}); "
+            f"over-refusal does not rise **{'yes' if over_ok else 'no'}** ({100 * base['safety.over_refusal']:.1f}"
+            f" → {100 * aa['safety.over_refusal']:.1f}); benign accuracy within 2 points **"
+            f"{'yes' if util_ok else 'no'}** ({100 * base['utility.benign_acc']:.1f} → "
+            f"{100 * aa['utility.benign_acc']:.1f})."
+            + (
+                f" AlphaAlign-Zero loses benign utility against AlphaAlign: **"
+                f"{'yes' if zero_acc < aa['utility.benign_acc'] else 'no'}** ({100 * zero_acc:.1f} vs "
+                f"{100 * aa['utility.benign_acc']:.1f})."
+                if zero_acc is not None
+                else ""
+            ),
         ]
-        for label, *_ in ROWS:
-            if label not in finals:
-                continue
-            cells = [
-                f"{col(label, f'safety.harmful_compliance_{lang}')}"
-                f" / {col(label, f'safety.over_refusal_{lang}')}"
-                f" / {col(label, f'utility.benign_acc_{lang}')}"
-                for lang in languages
-            ]
-            out.append(f"| {label} | " + " | ".join(cells) + " |")
 
     # RL curves at a glance: first vs last logged step of the AlphaAlign runs
     out += [
@@ -266,8 +217,6 @@ def lab_tables(quick: bool) -> str:
             for p in ("generation", "reward", "update")
         ]
         out.append(f"| {algo.upper()} | {step:.3f} | " + " | ".join(cells) + " |")
-    store.close()
-    tmp.cleanup()
     return "\n".join(out)
 
 

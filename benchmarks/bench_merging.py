@@ -245,10 +245,77 @@ def main(quick: bool = False) -> str:
         "entries per task vector; when several share the k-th magnitude, poise keeps the first in flat order "
         "and mergekit whichever `torch.argsort` puts first, so a handful of entries can differ by one "
         "task-vector value."
-        "\n\n_Mix vs merge on the safety world: not measured — it needs the language lab's SFT training "
-        "(branch `language`), which is not merged here._"
     )
-    return head + "\n".join(rows) + note
+    return head + "\n".join(rows) + note + "\n\n" + mix_vs_merge(quick)
+
+
+MIX_KEYS = ("utility.benign_acc", "safety.harmful_compliance", "safety.over_refusal")
+
+
+def mix_vs_merge(quick: bool) -> str:
+    """The shipped ``language/mix-vs-merge.toml`` over seeds: data mix vs objective- and language-based merges."""
+    import json
+    import statistics
+
+    from language_lab import Lab, fmt
+
+    seeds = [0] if quick else [0, 1, 2]
+    lab = Lab(quick)
+    tables = []
+    for seed in seeds:
+        run = lab.run("experiment", "language/mix-vs-merge.toml", {"seed": seed})
+        art = next(a for a in lab.store.artifacts(run.id) if a.name == "mix_vs_merge")
+        tables.append(json.loads(art.path.read_text()))
+    langs = tables[0]["languages"]
+    keys = [*MIX_KEYS, *(f"safety.harmful_compliance_{lang}" for lang in langs)]
+    order: list[tuple[str, str, str]] = []
+    values: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+    for t in tables:
+        for r in t["rows"]:
+            key = (r["group"], r["method"], r["label"])
+            if key not in values:
+                order.append(key)
+            for k in keys:
+                if k in r["metrics"]:
+                    values.setdefault(key, {}).setdefault(k, []).append(r["metrics"][k])
+    lines = [
+        f"Mix vs merge on the safety world (`language/mix-vs-merge.toml`, {len(seeds)} seed(s)"
+        + (", [quick]" if quick else "")
+        + "): SFT of one base chat model on the general + safety data mix, vs merges of a general-only and a "
+        "safety-only SFT model (objective-based) and of one SFT model per language (language-based). Rates in % "
+        "(mean ± std over seeds); harm = harmful compliance (lower is better).",
+        "",
+        "| group | method | models | benign acc | harm | over-refusal | "
+        + " | ".join(f"harm {x}" for x in langs)
+        + " |",
+        "|---|---|---|" + "---|" * (3 + len(langs)),
+    ]
+    for key in order:
+        v = values.get(key, {})
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(fmt(v.get(k, [])) for k in keys) + " |")
+
+    def mean(key: tuple[str, str, str], k: str) -> float | None:
+        x = values.get(key, {}).get(k)
+        return statistics.fmean(x) if x else None
+
+    mix = next(k for k in order if k[0] == "data mix")
+    acc0, harm0 = mean(mix, "utility.benign_acc"), mean(mix, "safety.harmful_compliance")
+    obj = [k for k in order if k[0] == "objective merge"]
+    wins = [k[1] for k in obj if (mean(k, "utility.benign_acc") or 0) >= acc0
+            and (mean(k, "safety.harmful_compliance") or 1) <= harm0]
+    lines += ["", f"Claim check — objective-based merging beats the data mix on both benign accuracy and harm: "
+              f"**{'yes' if wins else 'no'}** ({', '.join(wins) or 'no method'} of {len(obj)} methods)."]
+    base = next((k for k in order if k[0] == "base"), None)
+    lang_merges = [k for k in order if k[0] == "language merge"]
+    if base and lang_merges:
+        parts = []
+        for k in lang_merges:
+            lower = [x for x in langs if (mean(k, f"safety.harmful_compliance_{x}") or 1)
+                     < (mean(base, f"safety.harmful_compliance_{x}") or 0)]
+            parts.append(f"{k[1]}: {len(lower)} of {len(langs)}")
+        lines += [f"Claim check — language-based merging lowers harm across languages (below the base, per "
+                  f"language): {'; '.join(parts)}."]
+    return "\n".join(lines)
 
 
 def _mergekit_version() -> str:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # shared helpers next to the benchmarks (language_lab.py)
 
 
 def main() -> int:
