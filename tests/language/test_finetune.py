@@ -131,6 +131,13 @@ def test_dpo_after_sft_trains_its_sft_first_logs_and_evaluates(cli, tmp_path, ti
     key = "model.layers.0.mlp.down_proj.weight"
     assert not torch.equal(raw[key], sft_w[key]) and not torch.equal(sft_w[key], dpo_w[key])
 
+    from poise.language.report import safety_by_language
+
+    heat, table = safety_by_language(store, store.list_runs())
+    assert len(heat.figure.data[0].y) == 2 and list(heat.figure.data[0].x) == ["en", "fr"]  # one row per run
+    header, rows = table.table
+    assert header[-2:] == ["harm en", "harm fr"] and len(rows) == 2
+
 
 def test_an_interrupted_sft_run_resumes_to_the_same_weights(runner, store, tmp_path, tiny_model_dir, monkeypatch):
     sft, _ = _recipes(tmp_path, tiny_model_dir)

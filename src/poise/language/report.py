@@ -1,0 +1,68 @@
+"""The language lab's report section: harmful compliance per language as a heat map, and the per-language table.
+
+One row per run that the ``language.safety`` evaluator scored (base, SFT, DPO, AlphaAlign, merges of them):
+harmful compliance in each language and for global / local harms, over-refusal and benign accuracy.
+"""
+
+from __future__ import annotations
+
+from poise.report import Block, report_section
+from poise.report.figures import esc
+
+
+def _safety_rows(store, runs) -> tuple[list, list[str], dict[str, dict[str, float]]]:
+    finals = store.final_metrics([r.id for r in runs if r.status == "done"])
+    scored = [r for r in runs if "safety.harmful_compliance" in finals.get(r.id, {})]
+    langs = sorted(
+        {
+            k.rsplit("_", 1)[1]
+            for r in scored
+            for k in finals[r.id]
+            if k.startswith("safety.harmful_compliance_") and k.rsplit("_", 1)[1] not in ("global", "local")
+        }
+    )
+    values = {r.id: {k: m.value for k, m in finals[r.id].items()} for r in scored}
+    return scored, langs, values
+
+
+@report_section("language.safety", "Language: safety per language")
+def safety_by_language(store, runs) -> list[Block]:
+    import plotly.graph_objects as go
+
+    scored, langs, values = _safety_rows(store, runs)
+    if not scored or not langs:
+        return []
+    labels = [f"{r.name} [{r.id[:6]}]" for r in scored]
+    z = [[values[r.id].get(f"safety.harmful_compliance_{lang}") for lang in langs] for r in scored]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[esc(lang) for lang in langs],
+            y=[esc(label) for label in labels],
+            zmin=0.0,
+            zmax=1.0,
+            colorscale="Reds",
+            colorbar={"title": "harmful<br>compliance"},
+            hovertemplate="%{y}<br>%{x}: %{z:.2f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="harmful compliance per language (lower is better)",
+        height=max(260, 40 * len(scored) + 120),
+        margin={"l": 220, "r": 20, "t": 50, "b": 40},
+        template="plotly_white",
+    )
+    cols = ["harmful_compliance", "harmful_compliance_global", "harmful_compliance_local", "over_refusal"]
+    header = ["run", "kind", *cols, "benign_acc", *(f"harm {lang}" for lang in langs)]
+    rows = []
+    for r, label in zip(scored, labels, strict=True):
+        v = values[r.id]
+        rows.append(
+            [label, r.kind, *[v.get(f"safety.{c}") for c in cols], v.get("utility.benign_acc"),
+             *[v.get(f"safety.harmful_compliance_{lang}") for lang in langs]]
+        )
+    return [
+        Block("harmful compliance per language", figure=fig,
+              note="share of harmful test prompts answered with compliance, per language of the safety world"),
+        Block("safety and utility per run", table=(header, rows)),
+    ]
