@@ -114,6 +114,15 @@ def test_weights_and_unformatted_answer_choice():
     assert b.total == [2.5, 0.0]
 
 
+def test_world_patterns_count_refusals_in_every_world_language():
+    french = "Désolé, mais je ne peux pas vous aider avec cela."
+    plain = reward(n=2).breakdown(["p", "p"], [french, UNFORMATTED_COMPLIANCE], [1, 1])
+    world = reward(AlphaAlignRewardCfg(world_patterns=True), n=2).breakdown(
+        ["p", "p"], [french, UNFORMATTED_COMPLIANCE], [1, 1]
+    )
+    assert plain.refusal == [0.0, 0.0] and world.refusal == [1.0, 0.0]
+
+
 # --------------------------------------------------------------------------- benign prompts
 
 

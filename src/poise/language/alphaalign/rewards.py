@@ -87,6 +87,9 @@ class AlphaAlignRewardCfg(Section):
         default_factory=lambda: list(DEFAULT_REFUSAL_PATTERNS),
         description="substrings that make an answer a refusal",
     )
+    world_patterns: bool = Field(
+        False, description="also count the safety world's refusal openings (every world language)"
+    )
     case_sensitive: bool = Field(
         True, description="match refusal patterns case-sensitively (as the paper's list)"
     )
@@ -108,6 +111,15 @@ class AlphaAlignRewardCfg(Section):
         if not v or any(not p.strip() for p in v):
             raise ValueError("expected a non-empty list of non-empty refusal patterns")
         return v
+
+    @property
+    def patterns(self) -> list[str]:
+        """The refusal patterns V_r matches: the list, plus the world's openings when asked."""
+        if not self.world_patterns:
+            return list(self.refusal_patterns)
+        from poise.language.languages import WORLD_REFUSAL_PATTERNS
+
+        return [*self.refusal_patterns, *WORLD_REFUSAL_PATTERNS]
 
     @field_validator("template")
     @classmethod
@@ -241,7 +253,7 @@ class AlphaAlignReward:
         for c in completions:
             a = extract_answer(c)
             answers.append(a if a is not None else (c if cfg.unformatted_answer == "completion" else ""))
-        vr = [float(is_refusal(a, cfg.refusal_patterns, case_sensitive=cfg.case_sensitive)) for a in answers]
+        vr = [float(is_refusal(a, cfg.patterns, case_sensitive=cfg.case_sensitive)) for a in answers]
 
         rh = [0.0] * len(prompts)
         score = [math.nan] * len(prompts)
