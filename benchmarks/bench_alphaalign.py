@@ -113,15 +113,18 @@ def main(quick: bool) -> str:
 
 def lab_tables(quick: bool) -> str:
     from language_lab import Lab
+    from language_lab import seeds as bench_seeds
 
     import poise.language.alphaalign.kinds  # noqa: F401  (registers language.alphaalign)
 
-    seeds = [0] if quick else [0, 1, 2]
+    seeds = bench_seeds(quick)
+    grpo_seeds = bench_seeds(quick, "POISE_BENCH_GRPO_SEEDS", seeds)
     lab = Lab(quick)
     store = lab.store
     lab.run("base", "language/base.toml")  # shared by every row (seed 0)
-    for label, ref, overrides in ROWS[1:]:
-        for seed in seeds:
+    # RL rows first, SFT rows last: a language bench sharing the store may be training those meanwhile
+    for label, ref, overrides in [*ROWS[3:], *ROWS[1:3]]:
+        for seed in grpo_seeds if "GRPO" in label else seeds:
             extra = {"model.base_set": {"seed": seed}} if label == "DPO(SFT)" else {}
             lab.run(label, ref, {**overrides, **extra, "seed": seed})
     labels = [label for label, *_ in ROWS]

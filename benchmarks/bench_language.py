@@ -13,18 +13,25 @@ from __future__ import annotations
 import time
 
 from language_lab import Lab
+from language_lab import seeds as bench_seeds
 
 MAIN = ["base", "SFT", "DPO", "DPO(SFT)"]
 TRANSFER = ["base", "SFT global harms only", "SFT local harms only", "SFT"]
 MULTI = ["base", "SFT English only", "SFT"]
 
 
-def rows(seed: int) -> list[tuple[str, str, dict]]:
+def main_rows(seed: int) -> list[tuple[str, str, dict]]:
     s = {"seed": seed}
     return [
         ("SFT", "language/sft.toml", s),
         ("DPO", "language/dpo.toml", s),
         ("DPO(SFT)", "language/dpo-sft.toml", {**s, "model.base_set": {"seed": seed}}),
+    ]
+
+
+def transfer_rows(seed: int) -> list[tuple[str, str, dict]]:
+    s = {"seed": seed}
+    return [
         ("SFT global harms only", "language/sft.toml", {**s, "mix.harms": ["global"]}),
         ("SFT local harms only", "language/sft.toml", {**s, "mix.harms": ["local"]}),
         ("SFT English only", "language/sft.toml", {**s, "mix.languages": ["en"]}),
@@ -41,12 +48,16 @@ def tradeoff(lab: Lab, label: str) -> float | None:
 
 
 def main(quick: bool) -> str:
-    seeds = [0] if quick else [0, 1, 2]
+    seeds = bench_seeds(quick)
+    transfer_seeds = bench_seeds(quick, "POISE_BENCH_TRANSFER_SEEDS", seeds)
     lab = Lab(quick)
     t0 = time.perf_counter()
     lab.run("base", "language/base.toml")
     for seed in seeds:
-        for label, ref, over in rows(seed):
+        for label, ref, over in main_rows(seed):
+            lab.run(label, ref, over)
+    for seed in transfer_seeds:
+        for label, ref, over in transfer_rows(seed):
             lab.run(label, ref, over)
     took = time.perf_counter() - t0
 
@@ -74,7 +85,8 @@ def main(quick: bool) -> str:
             f"(best: {best}).",
         ]
 
-    out += ["", "Transfer between harm scopes: trained on one scope, tested on both (%).", "",
+    out += ["", f"Transfer between harm scopes: trained on one scope, tested on both (%; {len(transfer_seeds)} "
+            "seed(s) for the one-scope rows).", "",
             *lab.headline_table(TRANSFER, costs=False)]
     base_g, base_l = lab.mean("base", "safety.harmful_compliance_global"), lab.mean(
         "base", "safety.harmful_compliance_local")
@@ -88,7 +100,8 @@ def main(quick: bool) -> str:
             f"harms: **{'yes' if l_on_g < base_g else 'no'}** (global {100 * base_g:.1f} → {100 * l_on_g:.1f}).",
         ]
 
-    out += ["", "Harmful compliance per language: English-only vs multilingual SFT (%).", "",
+    out += ["", f"Harmful compliance per language: English-only vs multilingual SFT (%; {len(transfer_seeds)} "
+            "seed(s) for English-only).", "",
             *lab.language_table(MULTI, what="harm")]
     langs = lab.languages()
     multi = {lang: lab.mean("SFT", f"safety.harmful_compliance_{lang}") for lang in langs}

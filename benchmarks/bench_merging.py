@@ -258,8 +258,9 @@ def mix_vs_merge(quick: bool) -> str:
     import statistics
 
     from language_lab import Lab, fmt
+    from language_lab import seeds as bench_seeds
 
-    seeds = [0] if quick else [0, 1, 2]
+    seeds = bench_seeds(quick, "POISE_BENCH_MIX_SEEDS")
     lab = Lab(quick)
     tables = []
     for seed in seeds:

@@ -267,4 +267,5 @@ def main(quick: bool) -> str:
 if __name__ == "__main__":
     import sys
 
-    print(main(quick="--quick" in sys.argv))
+    quick = "--quick" in sys.argv
+    print(speed(quick) if "--speed" in sys.argv else main(quick=quick))  # --speed: the ratios alone

@@ -4,6 +4,8 @@ Every figure comes from poise runs: recipes are loaded with their overrides and 
 :class:`~poise.runner.Runner`; a run whose config hash is already done in the store is reused (the base
 chat model is trained once and shared). The store is a temporary folder, or ``$POISE_BENCH_STORE`` to
 share runs between benchmarks (language, alphaalign, merging) and across reruns of the same code.
+``$POISE_BENCH_SEEDS`` (e.g. ``0`` or ``0,1,2``) replaces a benchmark's seed list; every table says how many
+seeds it averages.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ HEADLINE = (
     ("safety.over_refusal", "over-refusal"),
     ("utility.benign_acc", "benign acc"),
 )
+
+
+def seeds(quick: bool, env: str = "POISE_BENCH_SEEDS", default: list[int] | None = None) -> list[int]:
+    """The seeds to run: one in quick mode, ``default`` (0, 1, 2) in full mode, or those in ``$env``."""
+    if os.environ.get(env):
+        return [int(x) for x in os.environ[env].split(",") if x.strip()]
+    return [0] if quick else (default or [0, 1, 2])
 
 
 def fmt(values: list[float], pct: bool = True) -> str:

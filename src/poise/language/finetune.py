@@ -116,11 +116,12 @@ def _quiet_datasets() -> None:
 class TRLSteps:
     """A TRL trainer used for its data processing and loss: ``loss(indices)`` of one batch, with TRL's metrics.
 
-    ``method`` is ``sft`` (rows: prompt/completion) or ``dpo`` (rows: prompt/chosen/rejected). The trainer's
-    own ``train()`` loop is never run; the caller owns the optimiser, schedule and checkpoints.
+    ``method`` is ``sft`` (rows: prompt/completion), ``dpo`` (rows: prompt/chosen/rejected) or ``reward``
+    (the same rows, for a sequence-classification model: TRL's Bradley–Terry ``RewardTrainer`` loss). The
+    trainer's own ``train()`` loop is never run; the caller owns the optimiser, schedule and checkpoints.
     """
 
-    def __init__(self, method: Literal["sft", "dpo"], lm: ChatLM, rows: list[dict], params: Section, *,
+    def __init__(self, method: Literal["sft", "dpo", "reward"], lm: ChatLM, rows: list[dict], params: Section, *,
                  batch_size: int, seed: int, device: torch.device):
         from datasets import Dataset
 
@@ -152,6 +153,11 @@ class TRLSteps:
             assert isinstance(params, SFTParams)
             args = SFTConfig(**common, completion_only_loss=params.completion_only_loss, packing=False)
             self.trainer = SFTTrainer(self.model, args=args, train_dataset=dataset, processing_class=lm.tokenizer)
+        elif method == "reward":
+            from trl import RewardConfig, RewardTrainer
+
+            args = RewardConfig(**common)
+            self.trainer = RewardTrainer(self.model, args=args, train_dataset=dataset, processing_class=lm.tokenizer)
         else:
             from trl import DPOConfig, DPOTrainer
 

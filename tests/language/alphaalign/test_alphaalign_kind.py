@@ -118,3 +118,40 @@ def test_grpo_run_logs_the_same_step_metrics(cli, tmp_path, tiny_alphaalign):
     assert {("reward", 0), ("reward", 1), ("time_generation", 1), ("reward_refusal", 1)} <= names
     assert "safety.harmful_compliance" in store.final_metrics([run.id])[run.id]
     store.close()
+
+
+def test_reward_model_learns_world_preferences_and_drives_alphaalign(cli, tmp_path, tiny_alphaalign):
+    """A Bradley-Terry reward model trained with TRL's loss ranks validation pairs, and AlphaAlign uses it."""
+    from tests.language.conftest import WORLD
+
+    base = tmp_path / "base.toml"
+    base.write_text("\n".join([
+        'kind = "language.base"', "[model]",
+        "tiny = { vocab_size = 320, hidden_size = 32, num_layers = 1, num_heads = 2, num_kv_heads = 1, "
+        "intermediate_size = 64, max_length = 80 }",
+        *WORLD, "[train]", "lr = 3e-3", "batch_size = 8", "budget = { steps = 2 }"]) + "\n")
+    rm = tmp_path / "reward-model.toml"
+    rm.write_text("\n".join([
+        'kind = "language.reward_model"', "[model]", 'base = "base.toml"', *WORLD,
+        "[train]", "lr = 3e-3", "batch_size = 16", "budget = { steps = 30 }",
+        "[[eval]]", 'name = "language.reward_accuracy"']) + "\n")
+    code, _, err = cli("--quiet", "run", rm)
+    assert code == 0, err
+    store = _store(tmp_path)
+    (run,) = store.list_runs(kind="language.reward_model")
+    final = store.final_metrics([run.id])[run.id]
+    assert final["utility.reward_accuracy"].value >= 0.75  # chance is 0.5
+    losses = sorted((m.step, m.value) for m in store.metrics([run.id]) if m.name == "loss")
+    assert losses[-1][1] < losses[0][1]
+
+    code, _, err = cli("--quiet", "run", tiny_alphaalign, "--set", "helpfulness.source='reward_model'",
+                       "--set", "helpfulness.reward_model='reward-model.toml'")
+    assert code == 0, err
+    assert (tmp_path / ".poise" / "checkpoints").exists()
+    (aa,) = store.list_runs(kind="language.alphaalign")
+    assert any(m.name == "reward_helpfulness" for m in store.metrics([aa.id]))
+
+
+def test_reward_model_source_needs_a_reward_model_run(cli, tmp_path, tiny_alphaalign):
+    code, _, err = cli("--quiet", "run", tiny_alphaalign, "--set", "helpfulness.source='reward_model'")
+    assert code == 2 and "helpfulness.reward_model" in err and len(err.strip().splitlines()) == 1

@@ -5,7 +5,9 @@
   ``length_weight · (1 − min(1, |len(y) − len(ref)| / len(ref)))`` against the reference answer or, for
   prompts without one (borderline), the reference helpful response. Prompts with neither score 0.
 * ``path`` — any local HF sequence-classification reward model (one logit per text); a folder whose
-  config is not a sequence-classification architecture is a :class:`~poise.errors.UserError`.
+  config is not a sequence-classification architecture is a :class:`~poise.errors.UserError`;
+* ``reward_model`` — a Bradley–Terry reward model trained by poise (``language.reward_model``, TRL's
+  RewardTrainer loss on world preferences), named by recipe or ``run:<id>`` and scored like ``path``.
 
 The answer scored is the ``<answer>`` text when the completion is formatted, else the whole completion.
 Scores are raw; :func:`~poise.language.alphaalign.rewards.normalised_helpfulness` normalises each group.
@@ -32,9 +34,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 class HelpfulnessCfg(Section):
     """Which reward model scores benign completions (``[helpfulness]`` table)."""
 
-    source: Literal["verifier", "path"] = "verifier"
+    source: Literal["verifier", "path", "reward_model"] = "verifier"
     path: Path | None = Field(
         None, description="local HF sequence-classification reward model (source = path)"
+    )
+    reward_model: str | None = Field(
+        None, description="language.reward_model recipe or run:<id> (source = reward_model)"
     )
     length_weight: float = Field(0.1, ge=0.0, description="verifier: weight of the length term")
     batch_size: int = Field(32, gt=0, description="path: texts scored per forward pass")

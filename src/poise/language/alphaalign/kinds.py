@@ -1,3 +1,3 @@
-"""Registers AlphaAlign's recipe kind (``language.alphaalign``) and its report section."""
+"""Registers AlphaAlign's recipe kinds (``language.alphaalign``, ``language.reward_model``) and its report section."""
 
-from poise.language.alphaalign import report, train  # noqa: F401  (registration on import)
+from poise.language.alphaalign import report, reward_model, train  # noqa: F401  (registration on import)

@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 
 from poise.batching import batch_indices
 from poise.context import RunContext
+from poise.errors import UserError
 from poise.language.alphaalign.grpo import GRPOAdapter, GRPOCfg
 from poise.language.alphaalign.helpfulness import HelpfulnessCfg, HFRewardModelScorer, VerifierScorer
 from poise.language.alphaalign.ppo import PPOConfig, PPOTrainer, StepResult
@@ -63,6 +64,8 @@ class AlphaAlignRecipe(Recipe):
             )
         if self.helpfulness.source == "path" and self.helpfulness.path is None:
             raise ValueError("helpfulness.source = 'path' needs helpfulness.path")
+        if self.helpfulness.source == "reward_model" and not self.helpfulness.reward_model:
+            raise ValueError("helpfulness.source = 'reward_model' needs helpfulness.reward_model")
         if self.algo == "grpo" and self.train.budget.unit != "steps":
             raise ValueError("GRPO runs through TRL's loop: expected train.budget.steps")
         return self
@@ -81,13 +84,23 @@ def training_prompts(cfg: AlphaAlignRecipe, data) -> list[LabelledPrompt]:
     return select(raw, cfg.prompts, cfg.seed)
 
 
-def build_scorer(cfg: AlphaAlignRecipe, rendered: dict[str, LabelledPrompt], device):
+def build_scorer(cfg: AlphaAlignRecipe, rendered: dict[str, LabelledPrompt], device, ctx: RunContext):
     if not cfg.reward.helpfulness:
         return None
-    if cfg.helpfulness.source == "path":
-        assert cfg.helpfulness.path is not None
+    if cfg.helpfulness.source in ("path", "reward_model"):
+        folder = cfg.helpfulness.path
+        if cfg.helpfulness.source == "reward_model":
+            from poise.language.alphaalign.reward_model import export_reward_model
+
+            assert cfg.helpfulness.reward_model is not None
+            rm = ctx.dependency(cfg.helpfulness.reward_model, field="helpfulness.reward_model")
+            if rm.kind != "language.reward_model":
+                raise UserError(f"run {rm.id} is a {rm.kind}; expected a language.reward_model run",
+                                where=cfg.source, field="helpfulness.reward_model")
+            folder = export_reward_model(ctx.store, rm.id, ctx.store.checkpoint_dir(ctx.run_id) / "reward-model")
+        assert folder is not None
         return HFRewardModelScorer(
-            cfg.helpfulness.path,
+            folder,
             device=str(device),
             batch_size=cfg.helpfulness.batch_size,
             where=str(cfg.source or "recipe"),
@@ -132,7 +145,7 @@ def run(cfg: AlphaAlignRecipe, ctx: RunContext) -> None:
     rendered = {chat_prompt(tok, format_prompt(p.prompt, cfg.reward.template)): p for p in prompts}
     texts = [chat_prompt(tok, format_prompt(p.prompt, cfg.reward.template)) for p in prompts]
     labels = [p.label for p in prompts]
-    reward = AlphaAlignReward(cfg.reward, group_size=cfg.n, scorer=build_scorer(cfg, rendered, ctx.device))
+    reward = AlphaAlignReward(cfg.reward, group_size=cfg.n, scorer=build_scorer(cfg, rendered, ctx.device, ctx))
 
     if cfg.algo == "grpo":
         steps = int(cfg.train.budget.amount)
