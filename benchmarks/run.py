@@ -26,6 +26,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer seeds and steps (a smoke test of the benchmarks)")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    ap.add_argument("--rebuild", action="store_true", help="only rebuild RESULTS.md from the kept sections")
     args = ap.parse_args()
     os.environ.setdefault("POISE_COUNTRY", "FRA")
     files = sorted(HERE.glob("bench_*.py"))
@@ -40,7 +41,7 @@ def main() -> int:
         files = [f for f in files if f.stem.removeprefix("bench_") in args.only]
     results = HERE / "results"
     results.mkdir(exist_ok=True)
-    for f in files:
+    for f in [] if args.rebuild else files:
         spec = importlib.util.spec_from_file_location(f.stem, f)
         assert spec and spec.loader
         mod = importlib.util.module_from_spec(spec)
