@@ -16,6 +16,11 @@ WORLD = [
 ]
 
 
+TINY = dict(vocab_size=320, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
+            max_length=80)
+TINY_TOML = "tiny = { " + ", ".join(f"{k} = {v}" for k, v in TINY.items()) + " }"  # a [model] line
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny untrained world Llama with the world's BPE tokenizer, as a local HF folder (built once)."""
@@ -26,15 +31,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
     world = build_world(WorldCfg(languages=["en", "fr"]))
     tok = train_tokenizer(tokenizer_corpus(world), 320)
-    cfg = TinyLMCfg(
-        vocab_size=320,
-        hidden_size=32,
-        num_layers=1,
-        num_heads=2,
-        num_kv_heads=1,
-        intermediate_size=64,
-        max_length=80,
-    )
+    cfg = TinyLMCfg(**TINY)
     folder = tmp_path_factory.mktemp("tiny-base") / "model"
     export_hf(tiny_llama(cfg, tok, seed=0), folder)
     return folder

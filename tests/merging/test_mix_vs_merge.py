@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from poise.store import Store
+from tests.language.conftest import TINY_TOML
 
 WORLD = [
     "[data.world]",
@@ -22,10 +23,8 @@ EVAL = ["[[eval]]", 'name = "language.safety"', "max_new_tokens = 4"]
 
 def _write(folder: Path) -> Path:
     (folder / "base.toml").write_text("\n".join([
-        'kind = "language.base"', "[model]",
-        "tiny = { vocab_size = 320, hidden_size = 32, num_layers = 1, num_heads = 2, num_kv_heads = 1, "
-        "intermediate_size = 64, max_length = 64 }",
-        *WORLD, "[train]", "lr = 3e-3", "batch_size = 8", "budget = { steps = 3 }", *EVAL]) + "\n")
+        'kind = "language.base"', "[model]", TINY_TOML, *WORLD,
+        "[train]", "lr = 3e-3", "batch_size = 8", "budget = { steps = 3 }", *EVAL]) + "\n")
     (folder / "sft.toml").write_text("\n".join([
         'kind = "language.sft"', "[model]", 'base = "base.toml"', *WORLD,
         "[train]", "lr = 3e-3", "batch_size = 8", "budget = { steps = 2 }", *EVAL]) + "\n")

@@ -239,6 +239,22 @@ def run(cfg: MergeRecipe, ctx: RunContext) -> None:
     )
 
 
+def child_merge(ctx: RunContext, cfg: Recipe, name: str, model: dict[str, Any], where: str) -> RunRecord:
+    """A ``merging.merge`` run that ``cfg``'s run asks for (seed, device, costs inherited), reused when done."""
+    child = {
+        "kind": "merging.merge",
+        "name": name,
+        "seed": cfg.seed,
+        "device": cfg.device,
+        "cost": cfg.cost.model_dump(mode="json"),
+        "tour": cfg.tour,
+        "model": model,
+    }
+    recipe = build_recipe(child, where=where, quick=ctx.quick)
+    found = ctx.store.find_done(recipe.config_hash())
+    return found if found is not None else ctx.runner.run(recipe, parent_id=ctx.run_id)
+
+
 def _export(artifact: Path, output: Path, lineage: dict[str, Any], force: bool) -> Path:
     """Copy a stored merge to ``output``: one file, or a folder with ``model.safetensors`` and its lineage."""
     output.parent.mkdir(parents=True, exist_ok=True)

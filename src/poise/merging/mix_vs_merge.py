@@ -26,7 +26,8 @@ from pydantic import Field
 
 from poise.context import RunContext, resolve_dependency_recipe
 from poise.errors import UserError
-from poise.recipes import ModelCfg, Recipe, build_recipe, kind
+from poise.merging.merge import child_merge
+from poise.recipes import ModelCfg, Recipe, kind
 from poise.store import RunRecord
 
 MergeMethod = Literal["linear", "task_arithmetic", "slerp", "ties", "dare_linear", "dare_ties"]
@@ -100,19 +101,9 @@ def run(cfg: MixMergeRecipe, ctx: RunContext) -> None:
                 params["density"] = m.density
             if method not in ("linear", "slerp"):
                 params["base"] = f"run:{base.id}"
-            child = {
-                "kind": "merging.merge",
-                "name": f"{cfg.display_name} {group} {method}",
-                "seed": cfg.seed,
-                "device": cfg.device,
-                "cost": cfg.cost.model_dump(mode="json"),
-                "tour": cfg.tour,
-                "model": {"models": refs, "evaluate": True, **params},
-            }
-            recipe = build_recipe(child, where=f"{cfg.source or 'mix-vs-merge'} ({group} {method})",
-                                  quick=ctx.quick)
-            found = ctx.store.find_done(recipe.config_hash())
-            merged = found if found is not None else ctx.runner.run(recipe, parent_id=ctx.run_id)
+            merged = child_merge(ctx, cfg, f"{cfg.display_name} {group} {method}",
+                                 {"models": refs, "evaluate": True, **params},
+                                 f"{cfg.source or 'mix-vs-merge'} ({group} {method})")
             rows.append({"group": f"{group} merge", "method": method, "label": "+".join(lab for lab, _ in members),
                          "run": merged.id})
 

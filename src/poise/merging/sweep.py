@@ -17,8 +17,8 @@ from pydantic import Field, model_validator
 
 from poise.context import RunContext
 from poise.errors import UserError
-from poise.merging.merge import MergeModelCfg, resolve
-from poise.recipes import Recipe, build_recipe, kind
+from poise.merging.merge import MergeModelCfg, child_merge, resolve
+from poise.recipes import Recipe, kind
 
 
 class SweepModelCfg(MergeModelCfg):
@@ -83,24 +83,14 @@ def run(cfg: SweepRecipe, ctx: RunContext) -> None:
     shared = m.model_dump(mode="json", include={"rules", "exclude", "dtype", "dot_threshold", "name"})
     rows = []
     for t in m.points:
-        child = {
-            "kind": "merging.merge",
-            "name": f"{cfg.display_name} t={t:g}",
-            "seed": cfg.seed,
-            "device": cfg.device,
-            "cost": cfg.cost.model_dump(mode="json"),
-            "tour": cfg.tour,
-            "model": {
-                **shared,
-                "method": m.method,
-                "models": refs,
-                "evaluate": True,
-                **({"weights": [1.0 - t, t]} if m.method == "linear" else {"t": t}),
-            },
+        model = {
+            **shared,
+            "method": m.method,
+            "models": refs,
+            "evaluate": True,
+            **({"weights": [1.0 - t, t]} if m.method == "linear" else {"t": t}),
         }
-        recipe = build_recipe(child, where=f"{cfg.source or 'sweep'} (t={t:g})", quick=ctx.quick)
-        found = ctx.store.find_done(recipe.config_hash())
-        point = found if found is not None else ctx.runner.run(recipe, parent_id=ctx.run_id)
+        point = child_merge(ctx, cfg, f"{cfg.display_name} t={t:g}", model, f"{cfg.source or 'sweep'} (t={t:g})")
         finals = ctx.store.final_metrics([point.id]).get(point.id, {})
         metrics = {k: v.value for k, v in sorted(finals.items()) if k.split(".")[0] not in ("cost", "train")}
         directions = {k: v.direction for k, v in finals.items() if k in metrics}

@@ -122,14 +122,12 @@ def test_grpo_run_logs_the_same_step_metrics(cli, tmp_path, tiny_alphaalign):
 
 def test_reward_model_learns_world_preferences_and_drives_alphaalign(cli, tmp_path, tiny_alphaalign):
     """A Bradley-Terry reward model trained with TRL's loss ranks validation pairs, and AlphaAlign uses it."""
-    from tests.language.conftest import WORLD
+    from tests.language.conftest import TINY_TOML, WORLD
 
     base = tmp_path / "base.toml"
     base.write_text("\n".join([
-        'kind = "language.base"', "[model]",
-        "tiny = { vocab_size = 320, hidden_size = 32, num_layers = 1, num_heads = 2, num_kv_heads = 1, "
-        "intermediate_size = 64, max_length = 80 }",
-        *WORLD, "[train]", "lr = 3e-3", "batch_size = 8", "budget = { steps = 2 }"]) + "\n")
+        'kind = "language.base"', "[model]", TINY_TOML, *WORLD,
+        "[train]", "lr = 3e-3", "batch_size = 8", "budget = { steps = 2 }"]) + "\n")
     rm = tmp_path / "reward-model.toml"
     rm.write_text("\n".join([
         'kind = "language.reward_model"', "[model]", 'base = "base.toml"', *WORLD,
