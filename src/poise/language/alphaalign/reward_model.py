@@ -39,6 +39,7 @@ class RewardModelCfg(ModelCfg):
 
 class RewardParams(Section):
     max_length: int | None = Field(None, gt=0, description="token limit; default: the model's context length")
+    max_pairs: int | None = Field(None, gt=0, description="cap on training pairs (a seeded subset)")
 
 
 class RewardModelRecipe(Recipe):
@@ -110,6 +111,9 @@ def run(cfg: RewardModelRecipe, ctx: RunContext) -> None:
     base = ctx.dependency(cfg.model.base, field="model.base")
     rm = sequence_classifier(load_lm(ctx.store, base)).to(ctx.device)
     rows = preference_pairs(rm.tokenizer, data.world.split("train"))
+    if cfg.reward.max_pairs is not None and len(rows) > cfg.reward.max_pairs:
+        keep = sorted(ctx.rng.choice(len(rows), cfg.reward.max_pairs, replace=False).tolist())
+        rows = [rows[i] for i in keep]
     rm.tokenizer.padding_side = "right"
     steps = TRLSteps("reward", rm, rows, cfg.reward, batch_size=cfg.train.batch_size, seed=cfg.seed,
                      device=ctx.device)
