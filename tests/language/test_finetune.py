@@ -182,3 +182,21 @@ def test_bad_alignment_input_is_one_line_and_exit_2(cli, tmp_path, tiny_model_di
     code, _, err = cli("--quiet", "run", dpo, "--set", setting)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and expect in err and "Traceback" not in err
+
+
+def test_lora_sft_stores_only_the_adapter_and_reloads_merged(cli, tmp_path, tiny_model_dir):
+    sft, _ = _recipes(tmp_path, tiny_model_dir)
+    lora = "model.lora={r = 4, alpha = 8, target_modules = ['q_proj', 'v_proj']}"
+    code, _, err = cli("--quiet", "run", sft, "--set", lora)
+    assert code == 0, err
+    store = Store(root=tmp_path / ".poise")
+    (run,) = store.list_runs(kind="language.sft")
+    tensors, meta = store.load_tensors(run.id, "model")
+    assert tensors and all("lora_" in k for k in tensors) and meta["base"]["path"]
+    from poise.language.models import load_hf, load_lm
+
+    merged = load_lm(store, run.id).model.state_dict()
+    raw = load_hf(tiny_model_dir).model.state_dict()
+    q, up = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(merged[q], raw[q])  # adapted, merged back
+    torch.testing.assert_close(merged[up], raw[up])  # not adapted: unchanged
