@@ -108,18 +108,21 @@ def main(quick: bool) -> str:
     en = {lang: lab.mean("SFT English only", f"safety.harmful_compliance_{lang}") for lang in langs}
     base = {lang: lab.mean("base", f"safety.harmful_compliance_{lang}") for lang in langs}
     if langs and all(v is not None for d in (multi, en, base) for v in d.values()):
-        below_base = [lang for lang in langs if multi[lang] < base[lang]]
+        harmful_in_base = [lang for lang in langs if base[lang] > 0]
+        lowered = [lang for lang in harmful_in_base if multi[lang] < base[lang]]
+        raised = [lang for lang in langs if multi[lang] > base[lang]]
         not_above_en = [lang for lang in langs if multi[lang] <= en[lang]]
+        ok = len(lowered) == len(harmful_in_base) and not raised
         out += [
             "",
-            f"Claim check — multilingual SFT lowers harm in every language: **"
-            f"{'yes' if len(below_base) == len(langs) else 'no'}** (below the base in {len(below_base)} of "
-            f"{len(langs)}: {', '.join(below_base) or 'none'}; at or below English-only SFT in "
-            f"{len(not_above_en)} of {len(langs)}).",
+            f"Claim check — multilingual SFT lowers harm in every language: **{'yes' if ok else 'no'}** (lower than "
+            f"the base in {len(lowered)} of the {len(harmful_in_base)} languages where the base complies at all"
+            f"{'' if not raised else ', higher in ' + ', '.join(raised)}; at or below English-only SFT in "
+            f"{len(not_above_en)} of {len(langs)} — English-only SFT leaves every other language as the base was).",
         ]
     if lab.missing:
         out += ["", f"Not measured (recipe missing): {', '.join(sorted(set(lab.missing)))}."]
-    out += ["", f"Language part of the bench: {took:.0f} s on this machine."]
+    out += ["", f"{lab.time_note()}; this invocation {took:.0f} s."]
     return "\n".join(out)
 
 

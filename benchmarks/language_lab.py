@@ -57,6 +57,7 @@ class Lab:
     costs: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     runs: dict[str, list[Any]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    reused: int = 0
 
     def __post_init__(self) -> None:
         from poise.runner import Runner
@@ -81,6 +82,7 @@ class Lab:
             return None
         cfg = load_recipe(path, overrides or {}, quick=self.quick)
         found = self.store.find_done(cfg.config_hash())
+        self.reused += found is not None
         run = found if found is not None else self.runner.run(cfg)
         final = {k: m.value for k, m in self.store.final_metrics([run.id]).get(run.id, {}).items()}
         self.finals.setdefault(label, []).append(final)
@@ -88,6 +90,13 @@ class Lab:
         self.costs.setdefault(label, []).append((cost.wall_s, cost.energy_kwh * 3.6e6))
         self.runs.setdefault(label, []).append(run)
         return run
+
+    def time_note(self) -> str:
+        """Total recorded training time of the distinct runs behind the tables (reused runs included)."""
+        ids = {r.id: r for rs in self.runs.values() for r in rs}
+        total = sum(self.store.cost(i).wall_s for i in ids)
+        return (f"{len(ids)} runs behind these tables, {total:.0f} s of recorded wall time "
+                f"({self.reused} row(s) reused from the store)")
 
     def col(self, label: str, key: str, pct: bool = True) -> str:
         return fmt([f[key] for f in self.finals.get(label, []) if key in f], pct)
