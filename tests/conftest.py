@@ -62,3 +62,15 @@ def cli(
         return code, out, err
 
     return call
+
+
+def resume_matches(runner, store, full, atol: float = 0.0) -> None:
+    """The failed run named ``crashy`` resumes to done with the same ``model`` weights as ``full``."""
+    crashed = next(r for r in store.list_runs() if r.name == "crashy")
+    assert crashed.status == "failed"
+    resumed = runner.resume(crashed.id)
+    assert resumed.status == "done"
+    a, _ = store.load_tensors(full.id, "model")
+    b, _ = store.load_tensors(resumed.id, "model")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=atol, msg=k)

@@ -10,6 +10,7 @@ import torch
 
 from poise.recipes import load_recipe
 from poise.restoration.sr import load_sr_model, variant
+from tests.conftest import resume_matches
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "restoration"
 TINY = {
@@ -117,11 +118,4 @@ def test_interrupted_run_resumes_to_the_same_weights(runner, store, tmp_path, mo
     with pytest.raises(RuntimeError, match="simulated crash"):
         runner.run(load_recipe(root / "sr-robust.toml", over | {"name": "crashy"}))
     monkeypatch.setattr(sr_mod, "bicubic_down", real)
-    crashed = next(r for r in store.list_runs() if r.name == "crashy")
-    assert crashed.status == "failed"
-    resumed = runner.resume(crashed.id)
-    assert resumed.status == "done"
-    a, _ = store.load_tensors(full.id, "model")
-    b, _ = store.load_tensors(resumed.id, "model")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    resume_matches(runner, store, full)
