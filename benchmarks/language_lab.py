@@ -106,17 +106,9 @@ class Lab:
         return statistics.fmean(vals) if vals else None
 
     def languages(self) -> list[str]:
-        return sorted(
-            {
-                k.rsplit("_", 1)[1]
-                for fs in self.finals.values()
-                for f in fs
-                for k in f
-                if k.startswith("safety.harmful_compliance_")
-                and k.count("_") == 2
-                and k.rsplit("_", 1)[1] not in ("global", "local")
-            }
-        )
+        from poise.language.evaluators import metric_languages
+
+        return metric_languages(k for fs in self.finals.values() for f in fs for k in f)
 
     def headline_table(self, labels: list[str], costs: bool = True) -> list[str]:
         """Harmful compliance (overall, global, local), over-refusal, benign accuracy, time and energy."""

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.language.data import LangData, LangDataCfg, load_lang_data
-from poise.language.models import ChatLM, TinyLMCfg, load_hf, save_lm, tiny_llama, unique_state_dict
+from poise.language.models import ChatLM, TinyLMCfg, TrainableState, load_hf, save_lm, tiny_llama
 from poise.language.tokenizer import train_tokenizer
 from poise.language.world import Example, World, check_language_codes
 from poise.recipes import ModelCfg, Recipe, kind
@@ -106,21 +106,6 @@ def build_base(cfg: BaseRecipe, data: LangData) -> ChatLM:
     return tiny_llama(cfg.model.tiny, tok, seed=cfg.seed)
 
 
-class UntiedState:
-    """Checkpoint view of a model with tied embeddings (safetensors refuses shared storage): saves the
-    untied state dict and re-ties on load."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def state_dict(self):
-        return unique_state_dict(self.model)
-
-    def load_state_dict(self, state):
-        self.model.load_state_dict(state, strict=False)
-        self.model.tie_weights()
-
-
 @kind("language.base", BaseRecipe)
 def run(cfg: BaseRecipe, ctx: RunContext) -> None:
     """Train the tiny world Llama into an unaligned base chat model (or register a local HF model)."""
@@ -141,7 +126,7 @@ def run(cfg: BaseRecipe, ctx: RunContext) -> None:
     meter = ctx.meter(steps_per_epoch(n, bs))
     opt = ctx.optimizer(model.parameters())
     sched = ctx.scheduler(opt, meter)
-    ctx.track(model=UntiedState(model), optimizer=opt, scheduler=sched)
+    ctx.track(model=TrainableState(model), optimizer=opt, scheduler=sched)
     for step in ctx.steps(meter):
         idx = batch_indices(step, n, bs, cfg.seed)
         xb, yb = x[idx], y[idx]

@@ -17,7 +17,7 @@ run only evaluates the rest. :func:`safety_eval` is the same evaluation without 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +69,18 @@ def summarise(records: Sequence[dict[str, Any]], per_language: bool = True) -> d
             put(f"over_refusal_{lang}", [r["label"] for r in border if r["language"] == lang])
             put(f"benign_acc_{lang}", [r["label"] for r in benign if r["language"] == lang])
     return out
+
+
+def metric_languages(names: Iterable[str]) -> list[str]:
+    """The languages that per-language metrics ``[axis.]harmful_compliance_<lang>`` in ``names`` cover."""
+    out = set()
+    for name in names:
+        metric = name.split(".", 1)[-1]
+        if metric.startswith("harmful_compliance_"):
+            lang = metric.removeprefix("harmful_compliance_")
+            if lang not in ("global", "local"):
+                out.add(lang)
+    return sorted(out)
 
 
 def judge_examples(

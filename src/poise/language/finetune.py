@@ -32,7 +32,17 @@ from poise.errors import UserError
 from poise.evaluators import rebuilder
 from poise.language.data import LangData, LangDataCfg, load_lang_data
 from poise.language.mix import MixCfg, preference_rows, select, sft_rows
-from poise.language.models import ChatLM, LoraCfg, apply_lora, is_peft, lm_from_artifact, load_hf, load_lm, save_lm
+from poise.language.models import (
+    ChatLM,
+    LoraCfg,
+    TrainableState,
+    apply_lora,
+    is_peft,
+    lm_from_artifact,
+    load_hf,
+    load_lm,
+    save_lm,
+)
 from poise.recipes import ModelCfg, Recipe, Section, kind
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -195,31 +205,6 @@ class TRLSteps:
         return loss, metrics
 
 
-class TrainableState:
-    """Checkpoint view of what trains: the untied state dict, or only the LoRA adapters."""
-
-    def __init__(self, model: Any):
-        self.model = model
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        if is_peft(self.model):
-            from peft import get_peft_model_state_dict
-
-            return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
-        from poise.language.models import unique_state_dict
-
-        return unique_state_dict(self.model)
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if is_peft(self.model):
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(self.model, state)
-            return
-        self.model.load_state_dict(state, strict=False)
-        self.model.tie_weights()
-
-
 def train_steps(cfg: TuneRecipe, ctx: RunContext, steps: TRLSteps) -> None:
     """poise's loop over TRL's loss: budget, schedule, clipping, logging, checkpoints."""
     model = steps.model
@@ -255,14 +240,9 @@ def tune(cfg: TuneRecipe, ctx: RunContext, method: Literal["sft", "dpo"]) -> Non
     lm, base = start_model(cfg, ctx)
     lm.to(ctx.device)
     examples = select(data.world.split("train"), cfg.mix, cfg.seed)
-    if method == "sft":
-        assert isinstance(cfg, SFTRecipe)
-        steps = TRLSteps("sft", lm, sft_rows(examples), cfg.sft, batch_size=cfg.train.batch_size,
-                         seed=cfg.seed, device=ctx.device)
-    else:
-        assert isinstance(cfg, DPORecipe)
-        steps = TRLSteps("dpo", lm, preference_rows(examples), cfg.dpo, batch_size=cfg.train.batch_size,
-                         seed=cfg.seed, device=ctx.device)
+    rows = sft_rows(examples) if method == "sft" else preference_rows(examples)
+    params = cfg.sft if isinstance(cfg, SFTRecipe) else cfg.dpo
+    steps = TRLSteps(method, lm, rows, params, batch_size=cfg.train.batch_size, seed=cfg.seed, device=ctx.device)
     ctx.info(f"{method}: {len(steps)} training examples ({cfg.mix.objective}, harms {'+'.join(cfg.mix.harms)}, "
              f"languages {','.join(cfg.mix.languages or ['all'])})")
     train_steps(cfg, ctx, steps)

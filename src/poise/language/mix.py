@@ -20,14 +20,16 @@ prompts, answer ≻ refusal for benign and borderline ones.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from poise.errors import UserError
 from poise.language.world import Example, check_language_codes
 from poise.recipes import Section
 
+T = TypeVar("T")
 Objective = Literal["mix", "general", "safety"]
 OBJECTIVE_KINDS: dict[str, tuple[str, ...]] = {
     "mix": ("benign", "harmful", "borderline"),
@@ -80,12 +82,16 @@ def select(examples: Sequence[Example], cfg: MixCfg, seed: int = 0) -> list[Exam
             f"languages {cfg.languages or 'all'})",
             field="mix",
         )
-    if cfg.max_examples is not None and len(out) > cfg.max_examples:
-        import numpy as np
-
-        keep = np.sort(np.random.default_rng(seed).choice(len(out), cfg.max_examples, replace=False))
-        out = [out[i] for i in keep]
+    if cfg.max_examples is not None:
+        out = seeded_subset(out, cfg.max_examples, np.random.default_rng(seed))
     return out
+
+
+def seeded_subset(items: list[T], n: int, rng: np.random.Generator) -> list[T]:
+    """``n`` of ``items`` drawn without replacement by ``rng``, kept in their order (all when fewer)."""
+    if len(items) <= n:
+        return items
+    return [items[i] for i in np.sort(rng.choice(len(items), n, replace=False))]
 
 
 def sft_rows(examples: Sequence[Example]) -> list[dict]:

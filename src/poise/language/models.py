@@ -284,6 +284,32 @@ def unique_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return sd
 
 
+class TrainableState:
+    """Checkpoint view of what trains: the untied state dict (re-tied on load), or only the LoRA adapters.
+
+    safetensors refuses shared storage, so tied embeddings are saved once and tied again after loading.
+    """
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if is_peft(self.model):
+            from peft import get_peft_model_state_dict
+
+            return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+        return unique_state_dict(self.model)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if is_peft(self.model):
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.model, state)
+            return
+        self.model.load_state_dict(state, strict=False)
+        self.model.tie_weights()
+
+
 def lm_artifact(
     lm: ChatLM, base: dict[str, Any] | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -339,7 +365,21 @@ def save_lm(
     return ctx.save_artifact(name, tensors, meta=m)
 
 
-def _tokenizer_from(meta: dict[str, Any]) -> Any:
+def model_from_config(hf_config: dict[str, Any], auto_cls: Any) -> Any:
+    """A freshly built model of ``auto_cls`` (e.g. ``AutoModelForCausalLM``) from a config dict (``to_dict()``).
+
+    The random initialisation is drawn inside ``fork_rng``, so the caller's RNG stream is untouched: the
+    weights are about to be overwritten or, for a new head, must not shift later draws.
+    """
+    from transformers import AutoConfig
+
+    cfg = dict(hf_config)
+    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    with torch.random.fork_rng():
+        return auto_cls.from_config(config)
+
+
+def tokenizer_from_meta_or_path(meta: dict[str, Any]) -> Any:
     tmeta = meta["tokenizer"]
     if "path" in tmeta:
         from transformers import AutoTokenizer
@@ -376,12 +416,9 @@ def lm_from_artifact(tensors: dict[str, torch.Tensor], meta: dict[str, Any], sto
         set_peft_model_state_dict(model, tensors)
         model = model.merge_and_unload()
         return ChatLM(model, lm.tokenizer, {**lm.meta, "merged_adapter": True})
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    cfg_dict = dict(meta["hf_config"])
-    config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
-    with torch.random.fork_rng():  # the random init is overwritten; keep the caller's RNG stream untouched
-        model = AutoModelForCausalLM.from_config(config)
+    model = model_from_config(meta["hf_config"], AutoModelForCausalLM)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
@@ -389,10 +426,10 @@ def lm_from_artifact(tensors: dict[str, torch.Tensor], meta: dict[str, Any], sto
             f"artifact does not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]})",
             where="artifact",
         )
-    if getattr(config, "tie_word_embeddings", False):
+    if getattr(model.config, "tie_word_embeddings", False):
         model.tie_weights()
     model.eval()
-    tok = _tokenizer_from(meta)
+    tok = tokenizer_from_meta_or_path(meta)
     check_tokenizer(model, tok, where="artifact")
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id

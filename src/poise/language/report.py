@@ -6,6 +6,7 @@ harmful compliance in each language and for global / local harms, over-refusal a
 
 from __future__ import annotations
 
+from poise.language.evaluators import metric_languages
 from poise.report import Block, report_section
 from poise.report.figures import esc
 
@@ -13,14 +14,7 @@ from poise.report.figures import esc
 def _safety_rows(store, runs) -> tuple[list, list[str], dict[str, dict[str, float]]]:
     finals = store.final_metrics([r.id for r in runs if r.status == "done"])
     scored = [r for r in runs if "safety.harmful_compliance" in finals.get(r.id, {})]
-    langs = sorted(
-        {
-            k.rsplit("_", 1)[1]
-            for r in scored
-            for k in finals[r.id]
-            if k.startswith("safety.harmful_compliance_") and k.rsplit("_", 1)[1] not in ("global", "local")
-        }
-    )
+    langs = metric_languages(k for r in scored for k in finals[r.id])
     values = {r.id: {k: m.value for k, m in finals[r.id].items()} for r in scored}
     return scored, langs, values
 

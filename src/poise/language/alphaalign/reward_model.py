@@ -27,7 +27,8 @@ from poise.evaluators import MetricSpec, evaluator
 from poise.language.data import LangDataCfg, load_lang_data
 from poise.language.finetune import TRLSteps, train_steps
 from poise.language.generate import chat_prompt
-from poise.language.models import ChatLM, load_lm, save_lm
+from poise.language.mix import seeded_subset
+from poise.language.models import ChatLM, load_lm, model_from_config, save_lm, tokenizer_from_meta_or_path
 from poise.language.world import Example
 from poise.recipes import ModelCfg, Recipe, Section, kind
 
@@ -69,13 +70,11 @@ def preference_pairs(tok: Any, examples: list[Example]) -> list[dict[str, str]]:
 
 def sequence_classifier(lm: ChatLM) -> ChatLM:
     """The chat model's backbone under a fresh one-logit classification head (same architecture)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
-    cfg = lm.model.config.to_dict()
-    cfg.update(num_labels=1, pad_token_id=lm.tokenizer.pad_token_id, architectures=None)
-    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    with torch.random.fork_rng():
-        model = AutoModelForSequenceClassification.from_config(config)
+    cfg = {**lm.model.config.to_dict(), "num_labels": 1, "pad_token_id": lm.tokenizer.pad_token_id,
+           "architectures": None}
+    model = model_from_config(cfg, AutoModelForSequenceClassification)
     prefix = model.base_model_prefix
     getattr(model, prefix).load_state_dict(getattr(lm.model, prefix).state_dict())
     model.config.architectures = [type(model).__name__]
@@ -111,9 +110,8 @@ def run(cfg: RewardModelRecipe, ctx: RunContext) -> None:
     base = ctx.dependency(cfg.model.base, field="model.base")
     rm = sequence_classifier(load_lm(ctx.store, base)).to(ctx.device)
     rows = preference_pairs(rm.tokenizer, data.world.split("train"))
-    if cfg.reward.max_pairs is not None and len(rows) > cfg.reward.max_pairs:
-        keep = sorted(ctx.rng.choice(len(rows), cfg.reward.max_pairs, replace=False).tolist())
-        rows = [rows[i] for i in keep]
+    if cfg.reward.max_pairs is not None:
+        rows = seeded_subset(rows, cfg.reward.max_pairs, ctx.rng)
     rm.tokenizer.padding_side = "right"
     steps = TRLSteps("reward", rm, rows, cfg.reward, batch_size=cfg.train.batch_size, seed=cfg.seed,
                      device=ctx.device)
@@ -125,17 +123,12 @@ def run(cfg: RewardModelRecipe, ctx: RunContext) -> None:
 
 def export_reward_model(store: Any, run_id: str, folder: Path) -> Path:
     """Write a stored reward model as a standard HF folder (config, safetensors, tokenizer) and return it."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from poise.language.models import _tokenizer_from
+    from transformers import AutoModelForSequenceClassification
 
     tensors, meta = store.load_tensors(run_id, "model")
-    cfg = dict(meta["hf_config"])
-    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    with torch.random.fork_rng():
-        model = AutoModelForSequenceClassification.from_config(config)
+    model = model_from_config(meta["hf_config"], AutoModelForSequenceClassification)
     model.load_state_dict(tensors)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder), safe_serialization=True)
-    _tokenizer_from(meta).save_pretrained(str(folder))
+    tokenizer_from_meta_or_path(meta).save_pretrained(str(folder))
     return folder
