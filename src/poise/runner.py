@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ import torch
 
 from poise.carbon import CostTracker
 from poise.context import RunContext, resolve_dependency_recipe
-from poise.errors import UserError
+from poise.errors import Pruned, UserError
 from poise.recipes import Recipe, build_recipe, get_kind
 from poise.store import RunRecord, Store
 from poise.ui import UI, get_ui
+
+Intermediate = Callable[[str, float, int], None]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,17 +60,25 @@ class Runner:
         self.device_override = device
         self._active: list[RunContext] = []
 
-    def run(self, recipe: Recipe, *, parent_id: str | None = None) -> RunRecord:
-        """Start a new run of ``recipe`` and carry it to the end."""
+    def run(self, recipe: Recipe, *, parent_id: str | None = None, on_start: Callable[[str], None] | None = None,
+            intermediate: Intermediate | None = None) -> RunRecord:
+        """Start a new run of ``recipe`` and carry it to the end.
+
+        ``on_start(run_id)`` is called once the run is recorded (a sweep links its trial to it);
+        ``intermediate(name, value, step)`` receives what the kind reports with ``ctx.report_intermediate``
+        and may raise :class:`~poise.errors.Pruned` to stop the run (it then ends ``pruned``).
+        """
         spec = get_kind(recipe.kind)
         run_id = self.store.create_run(
             kind=recipe.kind, name=recipe.display_name, config=recipe.resolved(), config_hash=recipe.config_hash(),
             seed=recipe.seed, quick=recipe.is_quick, source=str(recipe.source) if recipe.source else None,
             parent_id=parent_id,
         )
-        return self._execute(spec.run, recipe, run_id)
+        if on_start is not None:
+            on_start(run_id)
+        return self._execute(spec.run, recipe, run_id, intermediate)
 
-    def resume(self, run_id: str) -> RunRecord:
+    def resume(self, run_id: str, *, intermediate: Intermediate | None = None) -> RunRecord:
         """Continue a killed or failed run from its last checkpoint."""
         rec = self.store.get_run(run_id)
         if rec.status == "done":
@@ -80,9 +91,9 @@ class Runner:
             recipe._source = Path(rec.source)
         self.store.set_status(rec.id, "running")
         self.ui.info(f"resuming run {rec.id} ({rec.kind})")
-        return self._execute(get_kind(recipe.kind).run, recipe, rec.id)
+        return self._execute(get_kind(recipe.kind).run, recipe, rec.id, intermediate)
 
-    def _execute(self, fn: Any, recipe: Recipe, run_id: str) -> RunRecord:
+    def _execute(self, fn: Any, recipe: Recipe, run_id: str, intermediate: Intermediate | None = None) -> RunRecord:
         device = resolve_device(self.device_override or recipe.device)
         segment = self.store.next_segment(run_id)
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
@@ -92,12 +103,14 @@ class Runner:
             self._active[-1]._cost.pause()
         cost.start()
         ctx = RunContext(run_id=run_id, recipe=recipe, store=self.store, device=device, runner=self, cost=cost,
-                         segment=segment)
+                         segment=segment, intermediate=intermediate)
         self._active.append(ctx)
         status, error = "failed", None
         try:
             fn(recipe, ctx)
             status = "done"
+        except Pruned as e:
+            status, error = "pruned", str(e)
         except KeyboardInterrupt:
             status, error = "interrupted", "interrupted by the user"
             raise

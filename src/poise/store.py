@@ -32,7 +32,7 @@ from poise.errors import UserError
 from poise.statefile import untied
 
 DEFAULT_ROOT = Path(".poise")
-STATUSES = ("running", "done", "failed", "interrupted")
+STATUSES = ("running", "done", "failed", "interrupted", "pruned")
 
 metadata = sa.MetaData()
 
@@ -175,6 +175,23 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def sqlalchemy_url(url: str) -> str:
+    """``postgresql://`` through psycopg 3 when psycopg2 (SQLAlchemy's default driver) is not installed."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None:
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def display_url(url: str) -> str:
+    """A database URL for messages: the password hidden."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return url
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -203,12 +220,20 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
         self.url = url
         try:
-            self.engine = self._make_engine(url)
-            self._with_retry(lambda: metadata.create_all(self.engine))
-        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as e:
+            self.engine = self._make_engine(sqlalchemy_url(url))
+            self._with_retry(self._create_tables)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
             raise UserError(f"cannot use store URL: {e}", where="--store") from None
         except OperationalError as e:
-            raise UserError(f"cannot open store: {e.orig}", where=self.url) from None
+            raise UserError(f"cannot open store: {e.orig}", where=display_url(self.url)) from None
+
+    def _create_tables(self) -> None:
+        if self.engine.dialect.name != "postgresql":
+            metadata.create_all(self.engine)
+            return
+        with self.engine.begin() as conn:  # concurrent CREATE TABLEs race in PostgreSQL's catalog: one at a time
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7290417)"))
+            metadata.create_all(conn)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -233,7 +258,7 @@ class Store:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
             return engine
-        return sa.create_engine(url, pool_pre_ping=True)
+        return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
 
     @staticmethod
     def _with_retry(fn: Any, timeout: float = 120.0) -> Any:

@@ -89,7 +89,7 @@ def test_workers_share_one_study(cli):
     (["-p", "train.lr=0..1", "--objective", "utility.clean_acc"], "train.lr: input should be greater than 0"),
     (["-p", "train.lr=0.1..1", "--objective", "clean_acc"], "--objective"),
     (["-p", "train.lr=0.1..1", "--objective", "utility.clean_acc", "--trials", "0"], "--trials"),
-    (["-p", "train.lr=0.1..1", "--objective", "utility.clean_acc", "--jobs", "2"], "--study"),
+    (["-p", "train.lr=0.1..1", "--objective", "utility.clean_acc", "--jobs", "-1"], "--jobs"),
 ])
 def test_bad_sweeps_are_one_line(cli, args, where):
     code, out, err = cli("sweep", ERM, *args)
