@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/python -m pip
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all bench lint install clean
+.PHONY: demo test test-all test-deps bench lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,11 +19,15 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/poise tour --quick
 
-test: install
+test: install test-deps
 	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
-test-all: install
+test-all: install test-deps
 	$(PY) -m pytest -q -n 2 --dist loadgroup -m "" $(PYTEST_ARGS)
+
+# services the tests start themselves: PostgreSQL (Debian's package, installed when missing)
+test-deps:
+	bash .ci/postgres
 
 bench: install
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

@@ -233,8 +233,8 @@ def make_sampler(spec: SweepSpec, number: int) -> Any:
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, spec.trials // 2)))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        return optuna.samplers.GridSampler(grid_of(spec.params), seed=seed)
+    if name == "grid":  # its grid ids index a seed-shuffled order: one seed for the whole study
+        return optuna.samplers.GridSampler(grid_of(spec.params), seed=spec.seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, spec.trials // 3)),
                                       multivariate=True, group=True, constant_liar=True)
 
