@@ -234,7 +234,7 @@ def test_a_pruned_run_keeps_its_checkpoint_and_resumes(runner, store):
     from poise.errors import Pruned
 
     cfg = load_recipe(ERM, {"train.batch_size": 512, "train.budget": {"steps": 6}, "model.width": 4,
-                            "train.checkpoint_every": 2, "eval": [{"name": "vision.clean_accuracy"}]})
+                            "train.checkpoint_every": 1, "eval": [{"name": "vision.clean_accuracy"}]})
     seen = []
 
     def hook(name, value, step):
@@ -243,7 +243,7 @@ def test_a_pruned_run_keeps_its_checkpoint_and_resumes(runner, store):
 
     rec = runner.run(cfg, intermediate=hook)
     assert rec.status == "pruned" and rec.error == "pruned at step 2" and seen == [("utility.clean_acc", 2)]
-    assert store.latest_checkpoint(rec.id)[0] == 2
+    assert store.latest_checkpoint(rec.id)[0] == 1  # pruned in step 2's body, before its checkpoint
     assert runner.resume(rec.id).status == "done"  # no sweep listening: it trains to the end
     assert runner.run(cfg).status == "done"  # and outside a sweep the report costs nothing
 
