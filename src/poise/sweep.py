@@ -482,7 +482,8 @@ def _spawn_workers(n: int, name: str, storage_url: str, store: Store, device: st
     cmd = [sys.executable, "-m", "poise", "--quiet", "worker", "--study", name]
     if device:
         cmd += ["--device", device]
-    return [subprocess.Popen(cmd, env=env) for _ in range(n)]
+    # their summaries would only repeat this process's (and break its --json output); errors go to stderr
+    return [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(n)]
 
 
 def _absolute_store_url(store: Store) -> str:
