@@ -412,14 +412,14 @@ def _finished(trials: list[Any]) -> int:
 
 
 def work(study: Any, spec: SweepSpec, store: Store, *, storage_url: str, device: str | None = None,
-         max_trials: int | None = None) -> int:
+         max_trials: int | None = None, runner: Runner | None = None, parent_id: str | None = None) -> int:
     """Claim and run trials until the study has ``spec.trials`` finished ones (or this worker ran
     ``max_trials``); returns how many this worker ran. While the last trials run elsewhere it waits,
     failing stale ones, so a trial lost with its worker is still retried or replaced."""
     import optuna
     from optuna.trial import TrialState
 
-    runner = Runner(store, get_ui(), device=device if device is not None else spec.device)
+    runner = runner or Runner(store, get_ui(), device=device if device is not None else spec.device)
     lock = ClaimLock(storage_url, study.study_name)
     single = len(spec.objectives) == 1 and spec.pruner_name != "none"
 
@@ -444,8 +444,8 @@ def work(study: Any, spec: SweepSpec, store: Store, *, storage_url: str, device:
         elif rec is not None:
             rec = runner.resume(rec.id, intermediate=hook)
         else:
-            rec = runner.run(spec.recipe(values), on_start=lambda rid: trial.set_user_attr("run", rid),
-                             intermediate=hook)
+            rec = runner.run(spec.recipe(values), parent_id=parent_id,
+                             on_start=lambda rid: trial.set_user_attr("run", rid), intermediate=hook)
         if rec.status == "pruned":
             raise optuna.TrialPruned(rec.error or "pruned")
         finals = store.final_metrics([rec.id]).get(rec.id, {})
@@ -482,7 +482,8 @@ def _spawn_workers(n: int, name: str, storage_url: str, store: Store, device: st
     cmd = [sys.executable, "-m", "poise", "--quiet", "worker", "--study", name]
     if device:
         cmd += ["--device", device]
-    return [subprocess.Popen(cmd, env=env) for _ in range(n)]
+    # their summaries would only repeat this process's (and break its --json output); errors go to stderr
+    return [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(n)]
 
 
 def _absolute_store_url(store: Store) -> str:
@@ -495,9 +496,12 @@ def run_sweep(store: Store, recipe_path: Path, params: list[Param], objectives: 
               study: str | None = None, quick: bool = False, overrides: dict[str, Any] | None = None,
               seed: int = 0, device: str | None = None, storage: str | None = None, sampler: str = "auto",
               pruner: str = "auto", jobs: int = 1, executor: str = "local", address: str | None = None,
-              gpus_per_trial: float = 0.0, on_worker_death: str = "retry", heartbeat: int = 10) -> Any:
+              gpus_per_trial: float = 0.0, on_worker_death: str = "retry", heartbeat: int = 10,
+              runner: Runner | None = None, parent_id: str | None = None) -> Any:
     """Run trials until the study has ``trials`` finished ones; return the optuna study.
 
+    ``runner`` runs this process's trials (default: a new one on ``store``); ``parent_id`` records them
+    as children of a run (a study that tunes its rows).
     ``jobs`` local worker processes (this one and ``jobs - 1`` ``poise worker`` processes) pull trials;
     ``jobs=0`` only creates the study for workers started elsewhere. ``executor="ray"`` keeps ``jobs``
     trials in flight as Ray tasks (each with ``gpus_per_trial`` GPUs) on the cluster at ``address``.
@@ -527,7 +531,7 @@ def run_sweep(store: Store, recipe_path: Path, params: list[Param], objectives: 
             workers = _spawn_workers(jobs - 1, name, storage_url, store, device)
             try:
                 st, _ = load_study(storage_url, name, store)
-                work(st, spec, store, storage_url=storage_url, device=device)
+                work(st, spec, store, storage_url=storage_url, device=device, runner=runner, parent_id=parent_id)
             finally:
                 failed = sum(w.wait() != 0 for w in workers)
             if failed:

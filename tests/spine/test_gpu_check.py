@@ -34,7 +34,8 @@ def test_synthetic_cifar10_is_read_by_the_real_loader(tmp_path):
     data = load_vision_data(VisionDataCfg(name="cifar10", root=str(root)), seed=0)
     assert data.input_shape == (3, 32, 32) and data.num_classes == 10
     assert len(data.train[0]) + len(data.val[0]) == 100 and len(data.test[0]) == 20
-    from poise.recipes import load_all_kinds, read_toml, shipped_recipes_root
+    from poise.recipes import read_toml, shipped_recipes_root
+    from poise.registry import load_all_kinds
 
     assert set(mod.RECIPES) == set(load_all_kinds())  # every kind, each with a shipped recipe of that kind
     for kind, recipe in mod.RECIPES.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,15 @@ def test_ray_executor_runs_each_trial_as_a_task(cli, tmp_path, monkeypatch):
     temp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit in 107 bytes
     head = _ray_head(port, temp)
     try:
+        deadline = time.monotonic() + 180
+        while True:  # until the head's GCS listens
+            assert head.poll() is None, "ray start --head exited"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the Ray head did not start in 180 s"
+                time.sleep(0.5)
         code, out, err = cli("--json", "sweep", ERM, "-p", "model.width=int:2..6", "--objective",
                              "utility.clean_acc", "--objective", "cost.flops", "--trials", "3", "--study", "r",
                              "--executor", "ray", "--address", f"127.0.0.1:{port}", "--jobs", "2", *TINY)
