@@ -73,7 +73,11 @@ def main(quick: bool = False) -> str:
             times[jobs] = _sweep(trials, jobs, Path(d))
             fronts[jobs] = _front(Path(d))
     ratio = times[1] / times[2]
-    goal = "met" if ratio >= 1.7 else "not met"
+    cores = os.cpu_count() or 1
+    if max(loads.values()) > cores:  # other processes shared the cores: two workers got a bigger CPU share
+        goal = "not judged: the load average was above the core count, so the ratio measures CPU share, not the sweep"
+    else:
+        goal = "met" if ratio >= 1.7 else "not met"
     return "\n".join([
         f"`poise sweep recipes/vision/pgd-at-digits.toml --quick --space spaces/vision/pgd-trades-digits.toml "
         f"--objective utility.clean_acc --objective robustness.pgd20_acc --trials {trials}` on "
@@ -84,8 +88,7 @@ def main(quick: bool = False) -> str:
         f"| 1 | {times[1]:.1f} | {loads[1]:.1f} |",
         f"| 2 | {times[2]:.1f} | {loads[2]:.1f} |",
         "",
-        f"Speed-up with `--jobs 2`: {ratio:.2f}× (goal ≥ 1.7×: {goal}). A load average above the core count "
-        f"means other processes shared the cores, and the ratio is noisy then.",
+        f"Speed-up with `--jobs 2`: {ratio:.2f}× (goal ≥ 1.7×: {goal}).",
         "",
         "The `--jobs 1` study:",
         "",
