@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -110,23 +111,23 @@ def test_a_worker_killed_mid_trial_leaves_it_retried_or_failed(cli, tmp_path, on
         assert len(store.list_runs()) == 3 and len(set(complete_runs)) == 2
 
 
-def _ray_head(port: int, temp: str) -> subprocess.Popen:
+def _ray_head(port: int, temp: str, env: dict[str, str]) -> subprocess.Popen:
     ray = Path(sys.executable).with_name("ray")
     return subprocess.Popen(
         [str(ray), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
          "--num-gpus=0", "--include-dashboard=false", f"--dashboard-port={free_port()}", "--disable-usage-stats",
          f"--temp-dir={temp}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src"), **env))
 
 
-def test_ray_executor_runs_each_trial_as_a_task(cli, tmp_path, monkeypatch):
-    # a one-machine Ray cluster that listens on 127.0.0.1 only
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+def test_ray_executor_runs_each_trial_as_a_task(tmp_path):
+    # a one-machine Ray cluster that listens on 127.0.0.1 only; the sweep (Ray's driver) runs in its own
+    # process, so Ray reads these settings when it is imported there
+    local = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
     port = free_port()
     temp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit in 107 bytes
-    head = _ray_head(port, temp)
+    head = _ray_head(port, temp, local)
     try:
         deadline = time.monotonic() + 180
         while True:  # until the head's GCS listens
@@ -137,15 +138,14 @@ def test_ray_executor_runs_each_trial_as_a_task(cli, tmp_path, monkeypatch):
             except OSError:
                 assert time.monotonic() < deadline, "the Ray head did not start in 180 s"
                 time.sleep(0.5)
-        code, out, err = cli("--json", "sweep", ERM, "-p", "model.width=int:2..6", "--objective",
-                             "utility.clean_acc", "--objective", "cost.flops", "--trials", "3", "--study", "r",
-                             "--executor", "ray", "--address", f"127.0.0.1:{port}", "--jobs", "2", *TINY)
-        assert code == 0, err
+        sweep = _poise(["--json", "sweep", str(ERM), "-p", "model.width=int:2..6", "--objective",
+                        "utility.clean_acc", "--objective", "cost.flops", "--trials", "3", "--study", "r",
+                        "--executor", "ray", "--address", f"127.0.0.1:{port}", "--jobs", "2", *TINY], tmp_path, **local)
+        out, err = sweep.communicate(timeout=900)
+        assert sweep.returncode == 0, err
     finally:
         head.send_signal(signal.SIGTERM)  # `ray start --block` stops its own processes
         head.wait(timeout=120)
-        import shutil
-
         shutil.rmtree(temp, ignore_errors=True)
     import optuna
 
@@ -153,7 +153,8 @@ def test_ray_executor_runs_each_trial_as_a_task(cli, tmp_path, monkeypatch):
 
     study = optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / '.poise' / 'optuna.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert json.loads(out)["states"] == {"complete": 3}
     store = Store(root=tmp_path / ".poise")
     runs = [store.get_run(t.user_attrs["run"]) for t in study.trials]
     assert len({r.id for r in runs}) == 3 and all(r.status == "done" for r in runs)
-    assert os.getpid() not in {r.pid for r in runs}  # ran in Ray's worker processes, not here
+    assert sweep.pid not in {r.pid for r in runs}  # ran in Ray's worker processes, not in the driver
