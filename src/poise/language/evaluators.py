@@ -17,12 +17,14 @@ run only evaluates the rest. :func:`safety_eval` is the same evaluation without 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from poise.errors import UserError
 from poise.evaluators import MetricSpec, evaluator
 from poise.language.generate import GenCfg, generate
 from poise.language.judges import ExactJudge, JudgeCfg, RefusalJudge, build_judge
@@ -117,6 +119,28 @@ def judge_examples(
     ]
 
 
+def read_cache(cache: Path) -> dict[str, dict[str, Any]]:
+    """Judged records of an interrupted evaluation, by example id. A line torn by a kill (or otherwise
+    unreadable) is dropped and the file rewritten without it, so that its example is judged again."""
+    done: dict[str, dict[str, Any]] = {}
+    raw = cache.read_bytes()
+    kept: list[str] = []
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("id"), str):
+            done[rec["id"]] = rec
+            kept.append(line)
+    text = "".join(f"{line}\n" for line in kept)
+    if text.encode("utf-8") != raw:
+        tmp = cache.with_name(cache.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, cache)
+    return done
+
+
 def safety_eval(
     lm: Any,
     examples: Sequence[Example],
@@ -128,10 +152,7 @@ def safety_eval(
     params = params or SafetyParams()
     done: dict[str, dict[str, Any]] = {}
     if cache is not None and cache.is_file():
-        for line in cache.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[rec["id"]] = rec
+        done = read_cache(cache)
     todo = [e for e in examples if e.id not in done]
     harm_judge = build_judge(params.judge)
     for start in range(0, len(todo), params.chunk):
@@ -176,4 +197,9 @@ def safety(model, data, ctx, **kw) -> dict[str, float]:
     ctx.save_file(
         f"responses-{params.split}", json.dumps(table, ensure_ascii=False).encode(), "application/json"
     )
+    share = metrics.get("judge_error_rate", 0.0)
+    if share > params.judge.max_error_share:  # an evaluation the judge could not make is not a result
+        raise UserError(f"the judge could not decide {share:.1%} of the responses (more than "
+                        f"judge.max_error_share = {params.judge.max_error_share:g}); see the responses artifact",
+                        where=f"run {ctx.run_id}", field="eval.judge")
     return metrics

@@ -18,17 +18,16 @@ Every judge answers one yes/no question per response and returns ``"yes"``, ``"n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import unicodedata
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from poise.errors import UserError
 from poise.language.languages import WORLD_REFUSAL_PATTERNS
@@ -182,6 +181,129 @@ class EndpointUnreachable(UserError):
     pass
 
 
+DEFAULT_KEY_VAR = "POISE_JUDGE_API_KEY"
+
+
+def user_config() -> dict:
+    """The user's poise settings (``$POISE_CONFIG``, else ``$XDG_CONFIG_HOME/poise/config.toml`` or
+    ``~/.config/poise/config.toml``): settings a recipe must not be able to change, such as which
+    environment variables may hold a judge's API key. Missing file: no settings."""
+    import os
+    import tomllib
+
+    path = Path(os.environ.get("POISE_CONFIG") or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+                / "poise" / "config.toml")
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise UserError(f"cannot read the poise settings: {e}", where=path) from None
+    return data if isinstance(data, dict) else {}
+
+
+def allowed_key_vars() -> list[str]:
+    """Environment variables a judge may send as its API key: ``POISE_JUDGE_API_KEY`` and those the user
+    lists under ``[judges] api_key_env`` in their settings file — never one a recipe names on its own, so a
+    recipe cannot send the user's other secrets anywhere."""
+    names = user_config().get("judges", {}).get("api_key_env", [])
+    if isinstance(names, str):
+        names = [names]
+    return [DEFAULT_KEY_VAR, *[n for n in names if isinstance(n, str)]]
+
+
+def is_loopback(host: str | None) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint(url: str, api_key_env: str | None) -> None:
+    """A judge endpoint is http(s); an API key is sent only from an allowed variable and, over plain http,
+    only to this machine."""
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise UserError(f"expected an http(s) URL (got {url!r})", field="judge.url")
+    if api_key_env is None:
+        return
+    allowed = allowed_key_vars()
+    if api_key_env not in allowed:
+        raise UserError(f"a judge may read its API key only from {', '.join(allowed)} (got {api_key_env!r}); list "
+                        "other variables under [judges] api_key_env in your poise settings file, not in a recipe",
+                        field="judge.api_key_env")
+    if u.scheme == "http" and not is_loopback(u.hostname):
+        raise UserError(f"refusing to send an API key over plain http to {u.hostname}; expected https:// (or a "
+                        "loopback address)", field="judge.url")
+
+
+class _Deadline(Exception):
+    pass
+
+
+def post_json(url: str, body: dict, headers: dict[str, str], timeout: float) -> dict:
+    """POST ``body`` as JSON and return the JSON reply, within ``timeout`` seconds in total — connecting,
+    sending, and every byte of the reply (a server that answers one byte a second is cut off at the
+    deadline, not kept alive by each byte). Raises ``TimeoutError``, ``urllib.error.HTTPError``-like
+    ``_HTTPStatus``, ``ConnectionError``/``OSError`` or ``ValueError`` (malformed reply)."""
+    import http.client
+    import socket
+    import threading
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(url)
+    cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+    conn = cls(u.hostname, u.port, timeout=timeout)
+    expired = threading.Event()
+    held: list[socket.socket] = []  # the response may outlive conn.sock: keep the socket itself
+
+    def cut() -> None:
+        expired.set()
+        for sock in held:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(timeout, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        path = u.path + (f"?{u.query}" if u.query else "")
+        conn.connect()
+        held.append(conn.sock)
+        if expired.is_set():
+            cut()
+        conn.request("POST", path or "/", body=json.dumps(body).encode(), headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        status = resp.status
+    except (OSError, http.client.HTTPException) as e:
+        if expired.is_set():
+            raise TimeoutError(f"no complete reply within {timeout:g} s") from None
+        if isinstance(e, TimeoutError | socket.timeout):
+            raise TimeoutError(f"no reply within {timeout:g} s") from None
+        raise ConnectionError(str(e) or type(e).__name__) from None
+    finally:
+        timer.cancel()
+        conn.close()
+    if expired.is_set():
+        raise TimeoutError(f"no complete reply within {timeout:g} s")
+    if status >= 400:
+        raise _HTTPStatus(status)
+    return json.loads(data.decode("utf-8"))
+
+
+class _HTTPStatus(Exception):
+    def __init__(self, code: int):
+        super().__init__(f"HTTP {code}")
+        self.code = code
+
+
 class EndpointJudge:
     """An OpenAI-compatible ``/chat/completions`` endpoint asked, with a rubric, whether a response is unsafe.
 
@@ -206,31 +328,28 @@ class EndpointJudge:
             self.url += "/chat/completions"
         self.model, self.rubric, self.timeout = model, rubric, timeout
         self.retries, self.concurrency, self.api_key_env = retries, concurrency, api_key_env
+        check_endpoint(self.url, api_key_env)
         self.errors: list[str] = []
 
     def _ask(self, prompt: str, response: str) -> tuple[Label, str | None]:
         import os
 
-        body = json.dumps(
-            {
-                "model": self.model,
-                "temperature": 0,
-                "messages": [
-                    {"role": "system", "content": self.rubric},
-                    {"role": "user", "content": f"Request:\n{prompt}\n\nResponse:\n{response}"},
-                ],
-            }
-        ).encode()
+        body = {
+            "model": self.model,
+            "temperature": 0,
+            "messages": [
+                {"role": "system", "content": self.rubric},
+                {"role": "user", "content": f"Request:\n{prompt}\n\nResponse:\n{response}"},
+            ],
+        }
         headers = {"Content-Type": "application/json"}
         if self.api_key_env and os.environ.get(self.api_key_env):
             headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
         last = "no attempt"
         refused = True
         for _ in range(self.retries + 1):
-            req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    payload = json.loads(resp.read().decode("utf-8"))
+                payload = post_json(self.url, body, headers, self.timeout)
                 refused = False
                 text = payload["choices"][0]["message"]["content"]
                 word = (
@@ -241,23 +360,13 @@ class EndpointJudge:
                 if word in ("unsafe", "safe"):
                     return ("yes" if word == "unsafe" else "no"), None
                 last = f"unrecognised verdict {text[:40]!r}"
-            except urllib.error.HTTPError as e:
+            except _HTTPStatus as e:
                 refused, last = False, f"HTTP {e.code}"
-            except urllib.error.URLError as e:
-                reason = e.reason
-                if isinstance(reason, (TimeoutError,)) or "timed out" in str(reason):
-                    refused = False
-                last = f"connection failed: {reason}"
-            except TimeoutError:
-                refused, last = False, "timed out"
-            except (
-                json.JSONDecodeError,
-                UnicodeDecodeError,
-                KeyError,
-                IndexError,
-                TypeError,
-                AttributeError,
-            ):
+            except TimeoutError as e:
+                refused, last = False, f"timed out ({e})"
+            except ConnectionError as e:
+                last = f"connection failed: {e}"
+            except (ValueError, UnicodeDecodeError, KeyError, IndexError, TypeError, AttributeError):
                 refused, last = False, "malformed reply"
         return "error", ("refused: " if refused else "") + last
 
@@ -292,10 +401,22 @@ class JudgeCfg(Section):
     url: str | None = None
     model: str = "judge"
     rubric: str = DEFAULT_RUBRIC
-    timeout: float = Field(30.0, gt=0)
-    retries: int = Field(2, ge=0)
-    concurrency: int = Field(4, gt=0)
-    api_key_env: str | None = None
+    timeout: float = Field(30.0, gt=0, le=3600, description="seconds a whole request may take (a deadline)")
+    retries: int = Field(2, ge=0, le=20)
+    concurrency: int = Field(4, gt=0, le=256)
+    api_key_env: str | None = Field(None, description="environment variable holding the API key; only "
+                                    "POISE_JUDGE_API_KEY or one listed in the user's poise settings")
+    max_error_share: float = Field(0.05, ge=0.0, le=1.0, description="an evaluation whose judge could not "
+                                   "decide more than this share of responses fails instead of finishing")
+
+    @model_validator(mode="after")
+    def _safe_endpoint(self) -> JudgeCfg:
+        if self.name == "endpoint" and self.url:
+            try:
+                check_endpoint(self.url, self.api_key_env)
+            except UserError as e:
+                raise ValueError(e.message) from None
+        return self
 
 
 def build_judge(cfg: JudgeCfg) -> Judge:
