@@ -1,4 +1,4 @@
-"""The ``poise`` command line: run, tour, sweep, recipes, runs, frontier, report, merge, carbon.
+"""The ``poise`` command line: run, tour, sweep, recipes, runs, frontier, report, merge, carbon, data.
 
 Bad input exits with code 2 and one line (``poise: error: FILE: FIELD: what was expected``); other
 failures exit 1 with one line. ``--debug`` shows tracebacks.
@@ -36,6 +36,10 @@ runs_app = typer.Typer(help="List, inspect, resume and delete runs.", no_args_is
 carbon_app = typer.Typer(help="Energy and CO2: estimate a planned job on different GPUs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(carbon_app, name="carbon")
+# the language domain's `poise data` commands (prompt sets), kept in their domain so they can move with it
+from poise.language.commands import data_app  # noqa: E402
+
+app.add_typer(data_app, name="data")
 
 
 class _State:

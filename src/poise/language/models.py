@@ -68,6 +68,20 @@ class ChatLM:
     model: Any
     tokenizer: Any
     meta: dict[str, Any] = field(default_factory=dict)
+    folder_version: int | None = field(default=None, repr=False)  # param_version() right after load_hf
+
+    def weights_from_folder(self) -> bool:
+        """Whether the weights in memory are still those of ``meta["path"]`` (not trained, merged or adapted).
+
+        In-place updates (optimiser steps, LoRA merges, re-tying) bump torch's per-tensor version counters;
+        moving or casting the model does not.
+        """
+        return (
+            "path" in self.meta
+            and self.folder_version is not None
+            and not is_peft(self.model)
+            and param_version(self.model) == self.folder_version
+        )
 
     @property
     def device(self) -> torch.device:
@@ -112,6 +126,11 @@ def tiny_llama(cfg: TinyLMCfg, tokenizer: Any, seed: int = 0) -> ChatLM:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return ChatLM(model, tokenizer, {"source": "tiny", "tiny": cfg.model_dump()})
+
+
+def param_version(model: Any) -> int:
+    """Sum of the parameters' in-place version counters: it changes whenever any weight is updated in place."""
+    return sum(p._version for p in model.parameters())
 
 
 def _torch_dtype(dtype: str) -> Any:
@@ -198,8 +217,13 @@ def load_hf(
     dtype: str = "float32",
     where: str | Path | None = None,
     field: str = "model.path",
+    require_chat_template: str | None = None,
 ) -> ChatLM:
-    """A local HF causal LM and its tokenizer (from ``tokenizer`` or the model folder); checked to match."""
+    """A local HF causal LM and its tokenizer (from ``tokenizer`` or the model folder); checked to match.
+
+    A folder without a chat template gets a plain ``User:`` / ``Assistant:`` one, unless
+    ``require_chat_template`` names what needs the folder's own (a judge whose prompt is that template).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = check_model_folder(Path(path), where=where, field=field)
@@ -219,6 +243,13 @@ def load_hf(
         raise UserError(
             f"cannot load the tokenizer in {str(tok_dir)!r}: {e}", where=where, field=tok_field
         ) from None
+    if require_chat_template and not getattr(tok, "chat_template", None):
+        raise UserError(
+            f"no chat template in {str(tok_dir / 'tokenizer_config.json')!r} (nor chat_template.jinja); expected "
+            f"the {require_chat_template} chat template that this judge's prompt is",
+            where=where,
+            field=tok_field,
+        )
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(folder), local_files_only=True, dtype=_torch_dtype(dtype)
@@ -237,7 +268,7 @@ def load_hf(
         "tokenizer_path": str(tok_dir.resolve()),
         "dtype": dtype,
     }
-    return ChatLM(model, tok, meta)
+    return ChatLM(model, tok, meta, folder_version=param_version(model))
 
 
 def apply_lora(lm: ChatLM, cfg: LoraCfg) -> ChatLM:
