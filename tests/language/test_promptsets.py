@@ -115,7 +115,8 @@ def _bad_csv(folder: Path, name: str, header: list[str], rows: list[list[str]]) 
 @pytest.mark.parametrize(
     "fmt, header, rows, match",
     [
-        ("harmbench", ["Behavior", "SemanticCategory", "Tags", "ContextString", "BehaviorID"], [["b", "c", "", "", "i"]],
+        ("harmbench", ["Behavior", "SemanticCategory", "Tags", "ContextString", "BehaviorID"],
+         [["b", "c", "", "", "i"]],
          "missing column 'FunctionalCategory'; expected the HarmBench behaviours columns Behavior, FunctionalCategory"),
         ("harmbench", ["Behavior", "FunctionalCategory", "SemanticCategory", "Tags", "ContextString", "BehaviorID"],
          [["b", "weird", "c", "", "", "i"]], "row 1: FunctionalCategory 'weird': expected one of standard"),

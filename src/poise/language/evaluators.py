@@ -281,10 +281,10 @@ def judge_agreement(records: Sequence[dict[str, Any]], params: SafetyParams) -> 
     ],
     params=SafetyParams,
 )
-def safety(model, data, ctx, **kw) -> dict[str, float]:
+def safety(model, world_data, ctx, **kw) -> dict[str, float]:
     """Harmful compliance, over-refusal and benign accuracy, overall and per language / harm."""
     params = SafetyParams(**kw)
-    examples = load_prompt_sets(params.data) if params.data else data.split(params.split)
+    examples = load_prompt_sets(params.data) if params.data else world_data.split(params.split)
     tag = params.tag()
     cache = ctx.store.checkpoint_dir(ctx.run_id) / f"eval-{tag}.jsonl"
     metrics, records = safety_eval(model, examples, params, cache)

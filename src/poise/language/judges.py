@@ -296,6 +296,16 @@ def split_context(prompt: str, context: str | None) -> str:
     return prompt
 
 
+def harmbench_prompt(prompt: str, response: str, context: str | None = None, template: str | None = None) -> str:
+    """HarmBench's classifier prompt for one response (the contextual prompt when the behaviour has a context)."""
+    behavior = split_context(prompt, context)
+    if template is not None:
+        return fill(template, behavior=behavior, generation=response, context=context or "")
+    if context:
+        return fill(HARMBENCH_CONTEXTUAL_PROMPT, context=context, behavior=behavior, generation=response)
+    return fill(HARMBENCH_PROMPT, behavior=behavior, generation=response)
+
+
 class LocalLMJudge:
     """Shared by judges that prompt a local causal LM folder and read its greedy continuation."""
 
@@ -356,12 +366,7 @@ class HarmBenchJudge(LocalLMJudge):
         self.template = template
 
     def render(self, prompt, response, context):
-        behavior = split_context(prompt, context)
-        if self.template is not None:
-            return fill(self.template, behavior=behavior, generation=response, context=context or "")
-        if context:
-            return fill(HARMBENCH_CONTEXTUAL_PROMPT, context=context, behavior=behavior, generation=response)
-        return fill(HARMBENCH_PROMPT, behavior=behavior, generation=response)
+        return harmbench_prompt(prompt, response, context, self.template)
 
     def parse(self, text):
         word = first_word(text)
@@ -706,6 +711,16 @@ class JudgeCfg(Section):
             raise ValueError(f"a {self.name} judge needs path (a local model folder)")
         if self.name in ENDPOINT_JUDGES and not self.url:
             raise ValueError(f"a {self.name} judge needs url (an OpenAI-compatible endpoint)")
+        if self.name in LOCAL_JUDGES:  # a wrong folder stops `poise run` before the run starts
+            from poise.language.models import check_model_folder, has_chat_template
+
+            folder = check_model_folder(Path(self.path or ""), field="judge.path")
+            if self.name == "llama-guard" and not has_chat_template(folder):
+                raise UserError(
+                    f"no chat template in {str(folder / 'tokenizer_config.json')!r} (nor chat_template.jinja); "
+                    "expected the Llama Guard 3 chat template, which is this judge's prompt",
+                    field="judge.path",
+                )
         return self
 
     @property

@@ -170,6 +170,21 @@ def check_model_folder(path: Path, *, where: str | Path | None = None, field: st
     return path
 
 
+def has_chat_template(folder: Path) -> bool:
+    """Whether a tokenizer folder holds a chat template (``tokenizer_config.json``, ``chat_template.jinja`` or
+    ``chat_template.json``), without loading it."""
+    import json
+
+    folder = Path(folder)
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(isinstance(config, dict) and config.get("chat_template"))
+
+
 def check_tokenizer(
     model: Any, tokenizer: Any, *, where: str | Path | None = None, field: str = "model.tokenizer"
 ) -> None:
@@ -225,7 +240,9 @@ def load_hf(
     ``require_chat_template`` names what needs the folder's own (a judge whose prompt is that template).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # poise shows its own progress; an error stays one line on stderr
     folder = check_model_folder(Path(path), where=where, field=field)
     tok_dir = Path(tokenizer).expanduser() if tokenizer else folder
     tok_field = "model.tokenizer" if tokenizer else field

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from poise.language.judges import HARMBENCH_PROMPT, fill
+from poise.language.judges import harmbench_prompt
 from poise.language.models import ChatLM, TinyLMCfg, export_hf, tiny_llama
 from poise.language.world import World
 from poise.recipes import Section
@@ -81,23 +81,29 @@ def fit_prompt_lm(
     return lm
 
 
-def world_harmbench_pairs(world: World, split: str = "train") -> list[tuple[str, str]]:
-    """HarmBench's prompt with each harmful world prompt's compliant response (``Yes``) and refusal (``No``)."""
+def world_harmbench_pairs(world: World, split: str = "train", template: str | None = None) -> list[tuple[str, str]]:
+    """HarmBench's prompt (or ``template``) with each harmful world prompt's compliant response (``Yes``) and
+    refusal (``No``)."""
     pairs = []
     for e in world.split(split):
         if e.kind != "harmful":
             continue
-        pairs.append((fill(HARMBENCH_PROMPT, behavior=e.prompt, generation=e.unsafe_response or ""), "Yes"))
-        pairs.append((fill(HARMBENCH_PROMPT, behavior=e.prompt, generation=e.safe_response or ""), "No"))
+        pairs.append((harmbench_prompt(e.prompt, e.unsafe_response or "", template=template), "Yes"))
+        pairs.append((harmbench_prompt(e.prompt, e.safe_response or "", template=template), "No"))
     return pairs
 
 
-def world_harmbench_judge(world: World, folder: str | Path, cfg: WorldJudgeCfg | None = None) -> Path:
-    """Fit the world's HarmBench-prompt judge and save it as a local HF folder (no chat template: raw prompt)."""
+def world_harmbench_judge(
+    world: World, folder: str | Path, cfg: WorldJudgeCfg | None = None, template: str | None = None
+) -> Path:
+    """Fit the world's HarmBench-prompt judge and save it as a local HF folder (no chat template: raw prompt).
+
+    ``template`` replaces HarmBench's prompt (the judge must then be given the same ``template``).
+    """
     from poise.language.tokenizer import train_tokenizer
 
     cfg = cfg or WorldJudgeCfg()
-    pairs = world_harmbench_pairs(world)
+    pairs = world_harmbench_pairs(world, template=template)
     tok = train_tokenizer([t + " " + a for t, a in pairs], cfg.vocab_size, config={"chat_template": None})
     lm = fit_prompt_lm(pairs, tok, cfg, add_special_tokens=True)
     return export_hf(lm, folder)
