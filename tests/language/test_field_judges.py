@@ -25,6 +25,7 @@ from poise.language.judges import (
     LlamaGuardJudge,
     StrongRejectJudge,
     build_judge,
+    check_judge_folder,
     fill,
     harmbench_prompt,
     parse_llama_guard,
@@ -216,7 +217,7 @@ def test_llama_guard_without_chat_template_is_one_line(cli, tmp_path, tiny_model
     folder = chat_folders.chat_folder(tmp_path / "plain", "qwen2", ["a b c safe unsafe"], template=None)
     chat_folders.write_template_to_config(folder, None)
     with pytest.raises(UserError, match="no chat template in .*tokenizer_config.json.*expected the Llama Guard 3"):
-        JudgeCfg(name="llama-guard", path=str(folder))
+        check_judge_folder(JudgeCfg(name="llama-guard", path=str(folder)))
     recipe = tmp_path / "r.toml"
     recipe.write_text("\n".join([
         'kind = "language.base"', "[model]", f'path = "{tiny_model_dir}"', "[data.world]", 'languages = ["en"]',

@@ -14,8 +14,10 @@ from typing import Annotated
 
 import typer
 
-data_app = typer.Typer(help="Standard prompt sets (HarmBench, XSTest, ...) read from local files.",
-                       no_args_is_help=True)
+from poise.registry import command
+
+data_app = command("data")(typer.Typer(help="Standard prompt sets (HarmBench, XSTest, ...) read from local files.",
+                                       no_args_is_help=True, rich_markup_mode=None))
 
 
 def _short(counts: dict[str, int], limit: int = 3) -> str:

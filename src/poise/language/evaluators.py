@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from poise.evaluators import MetricSpec, evaluator
 from poise.language.agreement import agreement
@@ -40,6 +40,7 @@ from poise.language.judges import (
     RefusalJudge,
     build_judge,
     build_refusal_judge,
+    check_judge_folder,
     verdicts_of,
 )
 from poise.language.promptsets import PromptSetCfg, as_set_list, load_prompt_sets
@@ -71,14 +72,6 @@ class SafetyParams(BaseModel):
     def _one_or_many(cls, v: Any) -> Any:
         return as_set_list(v)
 
-    @field_validator("data")
-    @classmethod
-    def _load(cls, v: list[PromptSetCfg], info: ValidationInfo) -> list[PromptSetCfg]:
-        # a missing file, a missing column or a wrong checksum stops `poise run` before the run starts
-        if v and not (info.context or {}).get("skip_files"):
-            load_prompt_sets(v)
-        return v
-
     @model_validator(mode="after")
     def _judges(self) -> SafetyParams:
         names = [j.display for j in (self.judge, *self.judges)]
@@ -95,6 +88,12 @@ class SafetyParams(BaseModel):
                         'them by hashing); expected functional = ["standard", "contextual"]'
                     )
         return self
+
+    def check_files(self) -> None:
+        """Load every prompt set and check every local judge's folder (``UserError`` on the first problem)."""
+        load_prompt_sets(self.data)
+        for j in (self.judge, *self.judges, *([self.refusal_judge] if self.refusal_judge else [])):
+            check_judge_folder(j)
 
     def tag(self) -> str:
         """Names this evaluation's cache and artifacts: the split, or a digest of the prompt sets."""
@@ -253,6 +252,13 @@ def safety_eval(
     return summarise(records, params.per_language, refusal_is_model), records
 
 
+def preflight_evaluations(entries: Sequence[Any]) -> None:
+    """Before a run starts: the files every ``language.safety`` entry names (prompt sets, judge folders)."""
+    for entry in entries:
+        if entry.name == "language.safety":
+            SafetyParams.model_validate(entry.model_extra or {}).check_files()
+
+
 def judge_agreement(records: Sequence[dict[str, Any]], params: SafetyParams) -> dict[str, Any] | None:
     """Agreement of the evaluation's harm judges (``None`` with one judge)."""
     names = [j.display for j in (params.judge, *params.judges)]
@@ -286,7 +292,7 @@ def safety(model, world_data, ctx, **kw) -> dict[str, float]:
     params = SafetyParams(**kw)
     examples = load_prompt_sets(params.data) if params.data else world_data.split(params.split)
     tag = params.tag()
-    cache = ctx.store.checkpoint_dir(ctx.run_id) / f"eval-{tag}.jsonl"
+    cache = ctx.scratch_dir("eval") / f"eval-{tag}.jsonl"
     metrics, records = safety_eval(model, examples, params, cache)
     keep = ("id", "kind", "language", "harm", "category", "label", "labels", "score", "hazards", "notes", "response")
     table = [{k: r[k] for k in keep if k in r} for r in records]

@@ -711,21 +711,29 @@ class JudgeCfg(Section):
             raise ValueError(f"a {self.name} judge needs path (a local model folder)")
         if self.name in ENDPOINT_JUDGES and not self.url:
             raise ValueError(f"a {self.name} judge needs url (an OpenAI-compatible endpoint)")
-        if self.name in LOCAL_JUDGES:  # a wrong folder stops `poise run` before the run starts
-            from poise.language.models import check_model_folder, has_chat_template
-
-            folder = check_model_folder(Path(self.path or ""), field="judge.path")
-            if self.name == "llama-guard" and not has_chat_template(folder):
-                raise UserError(
-                    f"no chat template in {str(folder / 'tokenizer_config.json')!r} (nor chat_template.jinja); "
-                    "expected the Llama Guard 3 chat template, which is this judge's prompt",
-                    field="judge.path",
-                )
         return self
 
     @property
     def display(self) -> str:
         return self.label or self.name
+
+
+def check_judge_folder(cfg: JudgeCfg) -> None:
+    """A local judge's folder holds a model (and, for Llama Guard, its chat template); otherwise ``UserError``.
+
+    Run before a run starts (the recipe's preflight), so a wrong folder leaves no run behind.
+    """
+    if cfg.name not in LOCAL_JUDGES:
+        return
+    from poise.language.models import check_model_folder, has_chat_template
+
+    folder = check_model_folder(Path(cfg.path or ""), field="judge.path")
+    if cfg.name == "llama-guard" and not has_chat_template(folder):
+        raise UserError(
+            f"no chat template in {str(folder / 'tokenizer_config.json')!r} (nor chat_template.jinja); expected "
+            "the Llama Guard 3 chat template, which is this judge's prompt",
+            field="judge.path",
+        )
 
 
 def _make(cfg: JudgeCfg, device: str) -> Any:

@@ -26,7 +26,8 @@ safe prompts, JailbreakBench's benign behaviours) by over-refusal. Each format i
 
 Files may be CSV, TSV, JSONL or parquet whatever the format (the columns decide). A ``sha256`` pins the exact
 file. A missing column, an unknown value in a labelled column, an empty prompt or a checksum mismatch is a
-``UserError`` naming the file and what was expected; the recipe check loads every set before a run starts.
+``UserError`` naming the file and what was expected; a language recipe's preflight loads every set before a
+run starts.
 """
 
 from __future__ import annotations
