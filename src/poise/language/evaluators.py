@@ -15,7 +15,7 @@
 ``judges`` adds more harm judges on the same responses: their labels are kept per response, and Cohen's κ
 between each pair, per language, with the responses they disagree on, goes to the ``judge-agreement-*``
 artifact and the report. Responses and labels are appended, chunk by chunk, to ``eval-<split>.jsonl`` (or
-``eval-sets-<digest>.jsonl``) in the run's checkpoint folder: a judge that fails mid-way (an unreachable
+``eval-sets-<digest>.jsonl``) in the run's scratch folder: a judge that fails mid-way (an unreachable
 endpoint) leaves the finished part recorded and a resumed run only evaluates the rest. :func:`safety_eval`
 is the same evaluation without a run (benchmarks, tests).
 """
@@ -110,14 +110,13 @@ class JudgePanel:
 
     harm: list[tuple[str, Any]]
     refusal: Any
-    refusal_is_model: bool = False
 
     @classmethod
     def build(cls, params: SafetyParams, device: str = "cpu") -> JudgePanel:
         harm = [(j.display, build_judge(j, device)) for j in (params.judge, *params.judges)]
         if params.refusal_judge is None:
             return cls(harm, RefusalJudge(params.judge.patterns))
-        return cls(harm, build_refusal_judge(params.refusal_judge, device), params.refusal_judge.name != "refusal")
+        return cls(harm, build_refusal_judge(params.refusal_judge, device))
 
 
 def _rate(labels: list[str]) -> float | None:
