@@ -1,5 +1,5 @@
 """The ``poise`` command line: run, tour, sweep, recipes, runs, frontier, report, carbon, and the commands
-domains add (``poise merge``; see :func:`poise.registry.command`).
+domains add (``poise merge``, ``poise data``; see :func:`poise.registry.command`).
 
 Bad input exits with code 2 and one line (``poise: error: FILE: FIELD: what was expected``); other
 failures exit 1 with one line. ``--debug`` shows tracebacks. Help texts are plain text (no markup), and

@@ -8,6 +8,7 @@ harm, label and answer); labels map to ``harmful`` / ``benign`` / ``borderline``
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,8 @@ def read_rows(path: Path, field: str = "data.file") -> list[dict[str, Any]]:
                     rows.append(row)
             return rows
         if suffix in (".csv", ".tsv"):
-            import csv
-
-            with open(path, encoding="utf-8", newline="") as f:
+            csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))  # long contexts (HarmBench) fit in a cell
+            with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a leading byte-order mark is not a column
                 return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
         if suffix == ".parquet":
             import pyarrow.parquet as pq
@@ -107,10 +107,8 @@ def read_rows(path: Path, field: str = "data.file") -> list[dict[str, Any]]:
         raise UserError("expected UTF-8 text", where=path, field=field) from None
     except OSError as e:
         raise UserError(f"cannot read prompt file: {e.strerror or e}", where=path, field=field) from None
-    except Exception as e:  # noqa: BLE001 - a malformed parquet file: name it, no traceback
-        if suffix == ".parquet":
-            raise UserError(f"cannot read parquet: {type(e).__name__}: {e}", where=path, field=field) from None
-        raise
+    except (ValueError, csv.Error) as e:  # pyarrow's errors are ValueErrors
+        raise UserError(f"cannot read prompt file: {e}", where=path, field=field) from None
     raise UserError(
         f"unsupported prompt file type {suffix!r}; expected .jsonl, .csv, .tsv or .parquet",
         where=path,
