@@ -73,8 +73,8 @@ def test_randomised_model_is_flagged(trained_cnn, digits):
 
 
 def test_evaluator_stores_checks_and_report_shows_them(trained_cnn, digits, store):
-    from poise.vision.autoattack_ref import _register_report  # noqa: F401 - registers the section
     from poise.report import report_sections
+    from poise.vision.autoattack_ref import _register_report  # noqa: F401 - registers the section
 
     rid = store.create_run(kind="vision.erm", name="masked", config={}, config_hash="h", seed=0)
     messages: list[str] = []

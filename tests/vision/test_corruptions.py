@@ -14,7 +14,7 @@ from poise.vision.corruptions import BENCHMARK, corruption_grid, load_corruption
 from poise.vision.evaluators import accuracy
 from poise.vision.models import build_classifier
 from tests.vision.test_data import write_cifar
-from tests.vision.test_kinds import RECIPES, _one_line_error, _runs
+from tests.vision.test_kinds import _one_line_error, _runs
 
 N = 6  # images per severity (the real files have 10,000)
 
@@ -76,7 +76,8 @@ root = "{tmp_path / 'cc'}"
 
 def test_evaluator_in_a_recipe(cli, tmp_path):
     write_cifar_c(tmp_path / "cc", corruptions=("fog", "snow", "contrast"))
-    code, _, err = cli("run", _recipe(tmp_path, 'corruptions = ["fog", "snow", "contrast"]\nseverities = [5, 1]\nn = 5'))
+    entry = 'corruptions = ["fog", "snow", "contrast"]\nseverities = [5, 1]\nn = 5'
+    code, _, err = cli("run", _recipe(tmp_path, entry))
     assert code == 0, err
     ((run, m),) = _runs(tmp_path / ".poise")
     cells = {k: v.value for k, v in m.items() if re.fullmatch(r"robustness\.corruption_acc_[a-z_]+_s\d", k)}
