@@ -1,4 +1,4 @@
-"""The ``poise`` command line: run, tour, sweep, recipes, runs, frontier, report, merge, carbon.
+"""The ``poise`` command line: run, tour, sweep, recipes, runs, frontier, report, merge, carbon, export.
 
 Bad input exits with code 2 and one line (``poise: error: FILE: FIELD: what was expected``); other
 failures exit 1 with one line. ``--debug`` shows tracebacks.
@@ -34,8 +34,10 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="List, inspect, resume and delete runs.", no_args_is_help=True)
 carbon_app = typer.Typer(help="Energy and CO2: estimate a planned job on different GPUs.", no_args_is_help=True)
+export_app = typer.Typer(help="Export runs to other tools (MLflow).", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(carbon_app, name="carbon")
+app.add_typer(export_app, name="export")
 
 
 class _State:
@@ -476,6 +478,41 @@ def carbon_estimate(
     for r in sorted(rows, key=lambda r: r.co2_kg):
         t.add_row(r.gpu, f"{r.peak_tflops:g}", f"{r.tdp_w:g}", f"{r.hours:.3g}", f"{r.energy_kwh:.3g}",
                   f"{r.co2_kg:.3g}")
+    ui.print(t)
+
+
+# --------------------------------------------------------------------------- export
+
+
+@export_app.command("mlflow")
+def export_mlflow(
+    run_ids: Annotated[list[str] | None, typer.Argument(help="Run IDs or unique prefixes.", show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Export every run in the store.")] = False,
+    uri: Annotated[str | None, typer.Option("--uri", help="A folder (MLflow file store) or a tracking URI; default "
+                                            "$MLFLOW_TRACKING_URI, else ./mlruns.")] = None,
+    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "poise",
+    artifacts: Annotated[bool, typer.Option("--artifacts/--no-artifacts", help="Also copy the runs' artifacts "
+                                            "(weights, tables, figures).")] = True,
+) -> None:
+    """Export runs to MLflow: recipe as parameters, metrics with steps, costs, tags, artifacts (no duplicates)."""
+    from poise.export.mlflow import export_runs
+
+    if bool(run_ids) == all_:
+        raise UserError("expected run IDs or --all (one of the two)", where="poise export mlflow")
+    if not experiment.strip():
+        raise UserError("expected a non-empty experiment name", where="--experiment")
+    done = export_runs(_store(), None if all_ else list(run_ids or []), uri=uri, experiment=experiment,
+                       artifacts=artifacts)
+    ui = get_ui()
+    if ui.json:
+        ui.emit([e.__dict__ for e in done])
+        return
+    t = Table(title=f"{len(done)} runs exported to MLflow experiment {experiment!r}", title_justify="left")
+    for c in ("run", "mlflow run", "action", "params", "metric points", "artifacts"):
+        t.add_column(c, justify="right" if c in ("params", "metric points", "artifacts") else "left")
+    for e in done:
+        t.add_row(e.run_id, e.mlflow_run_id, "created" if e.created else "updated", str(e.params), str(e.metrics),
+                  str(e.artifacts))
     ui.print(t)
 
 
