@@ -87,6 +87,21 @@ def test_evaluator_in_a_recipe(cli, tmp_path):
         (cells["robustness.corruption_acc_fog_s1"] + cells["robustness.corruption_acc_fog_s5"]) / 2)
     assert m["robustness.corruption_acc_s5"].value == pytest.approx(
         np.mean([cells[f"robustness.corruption_acc_{c}_s5"] for c in ("fog", "snow", "contrast")]))
+    # the report: a corruption × severity table and heatmap; the defences table keeps only the mean
+    from poise.report import report_sections
+    from poise.store import Store
+
+    s = Store(root=tmp_path / ".poise")
+    sections = report_sections()
+    table, heat = sections["vision.corruptions"][1](s, s.list_runs())
+    headers, rows = sections["vision.defences"][1](s, s.list_runs())[0].table
+    s.close()
+    assert [r[2] for r in table.table[1]] == ["snow", "fog", "contrast", "mean"]  # benchmark order, then the mean
+    assert table.table[1][-1][-1] == f"{m['robustness.corruption_acc'].value:.3f}"
+    row = table.table[1][0]
+    assert row[3] != "" and row[4] == row[5] == row[6] == "" and row[7] != ""  # severities 1 and 5 only
+    assert heat.figure.data[0].z is not None and len(heat.figure.data[0].y) == 3
+    assert "corruption_acc" in headers and not any(h.startswith("corruption_acc_") for h in headers)
 
 
 def test_default_corruptions_are_the_benchmark_fifteen():

@@ -149,3 +149,51 @@ def corruptions_eval(model, data, ctx, *, root, corruptions, severities, n, batc
     for (c, s), v in grid.items():
         out[f"corruption_acc_{c}_s{s}"] = v
     return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _register_report() -> None:
+    import plotly.graph_objects as go
+
+    from poise.report import Block, report_section
+    from poise.report.figures import esc
+
+    @report_section("vision.corruptions", "Vision: common corruptions")
+    def corruption_section(store, runs) -> list[Block]:
+        """Accuracy per corruption and severity of every vision run scored by ``vision.corruptions``."""
+        vision = [r for r in runs if r.kind.startswith("vision.") and r.status == "done"]
+        finals = store.final_metrics([r.id for r in vision])
+        rows, blocks = [], []
+        for r in vision:
+            m = finals.get(r.id, {})
+            if "robustness.corruption_acc" not in m:
+                continue
+            names = [c for c in CORRUPTIONS if f"robustness.corruption_acc_{c}" in m]
+            sev = [s for s in range(1, SEVERITIES + 1) if f"robustness.corruption_acc_s{s}" in m]
+            for c in names:
+                rows.append([r.name, r.id, c, *[f"{m[f'robustness.corruption_acc_{c}_s{s}'].value:.3f}"
+                                                 if f"robustness.corruption_acc_{c}_s{s}" in m else "" for s in
+                                                 range(1, SEVERITIES + 1)],
+                             f"{m[f'robustness.corruption_acc_{c}'].value:.3f}"])
+            rows.append([r.name, r.id, "mean", *[f"{m[f'robustness.corruption_acc_s{s}'].value:.3f}" if s in sev
+                                                 else "" for s in range(1, SEVERITIES + 1)],
+                         f"{m['robustness.corruption_acc'].value:.3f}"])
+            if len(blocks) < 6 and names and sev:
+                z = [[m[f"robustness.corruption_acc_{c}_s{s}"].value for s in sev] for c in names]
+                fig = go.Figure(go.Heatmap(z=z, x=[f"severity {s}" for s in sev], y=[esc(c) for c in names],
+                                           zmin=0, zmax=1, colorscale="Viridis", colorbar={"title": "accuracy"}))
+                fig.update_layout(template="plotly_white", height=120 + 22 * len(names),
+                                  margin={"l": 130, "r": 20, "t": 30, "b": 40})
+                blocks.append(Block(f"{r.name} [{r.id[:6]}]: accuracy per corruption and severity", figure=fig))
+        if not rows:
+            return []
+        table = Block("accuracy per corruption and severity",
+                      table=(["run", "id", "corruption", "s1", "s2", "s3", "s4", "s5", "mean"], rows),
+                      note="CIFAR-10-C / CIFAR-100-C read from local files; 'mean' rows are the mean over the "
+                      "corruptions scored (corruption_acc is RobustBench's corruptions_acc).")
+        return [table, *blocks]
+
+
+_register_report()
