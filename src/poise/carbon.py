@@ -25,6 +25,8 @@ import resource
 import threading
 import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -201,6 +203,28 @@ class CostTracker:
         self._zeus: Any = None
         self._zeus_window = f"poise-{id(self)}"
         self.method = "not measured"
+        self.phases: dict[str, list[float]] = {}  # name -> [wall s, cpu s]
+        self._phase_stack: list[str] = []
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Charge the wall and CPU time of the block to phase ``name`` (the innermost one when nested);
+        two clock reads per call, so it is cheap enough to wrap every training step."""
+        outer = self._phase_stack[-1] if self._phase_stack else None
+        t0, c0 = time.perf_counter(), time.process_time()
+        self._phase_stack.append(name)
+        try:
+            yield
+        finally:
+            self._phase_stack.pop()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            slot = self.phases.setdefault(name, [0.0, 0.0])
+            slot[0] += wall
+            slot[1] += cpu
+            if outer is not None:  # the outer phase is charged only for its own time
+                slot = self.phases.setdefault(outer, [0.0, 0.0])
+                slot[0] -= wall
+                slot[1] -= cpu
 
     def _begin(self) -> None:
         if self.track_energy:  # before the clocks start: CodeCarbon's first start probes the hardware

@@ -1,7 +1,10 @@
-"""The ``poise`` command line: run, tour, sweep, recipes, runs, frontier, report, merge, carbon, export.
+"""The ``poise`` command line: run, tour, sweep, recipes, runs, frontier, report, carbon, and the commands
+domains add (``poise merge``; see :func:`poise.registry.command`).
 
 Bad input exits with code 2 and one line (``poise: error: FILE: FIELD: what was expected``); other
-failures exit 1 with one line. ``--debug`` shows tracebacks.
+failures exit 1 with one line. ``--debug`` shows tracebacks. Help texts are plain text (no markup), and
+heavy libraries are imported inside the commands that use them, so listing runs or asking for help
+starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from rich.table import Table
 
 from poise import __version__
 from poise.errors import UserError
-from poise.ui import UI, get_ui, set_ui
+from poise.registry import commands as domain_commands
+from poise.session import SESSION, open_store
+from poise.ui import UI, get_ui, metrics_table, set_ui
 
 try:  # typer ships its own copy of click
     from typer._click import exceptions as _cx
@@ -30,23 +35,14 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts are shown as written: "[quick]" is a recipe table, not markup
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-runs_app = typer.Typer(help="List, inspect, resume and delete runs.", no_args_is_help=True)
-carbon_app = typer.Typer(help="Energy and CO2: estimate a planned job on different GPUs.", no_args_is_help=True)
-export_app = typer.Typer(help="Export runs to other tools (MLflow).", no_args_is_help=True)
+runs_app = typer.Typer(help="List, inspect, resume and delete runs.", no_args_is_help=True, rich_markup_mode=None)
+carbon_app = typer.Typer(help="Energy and CO2: estimate a planned job on different GPUs.", no_args_is_help=True,
+                         rich_markup_mode=None)
 app.add_typer(runs_app, name="runs")
 app.add_typer(carbon_app, name="carbon")
-app.add_typer(export_app, name="export")
-
-
-class _State:
-    store_url: str | None = None
-    debug: bool = False
-    argv: list[str] = []
-
-
-STATE = _State()
 
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="Override a recipe field: KEY=VALUE (repeatable).")
@@ -57,9 +53,7 @@ DeviceOpt = Annotated[
 
 
 def _store() -> Any:
-    from poise.store import Store
-
-    return Store(STATE.store_url)
+    return open_store()
 
 
 def _print_version(value: bool) -> None:
@@ -79,21 +73,12 @@ def _main(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
                                           callback=_print_version)] = False,
 ) -> None:
-    STATE.store_url = store
-    STATE.debug = debug
+    SESSION.store_url = store
+    SESSION.debug = debug
     set_ui(UI(quiet=quiet or json_out, json=json_out))
 
 
 # --------------------------------------------------------------------------- run / tour
-
-
-def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in metrics.items():
-        table.add_row(k, f"{v:.4g}")
-    return table
 
 
 def _final_summary(store: Any, run: Any) -> dict[str, float]:
@@ -115,20 +100,14 @@ def run(
     from poise.runner import Runner
 
     cfg = load_recipe(recipe, parse_set_options(set_ or []), quick=quick)
-    store = _store() if cfg.store is None or STATE.store_url else _store_from(cfg.store)
+    store = open_store() if cfg.store is None or SESSION.store_url else open_store(cfg.store)
     ui = get_ui()
     result = Runner(store, ui, device=device).run(cfg)
     summary = _final_summary(store, result)
     if ui.json:
         ui.emit({"run": result.id, "status": result.status, "metrics": summary})
     else:
-        ui.print(_metrics_table(f"run {result.id} ({result.kind}) {result.status}", summary))
-
-
-def _store_from(url: str) -> Any:
-    from poise.store import Store
-
-    return Store(url)
+        ui.print(metrics_table(f"run {result.id} ({result.kind}) {result.status}", summary))
 
 
 @app.command()
@@ -175,7 +154,7 @@ def sweep(
     store = _store()
     workers = []
     if jobs > 1:  # extra local workers: the same command, one process each, sharing the study
-        args = list(STATE.argv)
+        args = list(SESSION.argv)
         for i, a in enumerate(args):
             if a in ("--jobs", "-j"):
                 args[i + 1] = "1"
@@ -216,43 +195,47 @@ def sweep(
 @app.command()
 def recipes() -> None:
     """List the registered recipe kinds, evaluators and the shipped recipe files."""
-    from poise.evaluators import all_evaluators
-    from poise.recipes import load_all_kinds, read_toml, shipped_recipes, shipped_recipes_root
+    import tomllib
+
+    from rich.text import Text
+
+    from poise.recipes import shipped_recipes, shipped_recipes_root
+    from poise.registry import catalog
 
     ui = get_ui()
-    kinds = load_all_kinds()
-    evals = all_evaluators()
+    cat = catalog()
     root = shipped_recipes_root()
     files = []
     for p in shipped_recipes():
-        data = read_toml(p)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise UserError(f"cannot read recipe: {e}", where=p) from None
         files.append({"path": str(p.relative_to(root)), "kind": data.get("kind", "?"),
                       "description": data.get("description", ""), "tour": data.get("tour", True)})
     if ui.json:
-        ui.emit({"kinds": {k: s.summary for k, s in kinds.items()},
-                 "evaluators": {k: {"summary": e.summary, "metrics": [m.__dict__ for m in e.metrics]}
-                                for k, e in evals.items()},
-                 "recipes": files})
+        ui.emit({"kinds": {k: v["summary"] for k, v in cat["kinds"].items()},
+                 "evaluators": cat["evaluators"], "recipes": files})
         return
     t = Table(title="recipe kinds", title_justify="left")
     t.add_column("kind")
     t.add_column("what it trains")
-    for k, s in kinds.items():
-        t.add_row(k, s.summary)
+    for k, v in cat["kinds"].items():
+        t.add_row(Text(k), Text(v["summary"]))
     ui.print(t)
     t = Table(title="evaluators", title_justify="left")
     t.add_column("evaluator")
     t.add_column("metrics (axis, direction)")
-    for k, e in evals.items():
-        t.add_row(k, ", ".join(f"{m.name} ({m.axis}, {m.direction})" for m in e.metrics))
+    for k, e in cat["evaluators"].items():
+        t.add_row(Text(k), Text(", ".join(f"{m['name']} ({m['axis']}, {m['direction']})" for m in e["metrics"])))
     ui.print(t)
-    t = Table(title=f"shipped recipes ({root})", title_justify="left")
+    t = Table(title=Text(f"shipped recipes ({root})"), title_justify="left")
     t.add_column("file")
     t.add_column("kind")
     t.add_column("tour")
     t.add_column("description")
     for f in files:
-        t.add_row(f["path"], f["kind"], "yes" if f["tour"] else "no", f["description"])
+        t.add_row(Text(f["path"]), Text(str(f["kind"])), "yes" if f["tour"] else "no", Text(str(f["description"])))
     ui.print(t)
 
 
@@ -305,7 +288,7 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run ID or unique prefi
              + (f"  parent: {r.parent_id}" if r.parent_id else ""))
     if r.error:
         ui.print(f"[red]error:[/red] {r.error.splitlines()[0]}")
-    ui.print(_metrics_table("final metrics", finals))
+    ui.print(metrics_table("final metrics", finals))
     ui.print(f"cost: {cost.wall_s:.1f} s wall, {cost.cpu_s:.1f} s CPU, {cost.peak_rss_mb:.0f} MB peak, "
              f"{cost.energy_kwh:.3g} kWh, {cost.co2_g:.3g} g CO2 ({cost.country}; {cost.method})")
     for a in arts:
@@ -327,7 +310,7 @@ def runs_resume(
     if ui.json:
         ui.emit({"run": result.id, "status": result.status, "metrics": summary})
     else:
-        ui.print(_metrics_table(f"run {result.id} ({result.kind}) {result.status}", summary))
+        ui.print(metrics_table(f"run {result.id} ({result.kind}) {result.status}", summary))
 
 
 @runs_app.command("rm")
@@ -372,56 +355,6 @@ def report(
         ui.emit({"report": str(path)})
     else:
         ui.print(f"report: {path}")
-
-
-# --------------------------------------------------------------------------- merge
-
-
-@app.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False
-)
-def merge(ctx: typer.Context) -> None:
-    """Merge models (linear, task arithmetic, SLERP, TIES, DARE); --sweep t=0..1 traces a frontier (-h)."""
-    from poise.merging.command import USAGE, build, parser, preflight
-    from poise.recipes import build_recipe
-    from poise.runner import Runner
-
-    args = parser().parse_args(ctx.args)
-    ui = get_ui()
-    if args.help:
-        typer.echo(USAGE)
-        return
-    data = build(args)
-    store = _store()
-    preflight(store, data)
-    recipe = build_recipe(data, where="poise merge")
-    result = Runner(store, ui).run(recipe)
-    name = "sweep" if recipe.kind == "merging.sweep" else "lineage"
-    import json
-
-    info = json.loads(store.artifact(result.id, name).path.read_text())
-    if ui.json:
-        ui.emit({"run": result.id, "kind": result.kind, "status": result.status, name: info})
-        return
-    if recipe.kind == "merging.sweep":
-        metrics = sorted({k for p in info["points"] for k in p["metrics"]})
-        t = Table(title=f"sweep {result.id}: {info['method']} from {info['models'][0]['label']} (t=0) to "
-                        f"{info['models'][1]['label']} (t=1)", title_justify="left")
-        for c in ("t", "run", *metrics):
-            t.add_column(c, justify="left" if c == "run" else "right")
-        for p in info["points"]:
-            cells = [f"{p['metrics'][k]:.4g}" if k in p["metrics"] else "" for k in metrics]
-            t.add_row(f"{p['t']:g}", p["run"], *cells)
-        ui.print(t)
-        return
-    where = info.get("output") or f"store artifact model sha256:{info['artifact']['sha256'][:16]}…"
-    ui.print(f"run {result.id} (merging.merge) {result.status}: {info['method']} of "
-             f"{', '.join(m['label'] for m in info['models'])}"
-             + (f" on base {info['base']['label']}" if info.get("base") else "")
-             + f" → {where} ({info['merged_tensors']} of {info['tensors']} tensors merged, "
-               f"{info['bytes'] / 1e6:.1f} MB, {info['seconds']:.2f} s)")
-    if info.get("metrics"):
-        ui.print(_metrics_table("metrics of the merged model", info["metrics"]))
 
 
 # --------------------------------------------------------------------------- carbon
@@ -481,39 +414,13 @@ def carbon_estimate(
     ui.print(t)
 
 
-# --------------------------------------------------------------------------- export
+# --------------------------------------------------------------------------- commands the domains add
 
-
-@export_app.command("mlflow")
-def export_mlflow(
-    run_ids: Annotated[list[str] | None, typer.Argument(help="Run IDs or unique prefixes.", show_default=False)] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Export every run in the store.")] = False,
-    uri: Annotated[str | None, typer.Option("--uri", help="A folder (MLflow file store) or a tracking URI; default "
-                                            "$MLFLOW_TRACKING_URI, else ./mlruns.")] = None,
-    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")] = "poise",
-    artifacts: Annotated[bool, typer.Option("--artifacts/--no-artifacts", help="Also copy the runs' artifacts "
-                                            "(weights, tables, figures).")] = True,
-) -> None:
-    """Export runs to MLflow: recipe as parameters, metrics with steps, costs, tags, artifacts (no duplicates)."""
-    from poise.export.mlflow import export_runs
-
-    if bool(run_ids) == all_:
-        raise UserError("expected run IDs or --all (one of the two)", where="poise export mlflow")
-    if not experiment.strip():
-        raise UserError("expected a non-empty experiment name", where="--experiment")
-    done = export_runs(_store(), None if all_ else list(run_ids or []), uri=uri, experiment=experiment,
-                       artifacts=artifacts)
-    ui = get_ui()
-    if ui.json:
-        ui.emit([e.__dict__ for e in done])
-        return
-    t = Table(title=f"{len(done)} runs exported to MLflow experiment {experiment!r}", title_justify="left")
-    for c in ("run", "mlflow run", "action", "params", "metric points", "artifacts"):
-        t.add_column(c, justify="right" if c in ("params", "metric points", "artifacts") else "left")
-    for e in done:
-        t.add_row(e.run_id, e.mlflow_run_id, "created" if e.created else "updated", str(e.params), str(e.metrics),
-                  str(e.artifacts))
-    ui.print(t)
+for _spec in domain_commands().values():
+    if isinstance(_spec.target, typer.Typer):
+        app.add_typer(_spec.target, name=_spec.name, **_spec.options)
+    else:
+        app.command(_spec.name, **_spec.options)(_spec.target)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -523,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: one line on bad input (exit 2), tracebacks only with --debug."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    STATE.argv = args
+    SESSION.argv = args
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=args, prog_name="poise", standalone_mode=False)

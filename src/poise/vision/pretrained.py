@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
@@ -57,9 +58,25 @@ class OutputCfg(Section):
     additional_data: bool = Field(False, description="model_info 'additional_data'")
 
 
+def rebuild(cfg: Any, tensors: dict, device: Any, meta: dict | None = None) -> tuple[Any, Any]:
+    """A stored RobustBench classifier with other weights (a merge), and the data its evaluators read."""
+    from poise.vision.data import load_vision_data
+    from poise.vision.robustbench_zoo import classifier_from_meta
+
+    data = load_vision_data(cfg.data, cfg.seed)
+    if meta is None or "robustbench" not in meta:
+        meta = classifier_meta(parse_ref(cfg.model.ref))
+    model = classifier_from_meta(meta)
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), data
+
+
 class RobustBenchRecipe(VisionRecipe):
     model: RobustBenchModelCfg
     output: OutputCfg = Field(default_factory=OutputCfg)
+
+    # the stored classifier is a RobustBench network, rebuilt from its artifact's metadata
+    rebuilder: ClassVar[Any] = staticmethod(rebuild)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -109,15 +126,3 @@ def run(cfg: RobustBenchRecipe, ctx: RunContext) -> None:
         _atomic_write(path, text)
         ctx.info(f"RobustBench model_info written to {path}")
 
-
-def rebuild(cfg: RobustBenchRecipe, tensors: dict, device, meta: dict | None = None):
-    """A stored RobustBench classifier with other weights (a merge), and the data its evaluators read."""
-    from poise.vision.data import load_vision_data
-    from poise.vision.robustbench_zoo import classifier_from_meta
-
-    data = load_vision_data(cfg.data, cfg.seed)
-    if meta is None or "robustbench" not in meta:
-        meta = classifier_meta(parse_ref(cfg.model.ref))
-    model = classifier_from_meta(meta)
-    model.load_state_dict(tensors)
-    return model.to(device).eval(), data
