@@ -83,6 +83,7 @@ def test_export_reads_back_with_mlflow_client(cli, tmp_path, two_runs, monkeypat
     # artifacts: the recipe and the stored files, byte for byte
     names = {f.path for f in client.list_artifacts(p.info.run_id, "poise/artifacts")}
     assert "poise/artifacts/model.safetensors" in names
+    (tmp_path / "dl").mkdir()
     local = client.download_artifacts(p.info.run_id, "poise/artifacts/model.safetensors", str(tmp_path / "dl"))
     assert Path(local).read_bytes() == s.artifact(parent_id, "model").path.read_bytes()
     cfg = client.download_artifacts(p.info.run_id, "poise/config.json", str(tmp_path / "dl"))
