@@ -13,6 +13,7 @@ import torch
 
 from poise.errors import UserError
 from poise.vision import robustbench_zoo as rb
+from tests.vision.test_corruptions import write_cifar_c
 from tests.vision.test_data import write_cifar
 from tests.vision.test_kinds import RECIPES, TINY_EVAL, _one_line_error, _runs
 
@@ -71,11 +72,15 @@ def test_zoo_model_loads_from_local_folder_without_network(tmp_path, no_network,
     assert no_network == []
 
 
-def test_offline_refuses_connections():
+def test_offline_refuses_connections(no_network):
     import socket
 
-    with rb.offline(), pytest.raises(ConnectionRefusedError, match="never downloads"):
-        socket.create_connection(("192.0.2.1", 80), timeout=0.1)
+    # the fixture stands behind: were offline() broken, it would refuse (and record) the attempt itself
+    for call in (lambda: socket.create_connection(("192.0.2.1", 80), timeout=0.1),
+                 lambda: socket.socket().connect(("192.0.2.1", 80))):
+        with rb.offline(), pytest.raises(ConnectionRefusedError, match="never downloads"):
+            call()
+    assert no_network == []
 
 
 def test_tiny_architecture_model_and_model_info(cli, tmp_path):
@@ -101,7 +106,18 @@ name = "vision.clean_accuracy"
 name = "vision.robust_accuracy"
 attack = "pgd"
 steps = 2
+[[eval]]
+name = "vision.autoattack_ref"
+steps = 2
+n_targets = 1
+square_queries = 5
+[[eval]]
+name = "vision.corruptions"
+root = "c10c"
+corruptions = ["fog"]
+severities = [2]
 """)
+    write_cifar_c(tmp_path / "c10c", corruptions=("fog",))
     code, _, err = cli("run", tmp_path / "rb.toml")
     assert code == 0, err
     ((run, m),) = _runs(tmp_path / ".poise")
@@ -111,7 +127,8 @@ steps = 2
                           "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "footnote"]
     assert info["dataset"] == "cifar10" and info["eps"] == "8/255" and info["architecture"] == "WideResNet-10-1"
     assert info["clean_acc"] == str(round(m["utility.clean_acc"].value * 100, 2))
-    assert info["autoattack_acc"] is None  # no AutoAttack in this recipe: left empty, never invented
+    assert info["autoattack_acc"] == str(round(m["robustness.autoattack_acc"].value * 100, 2))  # the reference's
+    assert "corruptions_acc" not in info and "robustness.corruption_acc_fog_s2" in m  # Linf entry; cells logged
     assert info["link"] == "https://example.org/paper"
     from poise.store import Store
 

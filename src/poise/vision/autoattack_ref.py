@@ -85,7 +85,7 @@ def reference_autoattack(
         raise UserError("the reference AutoAttack is not installed; expected `pip install pyautoattack` "
                         "(part of poise[vision])", field="eval") from None
     device = torch.device(device)
-    x, y = as_float(x).to(device), y.to(device)
+    x, y = as_float(x).cpu(), y.cpu()  # the reference moves one batch at a time to ``device``
     adversary = AutoAttack(model, norm={"linf": "Linf", "l2": "L2", "l1": "L1"}[norm], eps=eps, version=version,
                            seed=seed, device=device)
     if steps is not None:
@@ -105,9 +105,9 @@ def reference_autoattack(
     try:
         with attack_mode(model):
             x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
-            with torch.no_grad():
-                robust = sum((model(x_adv[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum().item()
-                             for i in range(0, len(x), batch_size))
+            with torch.no_grad():  # re-scored as RobustBench does: accuracy on the returned adversarial inputs
+                robust = sum((model(x_adv[i : i + batch_size].to(device)).argmax(1).cpu() == y[i : i + batch_size])
+                             .sum().item() for i in range(0, len(x), batch_size))
     finally:
         logger.removeHandler(handler)
         logger.setLevel(saved[0])
