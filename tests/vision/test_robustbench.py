@@ -23,6 +23,7 @@ TINY = "robustbench:cifar10/Linf/Tiny?root=models&arch=WideResNet&depth=10&widen
 def save_tiny(root: Path, name: str = "Tiny", dataset: str = "cifar10", depth: int = 10, seed: int = 0) -> Path:
     """A random WideResNet-10-1 of robustbench's own class, saved the way RobustBench checkpoints are
     (a ``state_dict`` wrapper around DataParallel ``module.`` keys) into ``<root>/<dataset>/Linf/<name>.pt``."""
+    rb.zoo()  # robustbench's own __init__ does not import (see rb.zoo); its model definitions do
     from robustbench.model_zoo.architectures.wide_resnet import WideResNet
 
     torch.manual_seed(seed)

@@ -158,9 +158,11 @@ def zoo() -> Any:
     """``robustbench.model_zoo`` imported without ``robustbench/__init__.py``.
 
     The package's ``__init__`` imports its dataset loaders and ``robustbench.utils`` (``load_model`` and
-    the Google-Drive / Zenodo download helpers), and on setuptools ≥ 81 fails outright (it imports
-    ``pkg_resources``). The model definitions need none of it, so the package is entered through a bare
-    namespace module; a ``robustbench`` already imported normally is used as it is.
+    the Google-Drive / Zenodo download helpers), and with robustbench 1.1.1 it does not import at all:
+    ``robustbench.eval`` imports ``autoattack`` while its declared dependency installs the module as
+    ``pyautoattack``, and ``robustbench.loaders`` needs ``pkg_resources`` (gone in setuptools ≥ 81). The
+    model definitions need none of it, so the package is entered through a bare namespace module; a
+    ``robustbench`` already imported normally is used as it is.
     """
     if "robustbench" not in sys.modules:
         spec = importlib.util.find_spec("robustbench")
