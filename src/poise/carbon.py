@@ -10,9 +10,8 @@ energy-mix data, g/kWh). Peak memory is the kernel's exact resident-set high-wat
 on Linux (reset at the run's start), combined with a sampled RSS of child processes; elsewhere the
 largest RSS sampled every 0.1 s.
 
-Estimation: :func:`estimate` answers "what would this job cost on A100 / H100 / …" from FLOPs,
-each GPU's peak dense throughput (``data/gpus.toml``, with the source of every number), an assumed
-model-FLOPs utilisation, rated power, PUE and grid intensity.
+Projections of a job onto other GPUs ("what would this cost on an A100 / H100 / T4 …") live in
+:mod:`poise.projection`.
 """
 
 from __future__ import annotations
@@ -20,12 +19,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import resource
 import threading
 import time
-import tomllib
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -269,106 +265,3 @@ class CostTracker:
 def _children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
-
-
-# --------------------------------------------------------------------------- estimation
-
-
-@dataclass(frozen=True)
-class GpuSpec:
-    name: str
-    peak_tflops: dict[str, float]  # dense, by precision
-    tdp_w: float
-    memory_gb: float
-    source: str
-
-
-@cache
-def gpu_table() -> dict[str, GpuSpec]:
-    """The GPU data file: peak dense TFLOP/s per precision, rated power and the source of each number."""
-    raw = tomllib.loads((resources.files("poise") / "data" / "gpus.toml").read_text())
-    return {
-        key: GpuSpec(key, {k: float(v) for k, v in g["peak_tflops"].items()}, float(g["tdp_w"]),
-                     float(g["memory_gb"]), g["source"])
-        for key, g in raw["gpu"].items()
-    }
-
-
-@dataclass(frozen=True)
-class Estimate:
-    gpu: str
-    precision: str
-    hours: float
-    energy_kwh: float
-    co2_kg: float
-    peak_tflops: float
-    tdp_w: float
-
-
-def training_flops(params: float, tokens: float) -> float:
-    """Dense transformer training FLOPs, ``6·N·D`` (forward + backward)."""
-    return 6.0 * params * tokens
-
-
-def estimate(flops: float, gpus: list[str], *, precision: str = "bf16", mfu: float = 0.4, pue: float = 1.2,
-             intensity: float | None = None, country: str | None = None, power_fraction: float = 1.0,
-             n_gpus: int = 1) -> list[Estimate]:
-    """Time, energy and CO2 of ``flops`` on each GPU type: ``t = F / (n·peak·MFU)``, ``E = n·P·t·PUE``."""
-    if flops <= 0:
-        raise UserError(f"expected FLOPs > 0 (got {flops})", field="--flops")
-    if not 0 < mfu <= 1:
-        raise UserError(f"expected 0 < MFU <= 1 (got {mfu})", field="--mfu")
-    if pue < 1:
-        raise UserError(f"expected PUE >= 1 (got {pue})", field="--pue")
-    if intensity is None:
-        intensity = grid_intensity(country or os.environ.get("POISE_COUNTRY", DEFAULT_COUNTRY))
-    table = gpu_table()
-    out = []
-    for g in gpus:
-        key = next((k for k in table if k.lower() == g.lower()), None)
-        if key is None:
-            raise UserError(f"unknown GPU {g!r}; expected one of: {', '.join(table)}", field="--gpu")
-        spec = table[key]
-        if precision not in spec.peak_tflops:
-            raise UserError(f"{key} has no {precision} figure; expected one of: {', '.join(spec.peak_tflops)}",
-                            field="--precision")
-        peak = spec.peak_tflops[precision] * 1e12
-        seconds = flops / (n_gpus * peak * mfu)
-        kwh = n_gpus * spec.tdp_w * power_fraction * seconds / 3.6e6 * pue
-        out.append(Estimate(key, precision, seconds / 3600, kwh, kwh * intensity / 1000, spec.peak_tflops[precision],
-                            spec.tdp_w))
-    return out
-
-
-def match_gpu(device_name: str) -> str | None:
-    """The GPU table key for a CUDA device name such as 'NVIDIA H100 80GB HBM3' (PCIe if it says so)."""
-    name = device_name.upper().replace(" ", "")
-    best = None
-    for key in gpu_table():
-        family, _, form = key.upper().partition("-")
-        if family in name:
-            if form and form in name:
-                return key
-            if best is None or form == "SXM":
-                best = key
-    return best
-
-
-def calibrate_from_run(store: Any, run_id: str, precision: str, default_mfu: float) -> tuple[float, float, str]:
-    """Measured (MFU, power fraction, label) from a finished GPU run that logged ``cost.flops``."""
-    run = store.get_run(run_id)
-    cost = store.cost(run.id)
-    finals = store.final_metrics([run.id]).get(run.id, {})
-    if "cost.flops" not in finals:
-        raise UserError(f"run {run.id} logged no cost.flops; expected a run of a kind that counts its FLOPs",
-                        where="--calibrate")
-    key = match_gpu(cost.device or "")
-    if key is None:
-        raise UserError(f"run {run.id} ran on {cost.device or 'an unknown device'}; expected a GPU listed in the "
-                        "GPU table", where="--calibrate")
-    spec = gpu_table()[key]
-    if precision not in spec.peak_tflops or cost.wall_s <= 0:
-        return default_mfu, 1.0, "assumed"
-    mfu = finals["cost.flops"].value / (cost.wall_s * spec.peak_tflops[precision] * 1e12)
-    power = cost.energy_kwh * 3.6e6 / (cost.wall_s * spec.tdp_w) if cost.energy_kwh > 0 else 1.0
-    return min(max(mfu, 1e-6), 1.0), min(max(power, 0.01), 1.5), f"measured on {key}, run {run.id}"

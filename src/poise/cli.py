@@ -6,6 +6,7 @@ failures exit 1 with one line. ``--debug`` shows tracebacks.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import traceback
@@ -425,6 +426,30 @@ def merge(ctx: typer.Context) -> None:
 # --------------------------------------------------------------------------- carbon
 
 
+GpuOpt = Annotated[str, typer.Option("--gpu", help="Comma-separated GPU types (see the GPU data file).")]
+CountryOpt = Annotated[str | None, typer.Option("--country", help="Grid country, ISO alpha-3 (default "
+                                                "$POISE_COUNTRY or USA).")]
+ThroughputOpt = Annotated[str | None, typer.Option("--throughput", help="Override achieved TFLOP/s: GPU=TFLOPS, "
+                                                   "comma-separated.")]
+MfuOpt = Annotated[str | None, typer.Option("--mfu", help="Override with a fraction of peak: GPU=F, comma-separated, "
+                                            "or F for every GPU.")]
+
+
+def _estimate_table(title: str, rows: list[Any]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for c in ("GPU", "TFLOP/s", "throughput", "power W", "hours", "energy kWh", "CO2 kg"):
+        t.add_column(c, justify="left" if c in ("GPU", "throughput") else "right")
+    for r in sorted(rows, key=lambda r: r.co2_kg):
+        t.add_row(r.gpu, f"{r.achieved_tflops:.3g}", r.throughput_status, f"{r.power_w:.0f}", f"{r.hours:.3g}",
+                  f"{r.energy_kwh:.3g}", f"{r.co2_kg:.3g}")
+    return t
+
+
+def _print_sources(ui: UI, rows: list[Any]) -> None:
+    for r in rows:
+        ui.print(f"[dim]{r.gpu}: {r.throughput_source}; power {r.power_source}[/dim]")
+
+
 @carbon_app.command("estimate")
 def carbon_estimate(
     flops: Annotated[float | None, typer.Option("--flops", help="Total training FLOPs.")] = None,
@@ -432,51 +457,55 @@ def carbon_estimate(
         float | None, typer.Option("--params", help="Model parameters (with --tokens: 6·P·T FLOPs).")
     ] = None,
     tokens: Annotated[float | None, typer.Option("--tokens", help="Training tokens.")] = None,
-    gpu: Annotated[str, typer.Option("--gpu", help="Comma-separated GPU types.")] = "A100-SXM,H100-SXM,V100,T4,L4",
-    country: Annotated[str | None, typer.Option("--country", help="Grid country, ISO alpha-3.")] = None,
+    gpu: GpuOpt = "A100-SXM,H100-SXM,V100,T4,L4",
+    country: CountryOpt = None,
     intensity: Annotated[float | None, typer.Option("--intensity", help="Grid intensity, g CO2/kWh.")] = None,
     pue: Annotated[float, typer.Option("--pue", help="Data-centre power usage effectiveness.")] = 1.2,
-    mfu: Annotated[float, typer.Option("--mfu", help="Model FLOPs utilisation assumed.")] = 0.4,
+    workload: Annotated[str | None, typer.Option("--workload", help="Measured workload class: cnn, "
+                                                 "transformer-base, transformer-large (default: nearest to --params, "
+                                                 "else transformer-large).")] = None,
+    throughput: ThroughputOpt = None,
+    mfu: MfuOpt = None,
+    power_fraction: Annotated[float, typer.Option("--power-fraction", help="Average draw as a share of rated "
+                                                  "power.")] = 1.0,
     precision: Annotated[str, typer.Option("--precision", help="fp32, tf32, bf16, fp16 or fp8.")] = "fp16",
     n_gpus: Annotated[int, typer.Option("--n-gpus", help="GPUs in the job.")] = 1,
-    calibrate: Annotated[str | None, typer.Option("--calibrate", help="Run ID whose measured FLOPs, time and "
-                                                  "energy set MFU and power.")] = None,
+    calibrate: Annotated[str | None, typer.Option("--calibrate", help="Run ID measured on a GPU: its FLOPs, time "
+                                                  "and energy replace that GPU's figures.")] = None,
 ) -> None:
-    """Time, energy and CO2 of a planned job on each GPU type."""
-    from poise.carbon import estimate, grid_intensity, training_flops
+    """Time, energy and CO2 of a planned job on each GPU type, from measured throughput (sources listed)."""
+    from poise.carbon import grid_intensity
+    from poise.projection import (
+        calibrate_from_run,
+        estimate,
+        overrides_from_options,
+        training_flops,
+        workload_for_params,
+    )
 
     ui = get_ui()
     if flops is None:
         if params is None or tokens is None:
             raise UserError("expected --flops F, or --params P with --tokens T", where="carbon estimate")
-        if params <= 0 or tokens <= 0:
-            raise UserError("expected --params and --tokens > 0", where="carbon estimate")
+        if not (params > 0 and tokens > 0) or not all(map(math.isfinite, (params, tokens))):
+            raise UserError("expected --params and --tokens > 0 and finite", where="carbon estimate")
         flops = training_flops(params, tokens)
-    if n_gpus < 1:
-        raise UserError(f"expected --n-gpus >= 1 (got {n_gpus})", where="carbon estimate")
-    if intensity is not None and intensity < 0:
-        raise UserError(f"expected --intensity >= 0 (got {intensity})", where="carbon estimate")
-    power_fraction = 1.0
-    source = "assumed"
+    if intensity is not None and not (math.isfinite(intensity) and intensity >= 0):
+        raise UserError(f"expected --intensity >= 0 and finite (got {intensity})", where="carbon estimate")
+    overrides = overrides_from_options(throughput, mfu)
     if calibrate:
-        from poise.carbon import calibrate_from_run
-
-        mfu, power_fraction, source = calibrate_from_run(_store(), calibrate, precision, mfu)
+        key, measured = calibrate_from_run(_store(), calibrate)
+        overrides.setdefault(key, measured)
     grid = intensity if intensity is not None else grid_intensity(country or os.environ.get("POISE_COUNTRY", "USA"))
-    rows = estimate(flops, [g.strip() for g in gpu.split(",") if g.strip()], precision=precision, mfu=mfu, pue=pue,
-                    intensity=grid, power_fraction=power_fraction, n_gpus=n_gpus)
+    wl = workload or (workload_for_params(params) if params else "transformer-large")
+    rows = estimate(flops, [g.strip() for g in gpu.split(",") if g.strip()], precision=precision, workload=wl,
+                    pue=pue, intensity=grid, power_fraction=power_fraction, n_gpus=n_gpus, overrides=overrides)
     if ui.json:
-        ui.emit({"flops": flops, "intensity_g_per_kwh": grid, "pue": pue, "mfu": mfu, "mfu_source": source,
-                 "power_fraction": power_fraction, "estimates": [r.__dict__ for r in rows]})
+        ui.emit({"flops": flops, "intensity_g_per_kwh": grid, "pue": pue, "precision": precision, "workload": wl,
+                 "estimates": [r.__dict__ for r in rows]})
         return
-    t = Table(title=f"{flops:.3g} FLOPs, {precision}, MFU {mfu:.2f} ({source}), PUE {pue}, {grid:.0f} g CO2/kWh",
-              title_justify="left")
-    for c in ("GPU", "peak TFLOP/s", "power W", "hours", "energy kWh", "CO2 kg"):
-        t.add_column(c, justify="right" if c != "GPU" else "left")
-    for r in sorted(rows, key=lambda r: r.co2_kg):
-        t.add_row(r.gpu, f"{r.peak_tflops:g}", f"{r.tdp_w:g}", f"{r.hours:.3g}", f"{r.energy_kwh:.3g}",
-                  f"{r.co2_kg:.3g}")
-    ui.print(t)
+    ui.print(_estimate_table(f"{flops:.3g} FLOPs, {precision}, workload {wl}, PUE {pue}, {grid:.0f} g CO2/kWh", rows))
+    _print_sources(ui, rows)
 
 
 # --------------------------------------------------------------------------- entry point
