@@ -30,6 +30,7 @@ from typing import Any
 import psutil
 
 from poise.errors import UserError
+from poise.phases import PhaseClock, component_labels, split
 from poise.store import CostRecord
 
 DEFAULT_COUNTRY = "USA"
@@ -73,6 +74,25 @@ def _codecarbon(country: str) -> Any:
             allow_multiple_runs=True, tracking_mode="process",
         )
     return _TRACKERS[country]
+
+
+_MEASURED_CPU_MODES = ("intel_rapl", "intel_power_gadget", "apple_powermetrics", "windows_emi")
+
+
+def _cpu_measured(tracker: Any) -> bool:
+    """Whether CodeCarbon reads the CPU's energy from hardware counters (RAPL and kin) rather than estimating it."""
+    try:
+        return any(type(h).__name__ == "CPU" and getattr(h, "_mode", "") in _MEASURED_CPU_MODES
+                   for h in tracker._hardware)
+    except Exception:  # noqa: BLE001 - a description only
+        return False
+
+
+def _codecarbon_gpu(tracker: Any) -> bool:
+    try:
+        return any(type(h).__name__ == "GPU" for h in tracker._hardware)
+    except Exception:  # noqa: BLE001 - a description only
+        return False
 
 
 def _codecarbon_method(tracker: Any) -> str:
@@ -178,7 +198,11 @@ class _RssSampler(threading.Thread):
 
 
 class CostTracker:
-    """Measures one run segment; ``pause``/``resume`` leave out nested runs (which record their own cost)."""
+    """Measures one run segment; ``pause``/``resume`` leave out nested runs (which record their own cost).
+
+    ``phases`` is the segment's :class:`~poise.phases.PhaseClock`; every record carries the measured
+    energy split over the phases (see :mod:`poise.phases`).
+    """
 
     def __init__(self, country: str = DEFAULT_COUNTRY, *, pue: float = 1.0, device: str = "cpu",
                  track_energy: bool = True, device_label: str | None = None):
@@ -191,7 +215,9 @@ class CostTracker:
         self._wall = 0.0
         self._cpu = 0.0
         self._kwh = 0.0
+        self._parts = {"cpu": 0.0, "ram": 0.0, "gpu": 0.0}  # kWh by component, before PUE
         self._running = False
+        self.phases = PhaseClock()
         self._sampler = _RssSampler()
         self._cc: Any = None
         self._zeus: Any = None
@@ -212,15 +238,17 @@ class CostTracker:
         self._cpu += time.process_time() + _children_cpu() - self._c0
         if self.track_energy:
             data = self._cc.stop_task()
-            kwh = 0.0
+            parts = {"cpu": 0.0, "ram": 0.0, "gpu": 0.0}
             if data is not None:
-                kwh = float(data.cpu_energy) + float(data.ram_energy)
+                parts["cpu"], parts["ram"] = float(data.cpu_energy), float(data.ram_energy)
                 if self._zeus is None:
-                    kwh += float(data.gpu_energy)
+                    parts["gpu"] = float(data.gpu_energy)
             if self._zeus is not None:
                 joules = self._zeus.end_window(self._zeus_window).total_energy
-                kwh += float(joules) / 3.6e6
-            self._kwh += kwh
+                parts["gpu"] = float(joules) / 3.6e6
+            for k, v in parts.items():
+                self._parts[k] += v
+            self._kwh += sum(parts.values())
         self._running = False
 
     def start(self) -> CostTracker:
@@ -236,9 +264,11 @@ class CostTracker:
     def pause(self) -> None:
         if self._running:
             self._end()
+            self.phases.pause()
 
     def resume(self) -> None:
         if not self._running:
+            self.phases.resume()
             self._begin()
 
     def snapshot(self) -> CostRecord:
@@ -259,7 +289,21 @@ class CostTracker:
         return CostRecord(
             wall_s=self._wall, cpu_s=self._cpu, peak_rss_mb=self._sampler.peak / 2**20, energy_kwh=kwh,
             co2_g=kwh * self.intensity, method=self.method, country=self.country, device=self.device_label,
+            phases=self._phase_split(),
         )
+
+    def _phase_split(self) -> list[Any]:
+        """This segment's measured energy split over its phases (CPU by CPU time, RAM and GPU by wall time)."""
+        wall, cpu = self.phases.totals()
+        if not self.track_energy or self._cc is None:
+            label, method = "not measured", "energy not tracked"
+        else:
+            gpu_measured = self._zeus is not None or _codecarbon_gpu(self._cc)
+            label, method = component_labels(_cpu_measured(self._cc), gpu_measured, self.device.startswith("cuda"))
+        p = self.pue
+        return split(wall, cpu, total_wall=self._wall, total_cpu=self._cpu, cpu_kwh=self._parts["cpu"] * p,
+                     ram_kwh=self._parts["ram"] * p, gpu_kwh=self._parts["gpu"] * p, intensity=self.intensity,
+                     label=label, method=method)
 
 
 def _children_cpu() -> float:

@@ -295,8 +295,10 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run ID or unique prefi
     cost = store.cost(r.id)
     finals = _final_summary(store, r)
     arts = store.artifacts(r.id)
+    phases = store.phase_costs(r.id)
     if ui.json:
         ui.emit({"run": r.__dict__, "metrics": finals, "cost": cost.__dict__,
+                 "phases": [{**p.__dict__, "energy_kwh": p.energy_kwh} for p in phases],
                  "artifacts": [{"name": a.name, "sha256": a.sha256, "path": str(a.path), "media": a.media}
                                for a in arts]})
         return
@@ -307,6 +309,9 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run ID or unique prefi
     ui.print(_metrics_table("final metrics", finals))
     ui.print(f"cost: {cost.wall_s:.1f} s wall, {cost.cpu_s:.1f} s CPU, {cost.peak_rss_mb:.0f} MB peak, "
              f"{cost.energy_kwh:.3g} kWh, {cost.co2_g:.3g} g CO2 ({cost.country}; {cost.method})")
+    if len(phases) > 1:
+        ui.print("phases: " + ", ".join(f"{p.phase} {p.wall_s:.1f} s {p.energy_kwh * 3.6e6:.3g} J" for p in phases)
+                 + f" ({phases[0].label}: {phases[0].method})")
     for a in arts:
         ui.print(f"artifact {a.name}: {a.media} sha256:{a.sha256[:16]}…")
     ui.print("config: " + json.dumps(r.config, sort_keys=True))

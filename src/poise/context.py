@@ -5,7 +5,9 @@ A kind's ``run(cfg, ctx)`` reads top to bottom: build data and model, ask ``ctx.
 checkpoint holds, then ``for step in ctx.steps(meter): ...`` — the loop resumes after the last
 checkpoint, checkpoints every ``train.checkpoint_every`` steps, and shows a progress bar. Finally
 ``ctx.evaluate(model, data)`` runs the recipe's evaluators and ``ctx.save_artifact`` stores the
-weights. Cost tracking wraps the whole run from outside; kinds never call it.
+weights. Cost tracking wraps the whole run from outside; kinds never call it. To split a run's time
+and energy by the parts of its step, a kind wraps them in ``with ctx.phase("attack"): ...`` (names are
+free-form; see :meth:`RunContext.phase`).
 """
 
 from __future__ import annotations
@@ -73,6 +75,18 @@ class RunContext:
 
     def info(self, message: str) -> None:
         self.runner.ui.info(message)
+
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        """Count the time inside ``with ctx.phase(name):`` towards phase ``name`` (e.g. attack / update,
+        rollout / learn, generate / reward / update, io / compute; free-form, nesting allowed).
+
+        Cheap enough for every step: two clock reads (wall and process CPU time) on entry and exit, no
+        energy tracker started or stopped. Energy per phase is the run's *measured* total split by
+        share — CPU energy by the phase's process CPU time, RAM and GPU energy by its wall time — and
+        labelled measured or estimated like the total (see :mod:`poise.phases`). Time outside every
+        phase is reported as ``other``. The store keeps the split per run (``Store.phase_costs``).
+        """
+        return self._cost.phases.phase(name)
 
     # ------------------------------------------------------------------ artifacts
 
