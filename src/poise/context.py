@@ -24,6 +24,7 @@ import torch
 from poise.budget import BudgetMeter
 from poise.errors import UserError
 from poise.evaluators import run_evaluators
+from poise.prediction import CostPredictor
 from poise.recipes import Recipe, TrainCfg, load_recipe, resolve_recipe_path
 from poise.schedules import BudgetSchedule
 from poise.statefile import flatten, unflatten
@@ -58,6 +59,7 @@ class RunContext:
         self._tracked: dict[str, Any] = {}
         self._meter: BudgetMeter | None = None
         self.flops_per_step: int | None = None
+        self._predicted = False
         seed_everything(recipe.seed)
         self.rng = np.random.default_rng(recipe.seed)
 
@@ -174,13 +176,17 @@ class RunContext:
         """Yield optimizer step indices until the budget is spent, resuming after the last checkpoint.
 
         After each step's body the meter is updated, and every ``train.checkpoint_every`` steps (and
-        at the end) the tracked objects, the meter and all RNG states are checkpointed.
+        at the end) the tracked objects, the meter and all RNG states are checkpointed. From 5 % of the
+        budget on, the bar shows the run's predicted final time, energy and CO2 (:mod:`poise.prediction`).
         """
         meter = meter or self._meter
         if meter is None:
             raise RuntimeError("call ctx.meter(...) before ctx.steps()")
         every = self.cfg.train.checkpoint_every
         step = self.restore()
+        # predicted final cost (poise.prediction): fresh runs, first loop only
+        predictor = CostPredictor(self) if step == 0 and not self._predicted else None
+        self._predicted = True
         label = description or f"{self.cfg.display_name} [{self.run_id[:6]}]"
         with self.runner.ui.progress(label, meter.total_steps) as bar:
             bar.update(step, meter.total_steps)
@@ -191,8 +197,12 @@ class RunContext:
                 self.step = step
                 meter.after_step(step)
                 bar.update(step, meter.total_steps)
+                if predictor is not None:
+                    predictor.after_step(step, meter.total_steps, bar)
                 if step % every == 0 or meter.done(step):
                     self.checkpoint(step)
+        if predictor is not None:
+            predictor.finish_loop()
         self.step = step
         self.log_metric("budget_used", meter.used_fraction(step), axis="train", direction="min")
 

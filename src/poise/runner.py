@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 import torch
 
+from poise import prediction
 from poise.carbon import CostTracker
 from poise.context import RunContext, resolve_dependency_recipe
 from poise.errors import UserError
@@ -117,6 +118,7 @@ class Runner:
                 if ctx.flops_per_step:
                     rows.append(("flops", "cost", "min", ctx.step, float(ctx.flops_per_step * ctx.step)))
                 self.store.log_metrics(run_id, rows)
+                prediction.finish(self.store, run_id, total)
             self.store.set_status(run_id, status, error=error)
             if self._active:
                 self._active[-1]._cost.resume()

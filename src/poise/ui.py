@@ -58,12 +58,13 @@ class UI:
         if self._progress is None:
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("eta"), TimeRemainingColumn(), console=self.err, transient=True,
+                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[predict]}"), console=self.err,
+                transient=True,
                 disable=self.quiet,
             )
             self._progress.start()
         self._depth += 1
-        task = self._progress.add_task(description, total=total)
+        task = self._progress.add_task(description, total=total, predict="")
         try:
             yield ProgressTask(self._progress, task)
         finally:
