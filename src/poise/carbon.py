@@ -51,9 +51,9 @@ def grid_intensity(country: str) -> float:
     """Carbon intensity of a country's grid in g CO2eq / kWh (CodeCarbon's offline data)."""
     mix = _energy_mix()
     if country not in mix:
-        close = ", ".join(sorted(k for k in mix if k[:1] == country[:1])[:12])
-        raise UserError(f"unknown grid country {country!r}; expected an ISO alpha-3 code such as {close or 'USA'}",
-                        field="country")
+        close = ", ".join(sorted(k for k in mix if k[:1] == str(country)[:1]))
+        raise UserError(f"unknown grid country {country!r}; expected one of the {len(mix)} ISO alpha-3 codes of "
+                        f"CodeCarbon's data, e.g. {close or 'USA, FRA, DEU'}", field="country")
     return float(mix[country]["carbon_intensity"])
 
 

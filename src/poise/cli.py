@@ -513,6 +513,66 @@ def carbon_estimate(
     _print_sources(ui, rows)
 
 
+@carbon_app.command("compare")
+def carbon_compare(
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe whose finished run to use (trained first if the "
+                                                  "store has none).")] = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="A finished run (ID or prefix) instead of a "
+                                               "recipe.")] = None,
+    gpu: GpuOpt = "A100,H100,V100,T4,L4,RTX3090",
+    country: Annotated[str | None, typer.Option("--country", help="Grid countries, ISO alpha-3, comma-separated "
+                                                "(default $POISE_COUNTRY or USA).")] = None,
+    pue: Annotated[float, typer.Option("--pue", help="Data-centre power usage effectiveness.")] = 1.2,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, tf32, bf16, fp16 or fp8.")] = "fp16",
+    workload: Annotated[str | None, typer.Option("--workload", help="Measured workload class (default: from the "
+                                                 "run's domain and size).")] = None,
+    throughput: ThroughputOpt = None,
+    mfu: MfuOpt = None,
+    set_: SetOpt = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Apply the recipe's [quick] overrides.")] = False,
+) -> None:
+    """Time, energy and CO2 of a measured run's job on each GPU and grid, each with its assumptions."""
+    from poise.projection import compare, overrides_from_options
+
+    ui = get_ui()
+    if (recipe is None) == (run_id is None):
+        raise UserError("expected a RECIPE or --run ID (one of them)", where="carbon compare")
+    countries = [c.strip() for c in (country or os.environ.get("POISE_COUNTRY", "USA")).split(",") if c.strip()]
+    from poise.carbon import grid_intensity
+
+    for c in countries:  # bad input before any training
+        grid_intensity(c)
+    overrides = overrides_from_options(throughput, mfu)
+    store = _store()
+    if run_id is None:
+        from poise.recipes import load_recipe, parse_set_options
+        from poise.runner import Runner
+
+        cfg = load_recipe(recipe, parse_set_options(set_ or []), quick=quick)  # type: ignore[arg-type]
+        found = store.find_done(cfg.config_hash())
+        run_id = found.id if found is not None else Runner(store, ui).run(cfg).id
+    measured, rows = compare(store, run_id, [g.strip() for g in gpu.split(",") if g.strip()], countries,
+                             precision=precision, pue=pue, workload=workload, overrides=overrides)
+    if ui.json:
+        ui.emit({"measured": measured.__dict__, "precision": precision, "pue": pue,
+                 "rows": [{"country": c, **e.__dict__} for c, e in rows]})
+        return
+    ui.print(f"run {measured.run_id} ({measured.kind}) measured on {measured.device}: {measured.wall_s:.3g} s, "
+             f"{measured.energy_kwh * 3.6e6:.3g} J, {measured.co2_g:.3g} g CO2 ({measured.country}, PUE "
+             f"{measured.pue:g}); {measured.flops:.3g} FLOPs")
+    t = Table(title=f"the same job on other GPUs ({precision}, PUE {pue:g})", title_justify="left")
+    for c in ("GPU", "grid", "g CO2/kWh", "TFLOP/s", "throughput", "power W", "seconds", "energy J", "CO2 g"):
+        t.add_column(c, justify="left" if c in ("GPU", "grid", "throughput") else "right")
+    for c, e in sorted(rows, key=lambda r: (r[0], r[1].co2_kg)):
+        t.add_row(e.gpu, c, f"{e.intensity:.0f}", f"{e.achieved_tflops:.3g}", e.throughput_status, f"{e.power_w:.0f}",
+                  f"{e.hours * 3600:.3g}", f"{e.energy_kwh * 3.6e6:.3g}", f"{e.co2_kg * 1000:.3g}")
+    ui.print(t)
+    ui.print(f"[dim]{rows[0][1].assumptions[0]}; PUE {pue:g}; grids: "
+             + ", ".join(f"{c} {e.intensity:.0f} g CO2/kWh" for c, e in rows if e.gpu == rows[0][1].gpu) + "[/dim]")
+    for _c, e in rows[: len(rows) // len(countries)]:
+        ui.print(f"[dim]{e.gpu}: {e.assumptions[1]}; power {e.power_source}[/dim]")
+
+
 # --------------------------------------------------------------------------- entry point
 
 

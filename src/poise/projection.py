@@ -117,11 +117,17 @@ def gpu_table() -> dict[str, GpuSpec]:
 
 
 def resolve_gpu(name: str, field: str = "--gpu") -> str:
-    """The data file's key for ``name`` (case-insensitive), or one line listing the valid GPUs."""
+    """The data file's key for ``name`` (case-insensitive; a family such as ``A100`` means its SXM card),
+    or one line listing the valid GPUs."""
     table = gpu_table()
-    key = next((k for k in table if k.lower() == name.strip().lower()), None)
+    wanted = name.strip().lower()
+    key = next((k for k in table if k.lower() == wanted), None)
     if key is None:
-        raise UserError(f"unknown GPU {name!r}; expected one of: {', '.join(table)}", field=field)
+        family = [k for k in table if k.lower().partition("-")[0] == wanted]
+        key = next((k for k in family if k.endswith("-SXM")), family[0] if len(family) == 1 else None)
+    if key is None:
+        raise UserError(f"unknown GPU {name!r}; expected one of: {', '.join(table)} (or A100, H100, H200 for SXM)",
+                        field=field)
     return key
 
 
@@ -381,3 +387,84 @@ def _gpu_energy_kwh(store: Any, run_id: str) -> float | None:
     if not rows or not any(r.gpu_kwh > 0 for r in rows):
         return None
     return sum(r.gpu_kwh for r in rows)
+
+
+# --------------------------------------------------------------------------- the same job on other GPUs
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A finished run as measured: its FLOPs, device, cost and parameter count."""
+
+    run_id: str
+    kind: str
+    flops: float
+    device: str
+    wall_s: float
+    energy_kwh: float
+    co2_g: float
+    country: str
+    pue: float
+    params: float | None
+
+
+def measured_run(store: Any, run_id: str) -> Measured:
+    """What :func:`compare` projects: a finished run that logged ``cost.flops``."""
+    run = store.get_run(run_id)
+    if run.status != "done":
+        raise UserError(f"run {run.id} has status {run.status}; expected a finished run", where="--run")
+    finals = store.final_metrics([run.id]).get(run.id, {})
+    if "cost.flops" not in finals or finals["cost.flops"].value <= 0:
+        raise UserError(f"run {run.id} ({run.kind}) logged no cost.flops; expected a run of a kind that wraps its "
+                        "step in ctx.count_flops()", where="--run")
+    cost = store.cost(run.id)
+    params = None
+    for a in store.artifacts(run.id):
+        if a.name == "model" and a.media == "safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(a.path), framework="pt") as f:
+                params = float(sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys()))  # noqa: SIM118 - safe_open is no dict
+    return Measured(run.id, run.kind, finals["cost.flops"].value, cost.device or "?", cost.wall_s, cost.energy_kwh,
+                    cost.co2_g, cost.country or "?", run_pue(run), params)
+
+
+def workload_for_run(m: Measured) -> tuple[str, str]:
+    """(workload class, why): image kinds are the CNN class; language kinds the transformer class nearest
+    their parameter count; anything else the CNN class (the smallest measured one)."""
+    domain = m.kind.split(".")[0]
+    if domain in ("vision", "restoration"):
+        return "cnn", f"{domain} kind: convolutional network"
+    if domain in ("language", "merging"):
+        if m.params:
+            cls = workload_for_params(m.params)
+            if cls != "cnn":
+                return cls, f"{domain} kind, {m.params:.3g} parameters: nearest transformer class"
+        return "transformer-base", f"{domain} kind: smallest transformer class"
+    return "cnn", f"{domain} kind: no measured class of its own, the smallest measured class"
+
+
+def compare(store: Any, run_id: str, gpus: list[str], countries: list[str], *, precision: str = "fp16",
+            pue: float = 1.2, workload: str | None = None, overrides: dict[str, GpuOverride] | None = None
+            ) -> tuple[Measured, list[tuple[str, Estimate]]]:
+    """The measured run, and ``(country, estimate)`` for the same job's FLOPs on each GPU and grid."""
+    from poise.carbon import grid_intensity
+
+    m = measured_run(store, run_id)
+    if workload is None:
+        workload, why = workload_for_run(m)
+    else:
+        why = "asked for"
+    resolve_workload(workload)
+    keys = [resolve_gpu(g) for g in gpus]
+    rows = []
+    for country in countries:
+        grid = grid_intensity(country)
+        for e in estimate(m.flops, keys, precision=precision, workload=workload, pue=pue, intensity=grid,
+                          overrides=overrides):
+            e.assumptions.insert(0, f"workload class {workload} ({why}); the job's {m.flops:.3g} FLOPs as measured "
+                                    f"by run {m.run_id}; small models reach less of these throughputs, so "
+                                    "projected times are lower bounds")
+            e.assumptions.append(f"grid {country}")
+            rows.append((country, e))
+    return m, rows

@@ -226,3 +226,58 @@ def test_calibration_needs_a_gpu_run(cli, tmp_path):
     rid = json.loads(out)["run"]
     code, _, err = cli("carbon", "estimate", "--flops", "1e20", "--calibrate", rid)
     assert code == 2 and "expected a GPU" in err
+
+
+def test_compare_projects_a_measured_run_on_each_gpu_and_grid(store):
+    from poise.projection import compare
+
+    rid = _gpu_run(store, pue=1.0, gpu_name="cpu", flops=2e15, wall_s=50.0, kwh=1e-3)
+    measured, rows = compare(store, rid, ["A100", "T4"], ["FRA", "POL"], pue=1.1)
+    assert measured.flops == 2e15 and measured.kind == "vision.erm"
+    assert [(c, e.gpu) for c, e in rows] == [("FRA", "A100-SXM"), ("FRA", "T4"), ("POL", "A100-SXM"), ("POL", "T4")]
+    for country, e in rows:
+        tp = table_throughput(e.gpu, "fp16", "cnn")  # a vision run: the CNN class
+        assert e.hours * 3600 == pytest.approx(2e15 / (tp.tflops * 1e12))
+        assert e.energy_kwh == pytest.approx(e.power_w * e.hours / 1000 * 1.1)
+        assert e.co2_kg == pytest.approx(e.energy_kwh * grid_intensity(country) / 1000)
+        text = " ".join(e.assumptions)
+        assert "workload class cnn" in text and "throughput" in text and "PUE 1.1" in text and country in text
+        assert "g CO2/kWh" in text and ("Lambda" in text)
+
+
+def test_carbon_compare_cli(cli, tmp_path):
+    from poise.store import Store
+
+    store = Store(root=tmp_path / ".poise")
+    rid = _gpu_run(store, pue=1.0, gpu_name="cpu", flops=2e15, wall_s=50.0, kwh=1e-3)
+    code, out, err = cli("--json", "carbon", "compare", "--run", rid, "--gpu", "A100,H100,V100,T4,L4,RTX3090",
+                         "--country", "FRA,USA")
+    assert code == 0, err
+    data = json.loads(out)
+    assert len(data["rows"]) == 12 and {r["gpu"] for r in data["rows"]} >= {"A100-SXM", "H100-SXM", "RTX3090"}
+    assert all(r["assumptions"] and r["throughput_source"] for r in data["rows"])
+    code, out, err = cli("carbon", "compare", "--run", rid, "--gpu", "A100,T4")
+    assert code == 0 and "T4" in out and "derived" in out
+    no_flops = store.create_run(kind="control.ppo", name="x", config={}, config_hash="x", seed=0)
+    store.set_status(no_flops, "done")
+    for bad, expect in ((["--run", rid, "--gpu", "Z80"], "expected one of"),
+                        (["--run", rid, "--country", "ZZZ"], "unknown grid country"),
+                        (["--run", rid, "--precision", "int4"], "unknown precision"),
+                        (["--run", rid, "--workload", "rnn"], "expected one of"),
+                        (["--run", no_flops], "no cost.flops"),
+                        ([], "expected a RECIPE or --run")):
+        code, _, err = cli("carbon", "compare", *bad)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and expect in err, (bad, err)
+
+
+def test_carbon_compare_trains_a_recipe_once(cli):
+    from tests.conftest import RECIPES
+
+    args = ("--json", "carbon", "compare", RECIPES / "vision" / "erm-digits.toml", "--set",
+            "train.budget={steps = 3}", "--set", "model.width=4", "--set", 'eval=[{name = "vision.clean_accuracy"}]',
+            "--gpu", "A100,T4")
+    code, out, err = cli(*args)
+    assert code == 0, err
+    first = json.loads(out)["measured"]["run_id"]
+    code, out, err = cli(*args)
+    assert code == 0 and json.loads(out)["measured"]["run_id"] == first  # the finished run is reused
