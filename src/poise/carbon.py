@@ -224,6 +224,10 @@ class CostTracker:
         self._zeus_window = f"poise-{id(self)}"
         self.method = "not measured"
 
+    def phase(self, name: str) -> Any:
+        """Charge the time inside ``with tracker.phase(name):`` to phase ``name`` (see :mod:`poise.phases`)."""
+        return self.phases.phase(name)
+
     def _begin(self) -> None:
         if self.track_energy:  # before the clocks start: CodeCarbon's first start probes the hardware
             self._cc.start_task()

@@ -35,8 +35,11 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="List, inspect, resume and delete runs.", no_args_is_help=True)
 carbon_app = typer.Typer(help="Energy and CO2: estimate a planned job on different GPUs.", no_args_is_help=True)
+study_app = typer.Typer(help="Experiments over many runs: which schedule gets the most out of a budget.",
+                        no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(carbon_app, name="carbon")
+app.add_typer(study_app, name="study")
 
 
 class _State:
@@ -571,6 +574,79 @@ def carbon_compare(
              + ", ".join(f"{c} {e.intensity:.0f} g CO2/kWh" for c, e in rows if e.gpu == rows[0][1].gpu) + "[/dim]")
     for _c, e in rows[: len(rows) // len(countries)]:
         ui.print(f"[dim]{e.gpu}: {e.assumptions[1]}; power {e.power_source}[/dim]")
+
+
+# --------------------------------------------------------------------------- study
+
+
+@study_app.command("schedules")
+def study_schedules(
+    recipes: Annotated[list[Path], typer.Argument(help="Recipe TOML file(s).")],
+    budgets: Annotated[str, typer.Option("--budgets", help="Fractions of each recipe's budget, in (0, 1].")
+                       ] = "0.25,0.5,1",
+    schedules: Annotated[str, typer.Option("--schedules", help="Schedules to compare.")
+                         ] = "uba,cosine,linear,rex,wsd,step,onecycle,constant",
+    phi: Annotated[str, typer.Option("--phi", help="UBA's φ values (each a row).")] = "0.5,1,2,4",
+    seeds: Annotated[int, typer.Option("--seeds", help="Test seeds per cell.")] = 3,
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="AXIS.METRIC[:max|:min] to compare (one, "
+                                                     "or one per recipe; default: the first utility metric).")] = None,
+    tune_trials: Annotated[int, typer.Option("--tune-trials", help="Tuning runs of the base lr per row.")] = 4,
+    lr_range: Annotated[str | None, typer.Option("--lr-range", help="LOW..HIGH searched for the base lr (default: "
+                                                 "the recipe's lr ÷10..×10).")] = None,
+    name: Annotated[str, typer.Option("--name", help="Study name (a rerun resumes it).")] = "schedules",
+    set_: SetOpt = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Apply the recipes' [quick] overrides.")] = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Tune the base lr per schedule on validation, run every budget × seed on test, rank the schedules."""
+    from poise.recipes import parse_set_options
+    from poise.schedule_study import (
+        Spec,
+        parse_budgets,
+        parse_lr_range,
+        parse_phis,
+        parse_schedules,
+        run_study,
+    )
+
+    spec = Spec(recipes=list(recipes), budgets=parse_budgets(budgets), schedules=parse_schedules(schedules),
+                phis=parse_phis(phi), seeds=seeds, metrics=list(metric or []), tune_trials=tune_trials,
+                lr_range=parse_lr_range(lr_range) if lr_range else None,
+                overrides=dict(parse_set_options(set_ or [])), quick=quick, name=name)
+    result = run_study(_store(), spec, device=device)
+    ui = get_ui()
+    if ui.json:
+        ui.emit(result)
+        return
+    for rec in result["recipes"]:
+        t = Table(title=f"{rec['name']}: {rec['metric']} ({rec['direction']}), mean ± 95 % interval over "
+                        f"{spec.seeds} seeds; lr tuned on {rec['tuned_on']}", title_justify="left")
+        t.add_column("schedule")
+        t.add_column("tuned lr", justify="right")
+        for b in spec.budgets:
+            t.add_column(f"budget {b:g}", justify="right")
+        for row in result["rows"]:
+            cells = {c["budget"]: c for c in rec["cells"] if c["row"] == row["label"]}
+            t.add_row(row["label"] + (" *" if row["label"] == rec["recommended_uba"] else ""),
+                      f"{rec['tuned'][row['label']]['lr']:.3g}",
+                      *[_fmt_interval(cells[b]) for b in spec.budgets])
+        ui.print(t)
+    t = Table(title="mean rank over recipes and budgets (1 is best)", title_justify="left")
+    t.add_column("schedule")
+    t.add_column("mean rank", justify="right")
+    for label, r in sorted(result["mean_ranks"].items(), key=lambda kv: kv[1]["mean"]):
+        t.add_row(label, _fmt_interval(r))
+    ui.print(t)
+    if "claim" in result:
+        c = result["claim"]
+        ui.print(f"claim: {c['text']} — {c['verdict']} (* = UBA's φ chosen on validation)")
+    ui.print(f"study: {result['path']} (poise report shows it)")
+
+
+def _fmt_interval(c: dict[str, Any]) -> str:
+    if not math.isfinite(c.get("low", math.nan)):
+        return f"{c['mean']:.4g}"
+    return f"{c['mean']:.4g} ± {(c['high'] - c['low']) / 2:.2g}"
 
 
 # --------------------------------------------------------------------------- entry point

@@ -88,7 +88,7 @@ class RunContext:
         labelled measured or estimated like the total (see :mod:`poise.phases`). Time outside every
         phase is reported as ``other``. The store keeps the split per run (``Store.phase_costs``).
         """
-        return self._cost.phases.phase(name)
+        return self._cost.phase(name)
 
     # ------------------------------------------------------------------ artifacts
 

@@ -8,6 +8,7 @@ are imported on first use; third parties add kinds through the ``poise.recipes``
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import json
@@ -429,7 +430,7 @@ def apply_overrides(data: dict[str, Any], config: type[Recipe], overrides: dict[
         annotation = _field_at(config, path, where)
         if isinstance(value, str):
             value = parse_value(value, annotation)
-        _set_path(data, path, value, where)
+        _set_path(data, path, copy.deepcopy(value), where)  # later overrides must not edit the caller's value
 
 
 def parse_set_options(items: list[str]) -> dict[str, str]:
