@@ -8,7 +8,8 @@ is an *estimate* from the CPU's rated power and its load — the tracker's ``met
 which, and reports show it. CO2 = energy × PUE × the grid's carbon intensity (CodeCarbon's per-country
 energy-mix data, g/kWh). Peak memory is the kernel's exact resident-set high-water mark for the run
 on Linux (reset at the run's start), combined with a sampled RSS of child processes; elsewhere the
-largest RSS sampled every 0.1 s.
+largest RSS sampled every 0.1 s. Each record also splits the segment's energy over the phases a kind
+marks with ``ctx.phase`` (:mod:`poise.phases`).
 
 Projections of a job onto other GPUs ("what would this cost on an A100 / H100 / T4 …") live in
 :mod:`poise.projection`.
