@@ -60,6 +60,8 @@ class RunContext:
         self._meter: BudgetMeter | None = None
         self.flops_per_step: int | None = None
         self._predicted = False
+        self._resumed = False
+        self._bar: Any = None
         seed_everything(recipe.seed)
         self.rng = np.random.default_rng(recipe.seed)
 
@@ -127,6 +129,12 @@ class RunContext:
             attr = "energy_kwh" if train.budget.unit == "kwh" else "co2_g"
             probe = lambda: getattr(self._cost.snapshot(), attr)  # noqa: E731
         self._meter = BudgetMeter(train.budget, steps_per_epoch=steps_per_epoch, probe=probe)
+        if not self._predicted:  # the run's first budget loop predicts its final cost (poise.prediction)
+            self._predicted = True
+            predictor = CostPredictor(self)
+            self._meter.hooks.append(
+                lambda step, m: None if self._resumed else predictor.after_step(step, m.total_steps, self._bar,
+                                                                                done=m.done(step)))
         return self._meter
 
     def optimizer(self, params: Any, train: TrainCfg | None = None) -> torch.optim.Optimizer:
@@ -184,25 +192,20 @@ class RunContext:
             raise RuntimeError("call ctx.meter(...) before ctx.steps()")
         every = self.cfg.train.checkpoint_every
         step = self.restore()
-        # predicted final cost (poise.prediction): fresh runs, first loop only
-        predictor = CostPredictor(self) if step == 0 and not self._predicted else None
-        self._predicted = True
         label = description or f"{self.cfg.display_name} [{self.run_id[:6]}]"
         with self.runner.ui.progress(label, meter.total_steps) as bar:
+            self._bar = bar  # the cost prediction (a meter hook) shows in it
             bar.update(step, meter.total_steps)
             while not meter.done(step):
                 self.step = step
                 yield step
                 step += 1
                 self.step = step
-                meter.after_step(step)
                 bar.update(step, meter.total_steps)
-                if predictor is not None:
-                    predictor.after_step(step, meter.total_steps, bar)
+                meter.after_step(step)
                 if step % every == 0 or meter.done(step):
                     self.checkpoint(step)
-        if predictor is not None:
-            predictor.finish_loop()
+        self._bar = None
         self.step = step
         self.log_metric("budget_used", meter.used_fraction(step), axis="train", direction="min")
 
@@ -260,6 +263,7 @@ class RunContext:
             self._meter.load_state_dict(payload["meter"])
         self._set_rng_state(payload["rng"])
         self.step = step
+        self._resumed = True  # this segment makes no cost prediction: its loop started in an earlier one
         self.info(f"resumed run {self.run_id} at step {step}")
         return step
 

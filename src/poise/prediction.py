@@ -1,13 +1,15 @@
 """A run's predicted final time, energy and CO2, made early in its training loop, and its error.
 
-When a fresh run's training loop reaches 5 %, 10 %, 25 % and 50 % of its budget's steps (the first
-step at or past each mark; ``fraction`` records where exactly), :class:`CostPredictor` reads the
-run's measured cost so far and extrapolates the loop linearly:
+The run's first budget meter (``ctx.meter``) carries a :class:`CostPredictor` as a hook, so every
+loop that feeds the meter (``ctx.steps``, the SB3 loop) gets it. When the loop reaches 5 %, 10 %,
+25 % and 50 % of its budget's steps (the first step at or past each mark; ``fraction`` records where
+exactly), it reads the run's measured cost so far and extrapolates the loop linearly from the cost
+at the meter's creation:
 
     predicted total = cost before the loop + (cost of the loop so far) / (fraction of steps done)
 
 for wall time, energy and CO2. The latest prediction is shown in the progress bar. Every prediction
-goes into the run's JSON artifact ``cost_prediction``; when the loop ends its actual cost is added,
+goes into the run's JSON artifact ``cost_prediction``; when the budget is spent the loop's actual cost is added,
 and when the run ends (:func:`finish`) so is the run's final cost with the relative error of each
 prediction against both (``error_loop``: against the loop's end, what is extrapolated; ``error_run``:
 against the run's final figure, which also holds the evaluation after the loop, unknown while
@@ -62,10 +64,15 @@ class CostPredictor:
         self.base = _Cost.of(ctx._cost.snapshot())
         self.predictions: list[dict[str, Any]] = []
 
-    def after_step(self, step: int, total: int | None, bar: Any = None) -> None:
-        """Call after each step; predicts when the loop passes the next mark (cheap otherwise)."""
-        if total is None or not self.marks or step < self.marks[0] * total:
-            return
+    def after_step(self, step: int, total: int | None, bar: Any = None, *, done: bool = False) -> None:
+        """Call after each step; predicts when the loop passes the next mark (cheap otherwise) and records
+        the loop's actual cost when ``done``."""
+        if total is not None and self.marks and step >= self.marks[0] * total:
+            self._predict(step, total, bar)
+        if done:
+            self.finish_loop()
+
+    def _predict(self, step: int, total: int, bar: Any) -> None:
         now = _Cost.of(self.ctx._cost.snapshot())
         fraction = step / total
         predicted = {f: getattr(self.base, f) + (getattr(now, f) - getattr(self.base, f)) / fraction for f in FIELDS}
@@ -79,7 +86,7 @@ class CostPredictor:
 
     def finish_loop(self) -> None:
         """Record the loop's actual cost (what the predictions extrapolate)."""
-        if not self.predictions:
+        if not self.predictions or "loop_actual" in self.predictions[-1]:
             return
         loop = _Cost.of(self.ctx._cost.snapshot()).__dict__
         for p in self.predictions:

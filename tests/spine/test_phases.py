@@ -30,8 +30,8 @@ def test_clock_counts_exclusive_wall_and_cpu_time_per_phase():
     time.sleep(0.05)  # outside every phase
     wall, cpu = clock.totals()
     assert set(wall) == {"compute", "io"}
-    assert 0.15 <= wall["io"] < 0.4 and cpu["io"] < 0.05  # sleeping costs wall time, not CPU time
-    assert 0.14 <= cpu["compute"] <= wall["compute"] + 0.01 and wall["compute"] < 0.4
+    assert wall["io"] >= 0.15 and cpu["io"] < 0.05  # sleeping costs wall time, not CPU time
+    assert 0.14 <= cpu["compute"] <= wall["compute"] + 0.01 and cpu["compute"] < 0.15 + 0.1  # io's time not in it
     clock.pause()  # a nested run measures its own phases
     with clock.phase("compute"):
         _burn(0.05)
@@ -74,7 +74,8 @@ def test_tracker_splits_its_measured_energy_over_phases():
     assert sum(p.energy_kwh for p in rec.phases) == pytest.approx(rec.energy_kwh, rel=1e-9)
     assert sum(p.wall_s for p in rec.phases) == pytest.approx(rec.wall_s, rel=1e-9)
     assert by["busy"].cpu_kwh > 5 * by["idle"].cpu_kwh  # the CPU's energy goes where the CPU time went
-    assert by["idle"].ram_kwh == pytest.approx(by["busy"].ram_kwh, rel=0.5)  # RAM by wall time
+    assert by["busy"].cpu_kwh / by["idle"].cpu_kwh == pytest.approx(by["busy"].cpu_s / by["idle"].cpu_s, rel=1e-6)
+    assert by["busy"].ram_kwh / by["idle"].ram_kwh == pytest.approx(by["busy"].wall_s / by["idle"].wall_s, rel=1e-6)
     assert by["busy"].label in ("estimated", "measured") and "split by CPU time" in by["busy"].method
 
 
@@ -104,7 +105,9 @@ def test_gpu_energy_from_zeus_is_measured_and_split_by_wall_time(monkeypatch):
     by = {p.phase: p for p in rec.phases}
     gpu = sum(p.gpu_kwh for p in rec.phases)
     assert gpu == pytest.approx(250.0 * rec.wall_s / 3.6e6, rel=0.05)
-    assert by["rollout"].gpu_kwh == pytest.approx(3 * by["learn"].gpu_kwh, rel=0.3)
+    assert by["rollout"].gpu_kwh / by["learn"].gpu_kwh == pytest.approx(by["rollout"].wall_s / by["learn"].wall_s,
+                                                                        rel=1e-6)
+    assert by["rollout"].gpu_kwh > 1.5 * by["learn"].gpu_kwh
     assert "GPU measured (NVML/Zeus)" in by["rollout"].method and by["rollout"].label != "estimated"
     assert "zeus" in rec.method
 
