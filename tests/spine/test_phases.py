@@ -104,7 +104,8 @@ def test_gpu_energy_from_zeus_is_measured_and_split_by_wall_time(monkeypatch):
     rec = tracker.stop()
     by = {p.phase: p for p in rec.phases}
     gpu = sum(p.gpu_kwh for p in rec.phases)
-    assert gpu == pytest.approx(250.0 * rec.wall_s / 3.6e6, rel=0.05)
+    # the Zeus window opens before the run's clock starts and closes after it stops (CodeCarbon's start/stop)
+    assert 250.0 * rec.wall_s / 3.6e6 <= gpu <= 250.0 * (rec.wall_s + 1.0) / 3.6e6
     assert by["rollout"].gpu_kwh / by["learn"].gpu_kwh == pytest.approx(by["rollout"].wall_s / by["learn"].wall_s,
                                                                         rel=1e-6)
     assert by["rollout"].gpu_kwh > 1.5 * by["learn"].gpu_kwh
