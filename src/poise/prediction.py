@@ -3,17 +3,20 @@
 The run's first budget meter (``ctx.meter``) carries a :class:`CostPredictor` as a hook, so every
 loop that feeds the meter (``ctx.steps``, the SB3 loop) gets it. When the loop reaches 5 %, 10 %,
 25 % and 50 % of its budget's steps (the first step at or past each mark; ``fraction`` records where
-exactly), it reads the run's measured cost so far and extrapolates the loop linearly from the cost
-at the meter's creation:
+exactly), it reads the run's measured cost so far and extrapolates the loop linearly:
 
-    predicted total = cost before the loop + (cost of the loop so far) / (fraction of steps done)
+    predicted total = cost after the first step + (cost since then) × (T − 1) / (t − 1)
 
-for wall time, energy and CO2. The latest prediction is shown in the progress bar. Every prediction
-goes into the run's JSON artifact ``cost_prediction``; when the budget is spent the loop's actual cost is added,
-and when the run ends (:func:`finish`) so is the run's final cost with the relative error of each
-prediction against both (``error_loop``: against the loop's end, what is extrapolated; ``error_run``:
-against the run's final figure, which also holds the evaluation after the loop, unknown while
-training). A resumed segment makes no new predictions (the loop's start is in an earlier segment).
+for wall time, energy and CO2, at step ``t`` of ``T``. The first step is left out of the rate: it
+carries one-off costs (lazy imports, allocation, FLOP counting) that the other steps don't have, so a
+mark is taken at step 2 at the earliest. The latest prediction is shown in the progress bar.
+
+Every prediction goes into the run's JSON artifact ``cost_prediction``. When the budget is spent the
+loop's actual cost is added, and when the run ends (:func:`finish`) the run's final cost, with the
+relative error of each prediction against both: ``error_loop`` against the loop's end (what is
+extrapolated) and ``error_run`` against the run's final figure (which also holds the evaluation after
+the loop, unknown while training). A resumed segment makes no new predictions (its loop started in an
+earlier segment).
 """
 
 from __future__ import annotations
@@ -61,13 +64,16 @@ class CostPredictor:
     def __init__(self, ctx: Any, marks: tuple[float, ...] = MARKS):
         self.ctx = ctx
         self.marks = list(marks)
-        self.base = _Cost.of(ctx._cost.snapshot())
+        self.first: _Cost | None = None  # cost after the first step
         self.predictions: list[dict[str, Any]] = []
 
     def after_step(self, step: int, total: int | None, bar: Any = None, *, done: bool = False) -> None:
         """Call after each step; predicts when the loop passes the next mark (cheap otherwise) and records
         the loop's actual cost when ``done``."""
-        if total is not None and self.marks and step >= self.marks[0] * total:
+        if self.first is None:
+            self.first = _Cost.of(self.ctx._cost.snapshot())
+            self.first_step = step  # 1 in ctx.steps; the env count of the first callback in SB3
+        elif total is not None and self.marks and step >= self.marks[0] * total:
             self._predict(step, total, bar)
         if done:
             self.finish_loop()
@@ -75,7 +81,10 @@ class CostPredictor:
     def _predict(self, step: int, total: int, bar: Any) -> None:
         now = _Cost.of(self.ctx._cost.snapshot())
         fraction = step / total
-        predicted = {f: getattr(self.base, f) + (getattr(now, f) - getattr(self.base, f)) / fraction for f in FIELDS}
+        first, k = self.first, self.first_step
+        assert first is not None
+        scale = (total - k) / (step - k)
+        predicted = {f: getattr(first, f) + (getattr(now, f) - getattr(first, f)) * scale for f in FIELDS}
         while self.marks and step >= self.marks[0] * total:  # a short run may pass several marks in one step
             self.predictions.append({"mark": self.marks.pop(0), "step": step, "total_steps": total,
                                      "fraction": fraction, "predicted": predicted})
@@ -95,7 +104,7 @@ class CostPredictor:
         self._save()
 
     def _save(self) -> None:
-        data = {"method": "linear extrapolation of the training loop from its start", "marks": list(MARKS),
+        data = {"method": "linear extrapolation of the training loop from its second step", "marks": list(MARKS),
                 "predictions": self.predictions}
         self.ctx.save_file(ARTIFACT, json.dumps(data, sort_keys=True).encode(), "application/json")
 

@@ -61,16 +61,19 @@ def test_linear_extrapolation_is_exact_for_a_steady_loop_and_errors_are_recorded
     assert error_at(saved, 0.05, "wall_s", against="error_loop") == pytest.approx(0.0, abs=1e-12)
 
 
-def test_a_slow_first_step_shows_up_as_error():
+def test_the_first_steps_one_off_cost_is_left_out_but_a_later_slowdown_shows():
     ctx = _FakeCtx()
     pred = CostPredictor(ctx)
-    for step in range(1, 21):
-        ctx.step_now = step + (5 if step >= 1 else 0)  # the first step costs 6 s, the others 1 s
-        pred.after_step(step, 20)
-    pred.finish_loop()
+    for step in range(1, 41):
+        # the first step costs 6 s (imports, allocation), steps after half the budget 2 s, the others 1 s
+        ctx.step_now = step + 5 + max(0, step - 20)
+        pred.after_step(step, 40, done=step == 40)
     data = json.loads(ctx.files[prediction.ARTIFACT])
-    assert data["predictions"][0]["error_loop"]["wall_s"] > 0.5  # overestimates: (1+5)/0.05 vs 20+5
-    assert abs(data["predictions"][-1]["error_loop"]["wall_s"]) < data["predictions"][0]["error_loop"]["wall_s"]
+    by = {p["mark"]: p for p in data["predictions"]}
+    assert by[0.05]["step"] == 2  # the first mark comes after the first step
+    assert by[0.05]["predicted"]["wall_s"] == pytest.approx(2 + 6 + 39)  # the 6 s step is not extrapolated
+    assert by[0.25]["error_loop"]["wall_s"] == pytest.approx(47 / 67 - 1)  # the slowdown is not foreseen
+    assert by[0.5]["loop_actual"]["wall_s"] == pytest.approx(67.0)
 
 
 def test_a_real_run_records_its_prediction_and_error(runner, store):
@@ -82,7 +85,7 @@ def test_a_real_run_records_its_prediction_and_error(runner, store):
     data = prediction.load(store, rec.id)
     assert data is not None and [p["mark"] for p in data["predictions"]] == [0.05, 0.10, 0.25, 0.50]
     p5 = data["predictions"][0]
-    assert p5["step"] == 2 and p5["total_steps"] == 40
+    assert p5["step"] == 2 and p5["total_steps"] == 40 and data["predictions"][2]["step"] == 10
     cost = store.cost(rec.id)
     assert p5["run_actual"]["wall_s"] == pytest.approx(cost.wall_s)
     assert p5["error_run"]["energy_kwh"] == pytest.approx(p5["predicted"]["energy_kwh"] / cost.energy_kwh - 1)
