@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/python -m pip
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all bench lint install clean
+.PHONY: demo test test-all bench lint install system-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,13 +16,17 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# system packages the tests drive (a headless browser for the report test), installed when missing
+system-deps:
+	.ci/system-deps
+
 demo: install
 	$(VENV)/bin/poise tour --quick
 
-test: install
+test: install system-deps
 	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
-test-all: install
+test-all: install system-deps
 	$(PY) -m pytest -q -n 2 --dist loadgroup -m "" $(PYTEST_ARGS)
 
 bench: install

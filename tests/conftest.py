@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.pop("POISE_STORE", None)
+# the cached catalogue of kinds (poise recipes) goes to a folder of the test session, not the user's cache
+os.environ.setdefault("POISE_CACHE_DIR", tempfile.mkdtemp(prefix="poise-cache-"))
 # tests run two to a machine (pytest -n 2): one intra-op thread each avoids oversubscription
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")

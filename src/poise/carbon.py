@@ -224,7 +224,6 @@ class CostTracker:
         self._zeus: Any = None
         self._zeus_window = f"poise-{id(self)}"
         self.method = "not measured"
-
     def phase(self, name: str) -> Any:
         """Charge the time inside ``with tracker.phase(name):`` to phase ``name`` (see :mod:`poise.phases`)."""
         return self.phases.phase(name)

@@ -1,7 +1,10 @@
-"""The ``poise`` command line: run, tour, sweep, recipes, runs, frontier, report, merge, carbon.
+"""The ``poise`` command line: run, tour, sweep, recipes, runs, frontier, report, carbon, and the commands
+domains add (``poise merge``; see :func:`poise.registry.command`).
 
 Bad input exits with code 2 and one line (``poise: error: FILE: FIELD: what was expected``); other
-failures exit 1 with one line. ``--debug`` shows tracebacks.
+failures exit 1 with one line. ``--debug`` shows tracebacks. Help texts are plain text (no markup), and
+heavy libraries are imported inside the commands that use them, so listing runs or asking for help
+starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from rich.table import Table
 
 from poise import __version__
 from poise.errors import UserError
-from poise.ui import UI, get_ui, set_ui
+from poise.registry import commands as domain_commands
+from poise.session import SESSION, open_store
+from poise.ui import UI, get_ui, metrics_table, set_ui
 
 try:  # typer ships its own copy of click
     from typer._click import exceptions as _cx
@@ -31,24 +36,14 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts are shown as written: "[quick]" is a recipe table, not markup
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-runs_app = typer.Typer(help="List, inspect, resume and delete runs.", no_args_is_help=True)
-carbon_app = typer.Typer(help="Energy and CO2: estimate a planned job on different GPUs.", no_args_is_help=True)
-study_app = typer.Typer(help="Experiments over many runs: which schedule gets the most out of a budget.",
-                        no_args_is_help=True)
+runs_app = typer.Typer(help="List, inspect, resume and delete runs.", no_args_is_help=True, rich_markup_mode=None)
+carbon_app = typer.Typer(help="Energy and CO2: a job's time, energy and CO2 on other GPUs and grids.",
+                         no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(runs_app, name="runs")
 app.add_typer(carbon_app, name="carbon")
-app.add_typer(study_app, name="study")
-
-
-class _State:
-    store_url: str | None = None
-    debug: bool = False
-    argv: list[str] = []
-
-
-STATE = _State()
 
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="Override a recipe field: KEY=VALUE (repeatable).")
@@ -59,9 +54,7 @@ DeviceOpt = Annotated[
 
 
 def _store() -> Any:
-    from poise.store import Store
-
-    return Store(STATE.store_url)
+    return open_store()
 
 
 def _print_version(value: bool) -> None:
@@ -81,21 +74,12 @@ def _main(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
                                           callback=_print_version)] = False,
 ) -> None:
-    STATE.store_url = store
-    STATE.debug = debug
+    SESSION.store_url = store
+    SESSION.debug = debug
     set_ui(UI(quiet=quiet or json_out, json=json_out))
 
 
 # --------------------------------------------------------------------------- run / tour
-
-
-def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in metrics.items():
-        table.add_row(k, f"{v:.4g}")
-    return table
 
 
 def _final_summary(store: Any, run: Any) -> dict[str, float]:
@@ -117,20 +101,14 @@ def run(
     from poise.runner import Runner
 
     cfg = load_recipe(recipe, parse_set_options(set_ or []), quick=quick)
-    store = _store() if cfg.store is None or STATE.store_url else _store_from(cfg.store)
+    store = open_store() if cfg.store is None or SESSION.store_url else open_store(cfg.store)
     ui = get_ui()
     result = Runner(store, ui, device=device).run(cfg)
     summary = _final_summary(store, result)
     if ui.json:
         ui.emit({"run": result.id, "status": result.status, "metrics": summary})
     else:
-        ui.print(_metrics_table(f"run {result.id} ({result.kind}) {result.status}", summary))
-
-
-def _store_from(url: str) -> Any:
-    from poise.store import Store
-
-    return Store(url)
+        ui.print(metrics_table(f"run {result.id} ({result.kind}) {result.status}", summary))
 
 
 @app.command()
@@ -177,7 +155,7 @@ def sweep(
     store = _store()
     workers = []
     if jobs > 1:  # extra local workers: the same command, one process each, sharing the study
-        args = list(STATE.argv)
+        args = list(SESSION.argv)
         for i, a in enumerate(args):
             if a in ("--jobs", "-j"):
                 args[i + 1] = "1"
@@ -218,43 +196,47 @@ def sweep(
 @app.command()
 def recipes() -> None:
     """List the registered recipe kinds, evaluators and the shipped recipe files."""
-    from poise.evaluators import all_evaluators
-    from poise.recipes import load_all_kinds, read_toml, shipped_recipes, shipped_recipes_root
+    import tomllib
+
+    from rich.text import Text
+
+    from poise.recipes import shipped_recipes, shipped_recipes_root
+    from poise.registry import catalog
 
     ui = get_ui()
-    kinds = load_all_kinds()
-    evals = all_evaluators()
+    cat = catalog()
     root = shipped_recipes_root()
     files = []
     for p in shipped_recipes():
-        data = read_toml(p)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise UserError(f"cannot read recipe: {e}", where=p) from None
         files.append({"path": str(p.relative_to(root)), "kind": data.get("kind", "?"),
                       "description": data.get("description", ""), "tour": data.get("tour", True)})
     if ui.json:
-        ui.emit({"kinds": {k: s.summary for k, s in kinds.items()},
-                 "evaluators": {k: {"summary": e.summary, "metrics": [m.__dict__ for m in e.metrics]}
-                                for k, e in evals.items()},
-                 "recipes": files})
+        ui.emit({"kinds": {k: v["summary"] for k, v in cat["kinds"].items()},
+                 "evaluators": cat["evaluators"], "recipes": files})
         return
     t = Table(title="recipe kinds", title_justify="left")
     t.add_column("kind")
     t.add_column("what it trains")
-    for k, s in kinds.items():
-        t.add_row(k, s.summary)
+    for k, v in cat["kinds"].items():
+        t.add_row(Text(k), Text(v["summary"]))
     ui.print(t)
     t = Table(title="evaluators", title_justify="left")
     t.add_column("evaluator")
     t.add_column("metrics (axis, direction)")
-    for k, e in evals.items():
-        t.add_row(k, ", ".join(f"{m.name} ({m.axis}, {m.direction})" for m in e.metrics))
+    for k, e in cat["evaluators"].items():
+        t.add_row(Text(k), Text(", ".join(f"{m['name']} ({m['axis']}, {m['direction']})" for m in e["metrics"])))
     ui.print(t)
-    t = Table(title=f"shipped recipes ({root})", title_justify="left")
+    t = Table(title=Text(f"shipped recipes ({root})"), title_justify="left")
     t.add_column("file")
     t.add_column("kind")
     t.add_column("tour")
     t.add_column("description")
     for f in files:
-        t.add_row(f["path"], f["kind"], "yes" if f["tour"] else "no", f["description"])
+        t.add_row(Text(f["path"]), Text(str(f["kind"])), "yes" if f["tour"] else "no", Text(str(f["description"])))
     ui.print(t)
 
 
@@ -309,7 +291,7 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run ID or unique prefi
              + (f"  parent: {r.parent_id}" if r.parent_id else ""))
     if r.error:
         ui.print(f"[red]error:[/red] {r.error.splitlines()[0]}")
-    ui.print(_metrics_table("final metrics", finals))
+    ui.print(metrics_table("final metrics", finals))
     ui.print(f"cost: {cost.wall_s:.1f} s wall, {cost.cpu_s:.1f} s CPU, {cost.peak_rss_mb:.0f} MB peak, "
              f"{cost.energy_kwh:.3g} kWh, {cost.co2_g:.3g} g CO2 ({cost.country}; {cost.method})")
     if len(phases) > 1:
@@ -334,7 +316,7 @@ def runs_resume(
     if ui.json:
         ui.emit({"run": result.id, "status": result.status, "metrics": summary})
     else:
-        ui.print(_metrics_table(f"run {result.id} ({result.kind}) {result.status}", summary))
+        ui.print(metrics_table(f"run {result.id} ({result.kind}) {result.status}", summary))
 
 
 @runs_app.command("rm")
@@ -381,66 +363,16 @@ def report(
         ui.print(f"report: {path}")
 
 
-# --------------------------------------------------------------------------- merge
-
-
-@app.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False
-)
-def merge(ctx: typer.Context) -> None:
-    """Merge models (linear, task arithmetic, SLERP, TIES, DARE); --sweep t=0..1 traces a frontier (-h)."""
-    from poise.merging.command import USAGE, build, parser, preflight
-    from poise.recipes import build_recipe
-    from poise.runner import Runner
-
-    args = parser().parse_args(ctx.args)
-    ui = get_ui()
-    if args.help:
-        typer.echo(USAGE)
-        return
-    data = build(args)
-    store = _store()
-    preflight(store, data)
-    recipe = build_recipe(data, where="poise merge")
-    result = Runner(store, ui).run(recipe)
-    name = "sweep" if recipe.kind == "merging.sweep" else "lineage"
-    import json
-
-    info = json.loads(store.artifact(result.id, name).path.read_text())
-    if ui.json:
-        ui.emit({"run": result.id, "kind": result.kind, "status": result.status, name: info})
-        return
-    if recipe.kind == "merging.sweep":
-        metrics = sorted({k for p in info["points"] for k in p["metrics"]})
-        t = Table(title=f"sweep {result.id}: {info['method']} from {info['models'][0]['label']} (t=0) to "
-                        f"{info['models'][1]['label']} (t=1)", title_justify="left")
-        for c in ("t", "run", *metrics):
-            t.add_column(c, justify="left" if c == "run" else "right")
-        for p in info["points"]:
-            cells = [f"{p['metrics'][k]:.4g}" if k in p["metrics"] else "" for k in metrics]
-            t.add_row(f"{p['t']:g}", p["run"], *cells)
-        ui.print(t)
-        return
-    where = info.get("output") or f"store artifact model sha256:{info['artifact']['sha256'][:16]}…"
-    ui.print(f"run {result.id} (merging.merge) {result.status}: {info['method']} of "
-             f"{', '.join(m['label'] for m in info['models'])}"
-             + (f" on base {info['base']['label']}" if info.get("base") else "")
-             + f" → {where} ({info['merged_tensors']} of {info['tensors']} tensors merged, "
-               f"{info['bytes'] / 1e6:.1f} MB, {info['seconds']:.2f} s)")
-    if info.get("metrics"):
-        ui.print(_metrics_table("metrics of the merged model", info["metrics"]))
-
-
 # --------------------------------------------------------------------------- carbon
 
 
-GpuOpt = Annotated[str, typer.Option("--gpu", help="Comma-separated GPU types (see the GPU data file).")]
+GpuOpt = Annotated[str, typer.Option("--gpu", help="GPU types separated by commas (see the GPU data file).")]
 CountryOpt = Annotated[str | None, typer.Option("--country", help="Grid country, ISO alpha-3 (default "
                                                 "$POISE_COUNTRY or USA).")]
 ThroughputOpt = Annotated[str | None, typer.Option("--throughput", help="Override achieved TFLOP/s: GPU=TFLOPS, "
-                                                   "comma-separated.")]
-MfuOpt = Annotated[str | None, typer.Option("--mfu", help="Override with a fraction of peak: GPU=F, comma-separated, "
-                                            "or F for every GPU.")]
+                                                   "several separated by commas.")]
+MfuOpt = Annotated[str | None, typer.Option("--mfu", help="Override with a fraction of peak: GPU=F, "
+                                            "several separated by commas, or F for every GPU.")]
 
 
 def _estimate_table(title: str, rows: list[Any]) -> Table:
@@ -454,8 +386,10 @@ def _estimate_table(title: str, rows: list[Any]) -> Table:
 
 
 def _print_sources(ui: UI, rows: list[Any]) -> None:
+    from rich.text import Text
+
     for r in rows:
-        ui.print(f"[dim]{r.gpu}: {r.throughput_source}; power {r.power_source}[/dim]")
+        ui.print(Text(f"{r.gpu}: {r.throughput_source}; power {r.power_source}", style="dim"))
 
 
 @carbon_app.command("estimate")
@@ -469,9 +403,9 @@ def carbon_estimate(
     country: CountryOpt = None,
     intensity: Annotated[float | None, typer.Option("--intensity", help="Grid intensity, g CO2/kWh.")] = None,
     pue: Annotated[float, typer.Option("--pue", help="Data-centre power usage effectiveness.")] = 1.2,
-    workload: Annotated[str | None, typer.Option("--workload", help="Measured workload class: cnn, "
-                                                 "transformer-base, transformer-large (default: nearest to --params, "
-                                                 "else transformer-large).")] = None,
+    workload: Annotated[str | None, typer.Option("--workload", help="Measured workload class of the GPU "
+                                                 "data file (default: the one nearest to --params, else the largest "
+                                                 "transformer).")] = None,
     throughput: ThroughputOpt = None,
     mfu: MfuOpt = None,
     power_fraction: Annotated[float, typer.Option("--power-fraction", help="Average draw as a share of rated "
@@ -523,8 +457,8 @@ def carbon_compare(
     run_id: Annotated[str | None, typer.Option("--run", help="A finished run (ID or prefix) instead of a "
                                                "recipe.")] = None,
     gpu: GpuOpt = "A100,H100,V100,T4,L4,RTX3090",
-    country: Annotated[str | None, typer.Option("--country", help="Grid countries, ISO alpha-3, comma-separated "
-                                                "(default $POISE_COUNTRY or USA).")] = None,
+    country: Annotated[str | None, typer.Option("--country", help="Grid countries, ISO alpha-3, separated by "
+                                                "commas (default $POISE_COUNTRY or USA).")] = None,
     pue: Annotated[float, typer.Option("--pue", help="Data-centre power usage effectiveness.")] = 1.2,
     precision: Annotated[str, typer.Option("--precision", help="fp32, tf32, bf16, fp16 or fp8.")] = "fp16",
     workload: Annotated[str | None, typer.Option("--workload", help="Measured workload class (default: from the "
@@ -570,83 +504,22 @@ def carbon_compare(
         t.add_row(e.gpu, c, f"{e.intensity:.0f}", f"{e.achieved_tflops:.3g}", e.throughput_status, f"{e.power_w:.0f}",
                   f"{e.hours * 3600:.3g}", f"{e.energy_kwh * 3.6e6:.3g}", f"{e.co2_kg * 1000:.3g}")
     ui.print(t)
-    ui.print(f"[dim]{rows[0][1].assumptions[0]}; PUE {pue:g}; grids: "
-             + ", ".join(f"{c} {e.intensity:.0f} g CO2/kWh" for c, e in rows if e.gpu == rows[0][1].gpu) + "[/dim]")
+    from rich.text import Text
+
+    ui.print(Text(f"{rows[0][1].assumptions[0]}; PUE {pue:g}; grids: "
+                  + ", ".join(f"{c} {e.intensity:.0f} g CO2/kWh" for c, e in rows if e.gpu == rows[0][1].gpu),
+                  style="dim"))
     for _c, e in rows[: len(rows) // len(countries)]:
-        ui.print(f"[dim]{e.gpu}: {e.assumptions[1]}; power {e.power_source}[/dim]")
+        ui.print(Text(f"{e.gpu}: {e.assumptions[1]}; power {e.power_source}", style="dim"))
 
 
-# --------------------------------------------------------------------------- study
+# --------------------------------------------------------------------------- commands the domains add
 
-
-@study_app.command("schedules")
-def study_schedules(
-    recipes: Annotated[list[Path], typer.Argument(help="Recipe TOML file(s).")],
-    budgets: Annotated[str, typer.Option("--budgets", help="Fractions of each recipe's budget, in (0, 1].")
-                       ] = "0.25,0.5,1",
-    schedules: Annotated[str, typer.Option("--schedules", help="Schedules to compare.")
-                         ] = "uba,cosine,linear,rex,wsd,step,onecycle,constant",
-    phi: Annotated[str, typer.Option("--phi", help="UBA's φ values (each a row).")] = "0.5,1,2,4",
-    seeds: Annotated[int, typer.Option("--seeds", help="Test seeds per cell.")] = 3,
-    metric: Annotated[list[str] | None, typer.Option("--metric", help="AXIS.METRIC[:max|:min] to compare (one, "
-                                                     "or one per recipe; default: the first utility metric).")] = None,
-    tune_trials: Annotated[int, typer.Option("--tune-trials", help="Tuning runs of the base lr per row.")] = 4,
-    lr_range: Annotated[str | None, typer.Option("--lr-range", help="LOW..HIGH searched for the base lr (default: "
-                                                 "the recipe's lr ÷10..×10).")] = None,
-    name: Annotated[str, typer.Option("--name", help="Study name (a rerun resumes it).")] = "schedules",
-    set_: SetOpt = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Apply the recipes' [quick] overrides.")] = False,
-    device: DeviceOpt = None,
-) -> None:
-    """Tune the base lr per schedule on validation, run every budget × seed on test, rank the schedules."""
-    from poise.recipes import parse_set_options
-    from poise.schedule_study import (
-        Spec,
-        parse_budgets,
-        parse_lr_range,
-        parse_phis,
-        parse_schedules,
-        run_study,
-    )
-
-    spec = Spec(recipes=list(recipes), budgets=parse_budgets(budgets), schedules=parse_schedules(schedules),
-                phis=parse_phis(phi), seeds=seeds, metrics=list(metric or []), tune_trials=tune_trials,
-                lr_range=parse_lr_range(lr_range) if lr_range else None,
-                overrides=dict(parse_set_options(set_ or [])), quick=quick, name=name)
-    result = run_study(_store(), spec, device=device)
-    ui = get_ui()
-    if ui.json:
-        ui.emit(result)
-        return
-    for rec in result["recipes"]:
-        t = Table(title=f"{rec['name']}: {rec['metric']} ({rec['direction']}), mean ± 95 % interval over "
-                        f"{spec.seeds} seeds; lr tuned on {rec['tuned_on']}", title_justify="left")
-        t.add_column("schedule")
-        t.add_column("tuned lr", justify="right")
-        for b in spec.budgets:
-            t.add_column(f"budget {b:g}", justify="right")
-        for row in result["rows"]:
-            cells = {c["budget"]: c for c in rec["cells"] if c["row"] == row["label"]}
-            t.add_row(row["label"] + (" *" if row["label"] == rec["recommended_uba"] else ""),
-                      f"{rec['tuned'][row['label']]['lr']:.3g}",
-                      *[_fmt_interval(cells[b]) for b in spec.budgets])
-        ui.print(t)
-    t = Table(title="mean rank over recipes and budgets (1 is best)", title_justify="left")
-    t.add_column("schedule")
-    t.add_column("mean rank", justify="right")
-    for label, r in sorted(result["mean_ranks"].items(), key=lambda kv: kv[1]["mean"]):
-        t.add_row(label, _fmt_interval(r))
-    ui.print(t)
-    if "claim" in result:
-        c = result["claim"]
-        ui.print(f"claim: {c['text']} — {c['verdict']} (* = UBA's φ chosen on validation)")
-    ui.print(f"study: {result['path']} (poise report shows it)")
-
-
-def _fmt_interval(c: dict[str, Any]) -> str:
-    if not math.isfinite(c.get("low", math.nan)):
-        return f"{c['mean']:.4g}"
-    return f"{c['mean']:.4g} ± {(c['high'] - c['low']) / 2:.2g}"
+for _spec in domain_commands().values():
+    if isinstance(_spec.target, typer.Typer):
+        app.add_typer(_spec.target, name=_spec.name, **_spec.options)
+    else:
+        app.command(_spec.name, **_spec.options)(_spec.target)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -656,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: one line on bad input (exit 2), tracebacks only with --debug."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    STATE.argv = args
+    SESSION.argv = args
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=args, prog_name="poise", standalone_mode=False)

@@ -3,20 +3,25 @@
 A kind's ``run(cfg, ctx)`` reads top to bottom: build data and model, ask ``ctx.meter`` for the budget,
 ``ctx.optimizer``/``ctx.scheduler`` for the optimiser and lr schedule, ``ctx.track(...)`` what a
 checkpoint holds, then ``for step in ctx.steps(meter): ...`` — the loop resumes after the last
-checkpoint, checkpoints every ``train.checkpoint_every`` steps, and shows a progress bar. Finally
-``ctx.evaluate(model, data)`` runs the recipe's evaluators and ``ctx.save_artifact`` stores the
-weights. Cost tracking wraps the whole run from outside; kinds never call it. To split a run's time
-and energy by the parts of its step, a kind wraps them in ``with ctx.phase("attack"): ...`` (names are
-free-form; see :meth:`RunContext.phase`).
+checkpoint, checkpoints every ``train.checkpoint_every`` steps, and shows a progress bar; inside it,
+``ctx.optimizer_step(loss, opt, sched)`` and ``with ctx.phase("attack"): ...`` to account time and
+energy per phase (see :meth:`RunContext.phase`). Finally ``ctx.evaluate(model, data)`` runs the
+recipe's evaluators and ``ctx.save_artifact`` stores the weights.
+
+Kinds that build on other runs use ``ctx.dependency`` (a teacher, a base model), ``ctx.child_run`` (a
+run this one asks for), ``ctx.run_record``, ``ctx.final_metrics`` and ``ctx.artifact``; files go through
+``ctx.save_file``, ``ctx.incoming_path``/``ctx.adopt_file`` and ``ctx.scratch_dir``. Kinds never touch the
+store or the runner directly. Cost tracking wraps the whole run from outside; kinds never call it.
 """
 
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -28,11 +33,16 @@ from poise.prediction import CostPredictor
 from poise.recipes import Recipe, TrainCfg, load_recipe, resolve_recipe_path
 from poise.schedules import BudgetSchedule
 from poise.statefile import flatten, unflatten
-from poise.store import ArtifactRecord, RunRecord, Store
+from poise.store import ArtifactRecord, MetricRow, RunRecord, Store
 
 if TYPE_CHECKING:
     from poise.carbon import CostTracker
-    from poise.runner import Runner
+    from poise.ui import UI, ProgressTask
+
+
+class DivergedError(UserError):
+    """The loss or a metric became NaN or infinite: the run stops, ``failed``, resumable from its last
+    good checkpoint (with other settings, e.g. a lower learning rate)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -41,16 +51,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class RunHost(Protocol):
+    """What a run needs from whatever executes it (:class:`poise.runner.Runner`): a UI, and running the
+    runs it depends on."""
+
+    ui: UI
+
+    def child(self, ctx: RunContext, recipe: Recipe, *, field: str) -> RunRecord: ...
+
+    def sweep(self, ctx: RunContext, recipe_path: Path, params: list[Any], objectives: list[str], *, trials: int,
+              study: str, overrides: dict[str, Any], seed: int) -> Any: ...
+
+
 class RunContext:
     """What a running kind sees: its store records, budget, schedule, device, RNG and progress."""
 
-    def __init__(self, *, run_id: str, recipe: Recipe, store: Store, device: torch.device, runner: Runner,
+    def __init__(self, *, run_id: str, recipe: Recipe, store: Store, device: torch.device, host: RunHost,
                  cost: CostTracker, segment: int):
         self.run_id = run_id
         self.cfg = recipe
-        self.store = store
+        self._store = store
         self.device = device
-        self.runner = runner
+        self._host = host
         self.quick = recipe.is_quick
         self.seed = recipe.seed
         self.step = 0
@@ -70,15 +92,19 @@ class RunContext:
     def log_metric(self, name: str, value: float, *, step: int | None = None, axis: str = "train",
                    direction: str = "min") -> None:
         """Record one metric value at ``step`` (default: the current training step)."""
-        self.store.log_metrics(self.run_id, [(name, axis, direction, self.step if step is None else step, value)])
+        self._store.log_metrics(self.run_id, [(name, axis, direction, self.step if step is None else step, value)])
 
     def log_metrics(self, values: dict[str, float], *, step: int | None = None, axis: str = "train",
                     direction: str = "min") -> None:
         s = self.step if step is None else step
-        self.store.log_metrics(self.run_id, [(k, axis, direction, s, float(v)) for k, v in values.items()])
+        self._store.log_metrics(self.run_id, [(k, axis, direction, s, float(v)) for k, v in values.items()])
 
     def info(self, message: str) -> None:
-        self.runner.ui.info(message)
+        self._host.ui.info(message)
+
+    def progress(self, description: str, total: int | None) -> AbstractContextManager[ProgressTask]:
+        """A progress bar with ETA for work outside ``ctx.steps`` (hidden by ``--quiet``)."""
+        return self._host.ui.progress(description, total)
 
     def phase(self, name: str) -> AbstractContextManager[None]:
         """Count the time inside ``with ctx.phase(name):`` towards phase ``name`` (e.g. attack / update,
@@ -97,17 +123,55 @@ class RunContext:
     def save_artifact(self, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None
                       ) -> ArtifactRecord:
         """Store weights as a content-addressed safetensors artifact of this run."""
-        return self.store.save_tensors(self.run_id, name, tensors, meta)
+        return self._store.save_tensors(self.run_id, name, tensors, meta)
 
     def save_file(self, name: str, data: bytes, media: str, meta: dict[str, Any] | None = None) -> ArtifactRecord:
         """Store a file (PNG figure, JSON table) that reports show next to this run."""
-        return self.store.save_file(self.run_id, name, data, media, meta)
+        return self._store.save_file(self.run_id, name, data, media, meta)
 
     def load_artifact(
         self, run: RunRecord | str, name: str = "model"
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         run_id = run.id if isinstance(run, RunRecord) else run
-        return self.store.load_tensors(run_id, name)
+        return self._store.load_tensors(run_id, name)
+
+    def artifact(self, run: RunRecord | str, name: str = "model") -> ArtifactRecord:
+        """The record (path, SHA-256, media, metadata) of artifact ``name`` of a run."""
+        return self._store.artifact(run.id if isinstance(run, RunRecord) else run, name)
+
+    def incoming_path(self, suffix: str = "") -> Path:
+        """A fresh path on the store's filesystem to write a large file that :meth:`adopt_file` then moves in."""
+        return self._store.incoming_dir / f".{self.run_id}-{uuid.uuid4().hex}{suffix}"
+
+    def adopt_file(self, name: str, path: str | Path, media: str, meta: dict[str, Any] | None = None
+                   ) -> ArtifactRecord:
+        """Record a file written at :meth:`incoming_path` as artifact ``name`` of this run (moved, never copied)."""
+        return self._store.adopt_file(self.run_id, name, path, media, meta)
+
+    def scratch_dir(self, name: str) -> Path:
+        """A folder of this run that survives a resume and is deleted with the run (caches, exports)."""
+        path = self._store.checkpoint_dir(self.run_id) / "scratch" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # ------------------------------------------------------------------ other runs
+
+    def run_record(self, ref: RunRecord | str) -> RunRecord:
+        """A run of the store by ``run:<id>``, ID or unique prefix."""
+        return ref if isinstance(ref, RunRecord) else self._store.get_run(ref)
+
+    def final_metrics(self, run: RunRecord | str) -> dict[str, MetricRow]:
+        """A run's metrics at their last logged step, keyed ``axis.name``."""
+        run_id = run.id if isinstance(run, RunRecord) else self.run_record(run).id
+        return self._store.final_metrics([run_id]).get(run_id, {})
+
+    def recipe(self, ref: str, *, field: str, overrides: dict[str, Any] | None = None) -> Recipe:
+        """The recipe a dependency names (next to this recipe, or shipped), in this run's quick mode."""
+        try:
+            path = resolve_recipe_path(ref, self.cfg.source)
+        except UserError as e:
+            raise UserError(e.message, where=self.cfg.source or "recipe", field=field) from None
+        return load_recipe(path, overrides, quick=self.quick)
 
     def dependency(self, ref: str, *, field: str, overrides: dict[str, Any] | None = None) -> RunRecord:
         """A finished run this one builds on (a teacher, a base model), trained first if missing.
@@ -115,7 +179,30 @@ class RunContext:
         ``ref`` is ``run:<id>`` or a recipe file (next to this recipe, or among the shipped ones). A
         recipe's run is reused when the store already holds a finished run with the same config hash.
         """
-        return self.runner.dependency(self, ref, field=field, overrides=overrides)
+        if ref.startswith("run:"):
+            rec = self._store.get_run(ref)
+            if rec.status != "done":
+                raise UserError(f"run {rec.id} has status {rec.status}; expected a finished run",
+                                where=self.cfg.source or "recipe", field=field)
+            return rec
+        return self.child_run(self.recipe(ref, field=field, overrides=overrides), field=field)
+
+    def sweep(self, ref: str, params: list[Any], objectives: list[str], *, trials: int, study: str,
+              overrides: dict[str, Any] | None = None, seed: int = 0, field: str = "") -> Any:
+        """Tune the recipe ``ref`` names with ``poise sweep`` (``params`` from :func:`poise.sweep.parse_param`)
+        until the optuna study ``study`` has ``trials`` finished trials; every trial is a child run of
+        this one. Returns the optuna study (re-running continues it)."""
+        try:
+            path = resolve_recipe_path(ref, self.cfg.source)
+        except UserError as e:
+            raise UserError(e.message, where=self.cfg.source or "recipe", field=field or None) from None
+        return self._host.sweep(self, path, params, objectives, trials=trials, study=study,
+                                overrides=dict(overrides or {}), seed=seed)
+
+    def child_run(self, recipe: Recipe, *, field: str = "") -> RunRecord:
+        """The finished run of ``recipe``: reused when the store holds one with the same config hash,
+        an unfinished one resumed, else run now as a child of this run."""
+        return self._host.child(self, recipe, field=field or recipe.display_name)
 
     # ------------------------------------------------------------------ training plumbing
 
@@ -152,6 +239,29 @@ class RunContext:
         """The recipe's lr schedule, reading the budget's total steps as it goes."""
         t = train or self.cfg.train
         return BudgetSchedule(optimizer, t.schedule, lambda: meter.total_steps)
+
+    def optimizer_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: Any = None, *,
+                       params: Any = None, train: TrainCfg | None = None) -> None:
+        """One update: zero the gradients, backpropagate ``loss``, clip them to ``train.grad_clip`` (the
+        optimiser's parameters unless ``params`` is given), step the optimiser and the schedule.
+
+        A loss that is NaN or infinite stops the run (:class:`DivergedError`) before it can reach the
+        weights, so the last checkpoint stays good and the run can be resumed with other settings.
+        """
+        if not bool(torch.isfinite(loss.detach()).all()):
+            value = loss.detach().float().mean().item()
+            raise DivergedError(f"loss became {value} at step {self.step}; the run can be resumed from its last "
+                                "checkpoint (e.g. with a lower train.lr)", where=f"run {self.run_id}")
+        t = train or self.cfg.train
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip:
+            if params is None:
+                params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
 
     def autocast(self) -> AbstractContextManager[Any]:
         """Mixed precision on CUDA when ``train.amp`` is set; a no-op elsewhere."""
@@ -193,7 +303,7 @@ class RunContext:
         every = self.cfg.train.checkpoint_every
         step = self.restore()
         label = description or f"{self.cfg.display_name} [{self.run_id[:6]}]"
-        with self.runner.ui.progress(label, meter.total_steps) as bar:
+        with self.progress(label, meter.total_steps) as bar:
             self._bar = bar  # the cost prediction (a meter hook) shows in it
             bar.update(step, meter.total_steps)
             while not meter.done(step):
@@ -239,13 +349,13 @@ class RunContext:
         if self._meter is not None:
             payload["meter"] = self._meter.state_dict()
         tensors, skeleton = flatten(payload)
-        path = self.store.save_checkpoint(self.run_id, step, tensors, {"step": step, "state": skeleton})
-        self.store.record_cost(self.run_id, self._segment, self._cost.snapshot())
+        path = self._store.save_checkpoint(self.run_id, step, tensors, {"step": step, "state": skeleton})
+        self._store.record_cost(self.run_id, self._segment, self._cost.snapshot())
         return path
 
     def restore(self) -> int:
         """Load the newest checkpoint into the tracked objects; returns its step (0 when starting fresh)."""
-        found = self.store.latest_checkpoint(self.run_id)
+        found = self._store.latest_checkpoint(self.run_id)
         if found is None:
             return 0
         step, tensors, skeleton = found
@@ -273,11 +383,3 @@ class RunContext:
         """Run the recipe's ``[[eval]]`` evaluators and log their metrics (axis and direction attached)."""
         return run_evaluators(self.cfg.eval, model, data, self, step=step)
 
-
-def resolve_dependency_recipe(ctx: RunContext, ref: str, overrides: dict[str, Any] | None, field: str) -> Recipe:
-    """Load the recipe a dependency names, in the parent's quick mode."""
-    try:
-        path = resolve_recipe_path(ref, ctx.cfg.source)
-    except UserError as e:
-        raise UserError(e.message, where=ctx.cfg.source or "recipe", field=field) from None
-    return load_recipe(path, overrides, quick=ctx.quick)

@@ -32,7 +32,7 @@ def register_frontier(x: str, y: str) -> None:
 
 
 def frontier_pairs() -> list[tuple[str, str]]:
-    from poise.recipes import load_all_kinds
+    from poise.registry import load_all_kinds
 
     load_all_kinds()
     return list(_FRONTIER_PAIRS)
@@ -156,6 +156,8 @@ def build_frontier(store: Store, objectives: Sequence[str], *, filters: Sequence
         if "." not in o:
             raise UserError(f"expected AXIS.METRIC such as utility.clean_acc (got {o!r})", where="frontier")
     parsed = parse_filters(filters)
+    if not any(key == "config.eval_split" for key, _, _ in parsed):  # tuning runs scored val, not test
+        parsed.append(("config.eval_split", "!=", "val"))
     pool = [r for r in (runs if runs is not None else store.list_runs(status="done")) if match_run(r, parsed)]
     finals = store.final_metrics([r.id for r in pool])
     kept, rows, directions = [], [], {}

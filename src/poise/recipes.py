@@ -1,32 +1,28 @@
 """Recipes: TOML files validated by pydantic models, ``--set`` overrides, and the registry of kinds.
 
 A recipe kind is a pydantic config class (a subclass of :class:`Recipe`) plus one function
-``run(cfg, ctx)``, registered with :func:`kind`. Built-in kinds live in ``poise/<domain>/kinds.py`` and
-are imported on first use; third parties add kinds through the ``poise.recipes`` entry-point group
-(the entry point's value is a module that registers its kinds when imported).
+``run(cfg, ctx)``, registered with :func:`poise.registry.kind` (re-exported here, where kinds find their
+config classes). Built-in kinds live in ``poise/<domain>/kinds.py`` and are imported on first use; third
+parties add kinds through the ``poise.recipes`` entry-point group (see :mod:`poise.registry`).
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import json
 import os
-import pkgutil
 import re
 import tomllib
 import types
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from poise.errors import UserError, describe
+from poise.registry import get_evaluator, get_kind, kind  # noqa: F401 - kinds import `kind` from here too
 
 # --------------------------------------------------------------------------- sections
 
@@ -161,10 +157,18 @@ class Recipe(Section):
     data: DataCfg = Field(default_factory=DataCfg)
     train: TrainCfg = Field(default_factory=TrainCfg)
     eval: list[EvalEntry] = Field(default_factory=list)
+    eval_split: Literal["val", "test"] = Field(
+        "test", description="split the [[eval]] evaluators score unless an entry names its own; tuning runs "
+        "(poise sweep, poise study) score val, so the test split is touched once, for the final numbers")
     cost: CostCfg = Field(default_factory=CostCfg)
     store: str | None = Field(None, description="store URL; default .poise/ in the working directory")
     tour: bool = Field(True, description="include in poise tour (false for recipes that need local data or a GPU)")
     quick: dict[str, Any] = Field(default_factory=dict, description="dotted overrides applied by --quick")
+
+    # how to turn weights shaped like this kind's ``model`` artifact back into what its evaluators take
+    # (``fn(cfg, tensors, device, meta) -> (model, data)``); set on a domain's recipe base class so that
+    # every kind of the domain inherits it (see :class:`poise.registry.KindSpec`)
+    rebuilder: ClassVar[Any] = None
 
     _source: Path | None = PrivateAttr(default=None)
     _quick: bool = PrivateAttr(default=False)
@@ -172,6 +176,10 @@ class Recipe(Section):
     @property
     def source(self) -> Path | None:
         return self._source
+
+    def preflight(self) -> None:
+        """Checks that need more than the fields (files, folders, other recipes, the device), run before the
+        run exists so that a mistake leaves no failed run behind; kinds override it and raise UserError."""
 
     @property
     def is_quick(self) -> bool:
@@ -190,94 +198,16 @@ class Recipe(Section):
     def config_hash(self) -> str:
         """Identity of what the run trains: two recipes with the same hash produce the same artifact.
 
-        Fields that don't change the trained weights (name, description, store, eval list, device,
+        Fields that don't change the trained weights (name, description, store, eval list and split, device,
         quick table) are left out, so a teacher trained once is found again by any recipe that needs it.
         """
-        data = self.model_dump(mode="json", exclude={"name", "description", "store", "eval", "device", "quick", "tour"})
+        data = self.model_dump(mode="json", exclude={"name", "description", "store", "eval", "eval_split", "device",
+                                                     "quick", "tour"})
         from poise import __version__
 
         data["_poise"] = __version__.split("+")[0]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
-
-
-# --------------------------------------------------------------------------- registry of kinds
-
-
-@dataclass(frozen=True)
-class KindSpec:
-    """A registered recipe kind: its config class and its run function."""
-
-    name: str
-    config: type[Recipe]
-    run: Callable[..., Any]
-    summary: str
-
-
-_KINDS: dict[str, KindSpec] = {}
-_LOADED_DOMAINS: set[str] = set()
-_ENTRY_POINTS_LOADED = False
-
-
-def kind(name: str, config: type[Recipe]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``run(cfg, ctx)`` as recipe kind ``name`` (``domain.method``) with config class ``config``."""
-    if not re.fullmatch(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_.-]*", name):
-        raise ValueError(f"kind name {name!r} must look like 'domain.method'")
-
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        summary = (fn.__doc__ or config.__doc__ or "").strip().splitlines()
-        _KINDS[name] = KindSpec(name, config, fn, summary[0] if summary else "")
-        return fn
-
-    return register
-
-
-def builtin_domains() -> list[str]:
-    """Domain packages shipped with poise that register kinds (those with a ``kinds`` module)."""
-    import poise
-
-    found = []
-    for info in pkgutil.iter_modules(poise.__path__):
-        if info.ispkg and (Path(poise.__path__[0]) / info.name / "kinds.py").exists():
-            found.append(info.name)
-    return sorted(found)
-
-
-def load_domain(domain: str) -> None:
-    """Import ``poise.<domain>.kinds`` once so that its kinds and evaluators register."""
-    if domain in _LOADED_DOMAINS or domain not in builtin_domains():
-        return
-    _LOADED_DOMAINS.add(domain)
-    importlib.import_module(f"poise.{domain}.kinds")
-
-
-def _load_entry_points() -> None:
-    global _ENTRY_POINTS_LOADED
-    if _ENTRY_POINTS_LOADED:
-        return
-    _ENTRY_POINTS_LOADED = True
-    for ep in entry_points(group="poise.recipes"):
-        ep.load()
-
-
-def load_all_kinds() -> dict[str, KindSpec]:
-    """Every kind: built-in domains and entry-point plug-ins."""
-    for domain in builtin_domains():
-        load_domain(domain)
-    _load_entry_points()
-    return dict(sorted(_KINDS.items()))
-
-
-def get_kind(name: str, *, where: str | Path | None = None) -> KindSpec:
-    """The registered kind ``name``, importing its domain on demand."""
-    if name not in _KINDS:
-        load_domain(name.split(".", 1)[0])
-    if name not in _KINDS:
-        _load_entry_points()
-    if name not in _KINDS:
-        known = ", ".join(load_all_kinds()) or "none registered"
-        raise UserError(f"unknown kind {name!r}; expected one of: {known}", where=where, field="kind")
-    return _KINDS[name]
 
 
 # --------------------------------------------------------------------------- loading and overrides
@@ -502,8 +432,6 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None, *, qu
 
 def validate_eval_entries(recipe: Recipe, where: str) -> None:
     """Check every ``[[eval]]`` entry names a registered evaluator with valid parameters."""
-    from poise.evaluators import get_evaluator
-
     for i, entry in enumerate(recipe.eval):
         spec = get_evaluator(entry.name, where=where, field=f"eval[{i}].name")
         try:

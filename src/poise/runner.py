@@ -17,9 +17,10 @@ import torch
 
 from poise import prediction
 from poise.carbon import CostTracker
-from poise.context import RunContext, resolve_dependency_recipe
+from poise.context import RunContext
 from poise.errors import UserError
-from poise.recipes import Recipe, build_recipe, get_kind
+from poise.recipes import Recipe, build_recipe
+from poise.registry import get_kind
 from poise.store import RunRecord, Store
 from poise.ui import UI, get_ui
 
@@ -50,7 +51,7 @@ def is_alive(rec: RunRecord) -> bool:
 
 
 class Runner:
-    """Runs recipes against one store."""
+    """Runs recipes against one store (and is the :class:`poise.context.RunHost` of the runs it starts)."""
 
     def __init__(self, store: Store, ui: UI | None = None, *, device: str | None = None):
         self.store = store
@@ -59,8 +60,10 @@ class Runner:
         self._active: list[RunContext] = []
 
     def run(self, recipe: Recipe, *, parent_id: str | None = None) -> RunRecord:
-        """Start a new run of ``recipe`` and carry it to the end."""
+        """Start a new run of ``recipe`` and carry it to the end (after its preflight checks)."""
         spec = get_kind(recipe.kind)
+        resolve_device(self.device_override or recipe.device)
+        recipe.preflight()
         run_id = self.store.create_run(
             kind=recipe.kind, name=recipe.display_name, config=recipe.resolved(), config_hash=recipe.config_hash(),
             seed=recipe.seed, quick=recipe.is_quick, source=str(recipe.source) if recipe.source else None,
@@ -92,7 +95,7 @@ class Runner:
         if self._active:
             self._active[-1]._cost.pause()
         cost.start()
-        ctx = RunContext(run_id=run_id, recipe=recipe, store=self.store, device=device, runner=self, cost=cost,
+        ctx = RunContext(run_id=run_id, recipe=recipe, store=self.store, device=device, host=self, cost=cost,
                          segment=segment)
         self._active.append(ctx)
         status, error = "failed", None
@@ -124,26 +127,32 @@ class Runner:
                 self._active[-1]._cost.resume()
         return self.store.get_run(run_id)
 
-    def dependency(self, ctx: RunContext, ref: str, *, field: str, overrides: dict[str, Any] | None) -> RunRecord:
-        if ref.startswith("run:"):
-            rec = self.store.get_run(ref)
-            if rec.status != "done":
-                raise UserError(f"run {rec.id} has status {rec.status}; expected a finished run",
-                                where=ctx.cfg.source or "recipe", field=field)
-            return rec
-        recipe = resolve_dependency_recipe(ctx, ref, overrides, field)
-        found = self.store.find_done(recipe.config_hash())
+    def sweep(self, ctx: RunContext, recipe_path: Path, params: list[Any], objectives: list[str], *, trials: int,
+              study: str, overrides: dict[str, Any], seed: int) -> Any:
+        """A ``poise sweep`` study run inside ``ctx``'s run: its trials are children of that run (costs not
+        counted twice), and re-running continues the study (see :func:`poise.sweep.run_sweep`)."""
+        from poise.sweep import run_sweep
+
+        return run_sweep(self.store, recipe_path, params, objectives, trials=trials, study=study,
+                         overrides=overrides, quick=ctx.quick, seed=seed, runner=self, parent_id=ctx.run_id)
+
+    def child(self, ctx: RunContext, recipe: Recipe, *, field: str) -> RunRecord:
+        """The finished run of ``recipe`` for ``ctx``'s run: reused by config hash, resumed, or run now."""
+        found = self.store.find_done(recipe.config_hash(), eval_split=recipe.eval_split)
         if found is not None:
             return found
         unfinished = self.store.find_unfinished(recipe.config_hash())
+        if unfinished is not None and unfinished.config.get("eval_split", "test") != recipe.eval_split:
+            unfinished = None
         # a run's result must not depend on whether its dependencies were already in the store: the
         # nested run seeds and consumes the global RNGs, so they are put back as they were afterwards
         state = ctx._rng_state()
         try:
-            if unfinished is not None and not is_alive(unfinished):
-                self.ui.info(f"{field}: resuming unfinished run {unfinished.id} of {ref}")
+            active = {c.run_id for c in self._active}  # never "resume" a run that is running in this process
+            if unfinished is not None and unfinished.id not in active and not is_alive(unfinished):
+                self.ui.info(f"{field}: resuming unfinished run {unfinished.id} of {recipe.display_name}")
                 return self.resume(unfinished.id)
-            self.ui.info(f"{field}: training {ref} first")
+            self.ui.info(f"{field}: training {recipe.display_name} first")
             return self.run(recipe, parent_id=ctx.run_id)
         finally:
             ctx._set_rng_state(state)

@@ -29,7 +29,6 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from poise.errors import UserError
-from poise.statefile import untied
 
 DEFAULT_ROOT = Path(".poise")
 STATUSES = ("running", "done", "failed", "interrupted")
@@ -362,12 +361,19 @@ class Store:
             q = q.where(runs_t.c.status == status)
         return [self._to_run(r) for r in self._read(lambda c: c.execute(q).fetchall())]
 
-    def find_done(self, config_hash: str) -> RunRecord | None:
-        """The newest finished run that trained exactly this config (for reuse of shared artifacts)."""
+    def find_done(self, config_hash: str, *, eval_split: str | None = None) -> RunRecord | None:
+        """The newest finished run that trained exactly this config (for reuse of shared artifacts); with
+        ``eval_split``, only one whose evaluators scored that split (a tuning run scored ``val``)."""
         q = (runs_t.select().where(runs_t.c.config_hash == config_hash, runs_t.c.status == "done")
-             .order_by(runs_t.c.ended.desc()).limit(1))
-        row = self._read(lambda c: c.execute(q).first())
-        return self._to_run(row) if row else None
+             .order_by(runs_t.c.ended.desc()))
+        if eval_split is None:
+            row = self._read(lambda c: c.execute(q.limit(1)).first())
+            return self._to_run(row) if row else None
+        for row in self._read(lambda c: c.execute(q).fetchall()):
+            rec = self._to_run(row)
+            if rec.config.get("eval_split", "test") == eval_split:
+                return rec
+        return None
 
     def find_unfinished(self, config_hash: str) -> RunRecord | None:
         q = (runs_t.select().where(runs_t.c.config_hash == config_hash, runs_t.c.status != "done")
@@ -490,6 +496,8 @@ class Store:
         """Save a state dict as a content-addressed safetensors artifact of ``run_id``."""
         from safetensors.torch import save
 
+        from poise.statefile import untied
+
         meta = dict(meta or {})
         blob = save(untied(tensors), metadata={"poise": json.dumps(meta, sort_keys=True, default=str)})
         sha, rel = self._put_blob(blob, ".safetensors")
@@ -585,6 +593,8 @@ class Store:
                         keep: int = 2) -> Path:
         """Write ``ckpt-<step>/`` atomically (folder renamed into place), keeping the newest ``keep``."""
         from safetensors.torch import save_file
+
+        from poise.statefile import untied
 
         base = self.checkpoint_dir(run_id)
         base.mkdir(parents=True, exist_ok=True)

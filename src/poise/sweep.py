@@ -101,8 +101,12 @@ def study_storage(store: Store) -> str:
 
 def run_sweep(store: Store, recipe_path: Path, params: list[Param], objectives: list[str], *, trials: int,
               study: str | None = None, quick: bool = False, overrides: dict[str, Any] | None = None,
-              seed: int = 0, device: str | None = None, storage: str | None = None) -> Any:
-    """Run trials until the study has ``trials`` finished ones; return the optuna study."""
+              seed: int = 0, device: str | None = None, storage: str | None = None, runner: Runner | None = None,
+              parent_id: str | None = None) -> Any:
+    """Run trials until the study has ``trials`` finished ones; return the optuna study.
+
+    ``runner`` runs the trials (default: a new one on ``store``); ``parent_id`` records them as children
+    of a run (a study that tunes its rows)."""
     import optuna
 
     if trials < 1:
@@ -123,12 +127,12 @@ def run_sweep(store: Store, recipe_path: Path, params: list[Param], objectives: 
     st = optuna.create_study(study_name=name, storage=storage or study_storage(store), sampler=sampler,
                              load_if_exists=True,
                              directions=["maximize" if d == "max" else "minimize" for _, d in directions])
-    runner = Runner(store, get_ui(), device=device)
+    runner = runner or Runner(store, get_ui(), device=device)
 
     def objective(trial: Any) -> Any:
         values = {p.field: p.suggest(trial) for p in params}
         cfg = load_recipe(recipe_path, {**(overrides or {}), **values}, quick=quick)
-        rec = runner.run(cfg)
+        rec = runner.run(cfg, parent_id=parent_id)
         trial.set_user_attr("run", rec.id)
         if rec.status != "done":
             raise optuna.TrialPruned(f"run {rec.id} {rec.status}")

@@ -85,6 +85,19 @@ class ProgressTask:
             self.progress.update(self.task, completed=completed, total=total, **fields)
 
 
+def metrics_table(title: str, metrics: dict[str, float]) -> Any:
+    """A two-column table of metric values (names are shown as text, never as markup)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(title), title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(Text(k), f"{v:.4g}")
+    return table
+
+
 _UI = UI()
 
 

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from poise.errors import UserError
-from poise.recipes import get_kind, load_all_kinds, load_recipe, parse_set_options, shipped_recipes
+from poise.recipes import load_recipe, parse_set_options, shipped_recipes
+from poise.registry import get_kind, load_all_kinds
 
 from ..conftest import RECIPES
 

@@ -214,7 +214,7 @@ def learn(ctx: RunContext, model: Any, meter: Any, state: SB3State, *, lr: Any, 
     total = meter.total_steps
     label = label or f"{ctx.cfg.display_name} [{ctx.run_id[:6]}]"
     try:
-        with ctx.runner.ui.progress(label, total) as bar:
+        with ctx.progress(label, total) as bar:
             bar.update(start, total)
             remaining = (total - start) if total is not None else 10**12
             if remaining > 0:

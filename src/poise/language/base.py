@@ -17,11 +17,12 @@ from pydantic import Field, field_validator
 
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
-from poise.language.data import LangData, LangDataCfg, load_lang_data
+from poise.language.data import LangData, load_lang_data
 from poise.language.models import ChatLM, TinyLMCfg, TrainableState, load_hf, save_lm, tiny_llama
+from poise.language.recipe import ChatRecipe
 from poise.language.tokenizer import train_tokenizer
 from poise.language.world import Example, World, check_language_codes
-from poise.recipes import ModelCfg, Recipe, kind
+from poise.recipes import ModelCfg, kind
 
 
 class BaseModelCfg(ModelCfg):
@@ -43,9 +44,8 @@ class BaseModelCfg(ModelCfg):
         return v
 
 
-class BaseRecipe(Recipe):
+class BaseRecipe(ChatRecipe):
     model: BaseModelCfg = Field(default_factory=BaseModelCfg)
-    data: LangDataCfg = Field(default_factory=LangDataCfg)
 
 
 def chat_text(tok, prompt: str, response: str) -> tuple[str, str]:
@@ -137,12 +137,7 @@ def run(cfg: BaseRecipe, ctx: RunContext) -> None:
             loss = model(
                 input_ids=xb, attention_mask=(xb != lm.tokenizer.pad_token_id).long(), labels=yb
             ).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-        if cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        opt.step()
-        sched.step()
+            ctx.optimizer_step(loss, opt, sched)
         if step % 10 == 0:
             ctx.log_metrics({"loss": loss.item(), "lr": sched.get_last_lr()[0]}, step=step)
     model.eval()

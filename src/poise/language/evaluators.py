@@ -170,7 +170,7 @@ def safety(model, data, ctx, **kw) -> dict[str, float]:
     """Harmful compliance, over-refusal and benign accuracy, overall and per language / harm."""
     params = SafetyParams(**kw)
     examples = data.split(params.split)
-    cache = ctx.store.checkpoint_dir(ctx.run_id) / f"eval-{params.split}.jsonl"
+    cache = ctx.scratch_dir("eval") / f"eval-{params.split}.jsonl"
     metrics, records = safety_eval(model, examples, params, cache)
     table = [{k: r[k] for k in ("id", "kind", "language", "harm", "label", "response")} for r in records]
     ctx.save_file(

@@ -29,8 +29,7 @@ from pydantic import Field
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.errors import UserError
-from poise.evaluators import rebuilder
-from poise.language.data import LangData, LangDataCfg, load_lang_data
+from poise.language.data import load_lang_data
 from poise.language.mix import MixCfg, preference_rows, select, sft_rows
 from poise.language.models import (
     ChatLM,
@@ -38,12 +37,12 @@ from poise.language.models import (
     TrainableState,
     apply_lora,
     is_peft,
-    lm_from_artifact,
     load_hf,
     load_lm,
     save_lm,
 )
-from poise.recipes import ModelCfg, Recipe, Section, kind
+from poise.language.recipe import ChatRecipe
+from poise.recipes import ModelCfg, Section, kind
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -77,9 +76,8 @@ class DPOParams(Section):
     max_length: int | None = Field(None, gt=0, description="token limit; default: the model's context length")
 
 
-class TuneRecipe(Recipe):
+class TuneRecipe(ChatRecipe):
     model: TuneModelCfg = Field(default_factory=TuneModelCfg)
-    data: LangDataCfg = Field(default_factory=LangDataCfg)
     mix: MixCfg = Field(default_factory=MixCfg)
     log_every: int = Field(10, gt=0, description="log the loss and TRL's metrics every N steps")
 
@@ -102,7 +100,7 @@ def start_model(cfg: TuneRecipe, ctx: RunContext) -> tuple[ChatLM, dict[str, Any
         base = {"path": lm.meta["path"]}
     else:
         run = ctx.dependency(cfg.model.base, field="model.base", overrides=cfg.model.base_set or None)
-        lm = load_lm(ctx.store, run)
+        lm = load_lm(ctx, run)
         base = {"run": run.id, "name": "model"}
     if cfg.model.lora is not None:
         lm = apply_lora(lm, cfg.model.lora)
@@ -218,15 +216,7 @@ def train_steps(cfg: TuneRecipe, ctx: RunContext, steps: TRLSteps) -> None:
         model.train()
         with ctx.count_flops(), ctx.autocast():
             loss, metrics = steps.loss(idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-        if not torch.isfinite(loss):
-            raise UserError(f"the {steps.method} loss became {loss.item()} at step {step}; lower train.lr",
-                            field="train.lr")
-        if cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        opt.step()
-        sched.step()
+            ctx.optimizer_step(loss, opt, sched)
         if step % cfg.log_every == 0 or meter.done(step + 1):
             ctx.log_metrics({"loss": loss.item(), "lr": sched.get_last_lr()[0], **metrics}, step=step)
     model.eval()
@@ -260,20 +250,3 @@ def run_sft(cfg: SFTRecipe, ctx: RunContext) -> None:
 def run_dpo(cfg: DPORecipe, ctx: RunContext) -> None:
     """Direct preference optimisation (TRL DPOTrainer's loss) on safe ≻ unsafe pairs from the world."""
     tune(cfg, ctx, "dpo")
-
-
-# --------------------------------------------------------------------------- rebuilding merged weights
-
-
-def rebuild_lm(cfg: Any, tensors: dict[str, torch.Tensor], device: torch.device,
-               meta: dict[str, Any] | None = None) -> tuple[ChatLM, LangData]:
-    """A language run's chat model with other weights (a merge), and the prompts its evaluators read."""
-    if meta is None or "hf_config" not in meta:
-        raise UserError("a language model's weights need their architecture and tokenizer (artifact metadata)",
-                        where="merge")
-    lm = lm_from_artifact(tensors, meta)
-    return lm.to(device), load_lang_data(cfg.data)
-
-
-for _kind in ("language.base", "language.sft", "language.dpo", "language.alphaalign"):
-    rebuilder(_kind)(rebuild_lm)

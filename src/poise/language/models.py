@@ -6,7 +6,7 @@ A :class:`ChatLM` is a causal LM plus its tokenizer (with a chat template). Thre
   world's tokenizer, trained from scratch by ``language.base``;
 * ``load_hf(path)`` — any local HF causal-LM folder (``config.json`` + safetensors weights + tokenizer);
   never downloads (``local_files_only``); LoRA adapters through peft for big ones (``apply_lora``);
-* ``load_lm(store, run)`` — a model a poise run saved: full weights as a safetensors artifact whose
+* ``load_lm(ctx, run)`` — a model a poise run saved: full weights as a safetensors artifact whose
   metadata holds the architecture and the tokenizer, or (LoRA) only the adapter plus a pointer to its base.
 
 ``export_hf(lm, folder)`` writes a standard HF folder (safetensors, never pickle) that vLLM, mergekit or
@@ -389,7 +389,8 @@ def tokenizer_from_meta_or_path(meta: dict[str, Any]) -> Any:
 
 
 def lm_from_artifact(tensors: dict[str, torch.Tensor], meta: dict[str, Any], store: Any = None) -> ChatLM:
-    """Rebuild the :class:`ChatLM` that :func:`lm_artifact` stored (``store`` resolves a LoRA base run)."""
+    """Rebuild the :class:`ChatLM` that :func:`lm_artifact` stored (``store`` — a run context or a store —
+    resolves a LoRA base run)."""
     if meta.get("pointer"):
         return load_hf(meta["path"], meta.get("tokenizer_path"), dtype=meta.get("dtype", "float32"))
     if "adapter" in meta:
@@ -437,11 +438,13 @@ def lm_from_artifact(tensors: dict[str, torch.Tensor], meta: dict[str, Any], sto
     return ChatLM(model, tok, keep)
 
 
-def load_lm(store: Any, run: Any, name: str = "model", device: str | torch.device = "cpu") -> ChatLM:
-    """The model a run stored under ``name`` (its id or record), on ``device``."""
+def load_lm(source: Any, run: Any, name: str = "model", device: str | torch.device = "cpu") -> ChatLM:
+    """The model a run stored under ``name`` (its id or record), on ``device``; ``source`` is the run
+    context of the run that asks (``ctx``) or, outside a run, the store."""
     run_id = run if isinstance(run, str) else run.id
-    tensors, meta = store.load_tensors(run_id, name)
-    lm = lm_from_artifact(tensors, meta, store)
+    load = getattr(source, "load_artifact", None) or source.load_tensors
+    tensors, meta = load(run_id, name)
+    lm = lm_from_artifact(tensors, meta, source)
     lm.meta["run"] = run_id
     return lm.to(device)
 

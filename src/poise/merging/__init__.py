@@ -5,7 +5,15 @@ Hugging Face folders tensor by tensor (NumPy only, no torch import), writing the
 Recipe kinds ``merging.merge`` and ``merging.sweep`` record merges as runs with their lineage.
 """
 
-from poise.merging.engine import MergeResult, merge_files, merge_state_dicts
-from poise.merging.spec import METHODS, MergeParams, TensorRule
+# imported on first use, so that ``poise.merging.commands`` (loaded by every ``poise`` call) stays light
+_EXPORTS = {"MergeResult": "engine", "merge_files": "engine", "merge_state_dicts": "engine",
+            "METHODS": "spec", "MergeParams": "spec", "TensorRule": "spec"}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["METHODS", "MergeParams", "MergeResult", "TensorRule", "merge_files", "merge_state_dicts"]
+
+def __getattr__(name: str) -> object:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"poise.merging.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'poise.merging' has no attribute {name!r}")

@@ -30,10 +30,11 @@ from pydantic import Field, model_validator
 
 from poise.context import RunContext
 from poise.errors import UserError
-from poise.evaluators import get_rebuilder, run_evaluators
+from poise.evaluators import run_evaluators
 from poise.merging.engine import DEFAULT_SHARD_BYTES, MergeResult, merge_files
 from poise.merging.spec import MergeParams
 from poise.recipes import EvalEntry, ModelCfg, Recipe, Section, build_recipe, kind
+from poise.registry import get_rebuilder
 from poise.store import RunRecord
 
 
@@ -107,7 +108,7 @@ def resolve(ctx: RunContext, ref: Ref, field: str) -> Resolved:
     if ref.endswith(".toml"):  # a shipped recipe
         return _from_run(ctx, ctx.dependency(ref, field=field), label)
     try:
-        run = ctx.store.get_run(ref)
+        run = ctx.run_record(ref)
     except UserError:
         raise UserError(
             f"no file, folder or run {ref!r}; expected run:ID, a recipe file, a .safetensors file or "
@@ -119,7 +120,7 @@ def resolve(ctx: RunContext, ref: Ref, field: str) -> Resolved:
 
 
 def _from_run(ctx: RunContext, run: RunRecord, label: str) -> Resolved:
-    art = ctx.store.artifact(run.id, "model")
+    art = ctx.artifact(run, "model")
     if art.media != "safetensors":
         raise UserError(f"artifact 'model' of run {run.id} is {art.media}; expected safetensors", where=label)
     digest = hashlib.sha256()
@@ -179,7 +180,7 @@ def run(cfg: MergeRecipe, ctx: RunContext) -> None:
         raise UserError("already exists; expected a new path (or --force)", where=m.output)
     shard = int(m.shard_gb * 1024**3)
     labels = [r.label for r in sources]
-    with ctx.runner.ui.progress(f"merge {m.method} [{ctx.run_id[:6]}]", None) as bar:
+    with ctx.progress(f"merge {m.method} [{ctx.run_id[:6]}]", None) as bar:
 
         def progress(done: int, total: int) -> None:
             bar.update(done, total)
@@ -187,7 +188,7 @@ def run(cfg: MergeRecipe, ctx: RunContext) -> None:
         lineage = _lineage(cfg, params, models, base)
         if in_store:
             meta = {**{k: v for k, v in (models[0].meta or {}).items() if k != "merge"}, "merge": lineage}
-            tmp = ctx.store.incoming_dir / f".merge-{uuid.uuid4().hex}.safetensors"
+            tmp = ctx.incoming_path(".safetensors")
             result = merge_files(
                 [r.path for r in models],
                 tmp,
@@ -198,7 +199,7 @@ def run(cfg: MergeRecipe, ctx: RunContext) -> None:
                 progress=progress,
                 metadata={"poise": json.dumps(meta, sort_keys=True, default=str)},
             )
-            art = ctx.store.adopt_file(ctx.run_id, "model", tmp, "safetensors", meta)
+            art = ctx.adopt_file("model", tmp, "safetensors", meta)
             lineage = {
                 **lineage,
                 **_stats(result),
@@ -251,8 +252,7 @@ def child_merge(ctx: RunContext, cfg: Recipe, name: str, model: dict[str, Any], 
         "model": model,
     }
     recipe = build_recipe(child, where=where, quick=ctx.quick)
-    found = ctx.store.find_done(recipe.config_hash())
-    return found if found is not None else ctx.runner.run(recipe, parent_id=ctx.run_id)
+    return ctx.child_run(recipe, field=name)
 
 
 def _export(artifact: Path, output: Path, lineage: dict[str, Any], force: bool) -> Path:

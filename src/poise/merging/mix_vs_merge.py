@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from poise.context import RunContext, resolve_dependency_recipe
+from poise.context import RunContext
 from poise.errors import UserError
 from poise.merging.merge import child_merge
 from poise.recipes import ModelCfg, Recipe, kind
@@ -53,7 +53,7 @@ class MixMergeRecipe(Recipe):
 
 
 def _metrics(ctx: RunContext, run: RunRecord) -> dict[str, float]:
-    finals = ctx.store.final_metrics([run.id]).get(run.id, {})
+    finals = ctx.final_metrics(run)
     return {k: v.value for k, v in sorted(finals.items()) if k.split(".")[0] in ("utility", "safety")}
 
 
@@ -61,7 +61,7 @@ def _metrics(ctx: RunContext, run: RunRecord) -> dict[str, float]:
 def run(cfg: MixMergeRecipe, ctx: RunContext) -> None:
     """Train the data mix and the models to merge, merge them every way asked, and table the scores."""
     m = cfg.model
-    sft_cfg = resolve_dependency_recipe(ctx, m.sft, {**m.sft_set, "seed": cfg.seed}, "model.sft")
+    sft_cfg = ctx.recipe(m.sft, field="model.sft", overrides={**m.sft_set, "seed": cfg.seed})
     if sft_cfg.kind != "language.sft":
         raise UserError(f"expected a language.sft recipe (got kind {sft_cfg.kind})", where=cfg.source,
                         field="model.sft")
@@ -108,7 +108,7 @@ def run(cfg: MixMergeRecipe, ctx: RunContext) -> None:
                          "run": merged.id})
 
     for row in rows:
-        rec = ctx.store.get_run(row["run"])
+        rec = ctx.run_record(row["run"])
         row["metrics"] = _metrics(ctx, rec)
         acc, harm = row["metrics"].get("utility.benign_acc"), row["metrics"].get("safety.harmful_compliance")
         ctx.info(f"{row['group']:>20} {row['method']:>10} {row['label']}: benign acc {acc}, harmful {harm}")

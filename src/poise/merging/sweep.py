@@ -91,7 +91,7 @@ def run(cfg: SweepRecipe, ctx: RunContext) -> None:
             **({"weights": [1.0 - t, t]} if m.method == "linear" else {"t": t}),
         }
         point = child_merge(ctx, cfg, f"{cfg.display_name} t={t:g}", model, f"{cfg.source or 'sweep'} (t={t:g})")
-        finals = ctx.store.final_metrics([point.id]).get(point.id, {})
+        finals = ctx.final_metrics(point)
         metrics = {k: v.value for k, v in sorted(finals.items()) if k.split(".")[0] not in ("cost", "train")}
         directions = {k: v.direction for k, v in finals.items() if k in metrics}
         rows.append({"t": t, "run": point.id, "metrics": metrics, "directions": directions})

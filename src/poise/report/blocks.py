@@ -42,7 +42,7 @@ def report_section(name: str, title: str) -> Callable[[SectionFn], SectionFn]:
 
 
 def report_sections() -> dict[str, tuple[str, SectionFn]]:
-    from poise.recipes import load_all_kinds
+    from poise.registry import load_all_kinds
 
     load_all_kinds()
     return dict(_SECTIONS)

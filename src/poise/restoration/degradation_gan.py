@@ -161,10 +161,7 @@ def run(cfg: DegradationGanRecipe, ctx: RunContext) -> None:
             adv = g_loss(disc(fake), cfg.loss.adv_loss)
             pix = F.mse_loss(fake, resize(hr, faces.lr_size, "area"))
             loss = cfg.loss.adversarial * adv + cfg.loss.pixel * pix
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-        opt.step()
-        sched.step()
+            ctx.optimizer_step(loss, opt, sched)
         with ctx.autocast():
             dl = d_loss(disc(real), disc(fake.detach()), cfg.loss.adv_loss)
         d_opt.zero_grad(set_to_none=True)

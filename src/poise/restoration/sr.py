@@ -180,12 +180,7 @@ def run(cfg: SRRecipe, ctx: RunContext) -> None:
                 sk = align(model.features(clean), f_other)
                 loss = loss + cfg.loss.sinkhorn * sk
                 logs["sinkhorn"] = sk.item()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-        if cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        opt.step()
-        sched.step()
+            ctx.optimizer_step(loss, opt, sched)
         if disc is not None:
             with ctx.autocast():
                 dl = d_loss(disc(hr), disc(sr.detach()), cfg.loss.adv_loss)

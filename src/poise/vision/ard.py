@@ -23,7 +23,6 @@ from poise.vision.base import (
     finish,
     load_data,
     load_teacher,
-    optimizer_step,
 )
 from poise.vision.data import train_batch
 from poise.vision.losses import KLReduction, soft_kl
@@ -79,7 +78,7 @@ def run(cfg: ArdRecipe, ctx: RunContext) -> None:
                 loss = t.alpha * distill
                 if t.alpha < 1.0:
                     loss = loss + (1.0 - t.alpha) * F.cross_entropy(model(xb), yb)
-            optimizer_step(cfg, model, opt, sched, loss)
+            ctx.optimizer_step(loss, opt, sched)
         if step % 10 == 0:
             ctx.log_metrics({"loss": loss.item(), "lr": sched.get_last_lr()[0]}, step=step)
     finish(ctx, cfg, model, data)

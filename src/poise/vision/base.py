@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field, field_validator
@@ -31,12 +31,24 @@ class VisionModelCfg(ModelCfg):
         return v
 
 
+def rebuild(cfg: VisionRecipe, tensors: dict[str, torch.Tensor], device: torch.device,
+            meta: dict | None = None) -> tuple[Classifier, VisionData]:
+    """The classifier of a finished vision run with other weights (a merge), and the data its evaluators read."""
+    data = load_vision_data(cfg.data, cfg.seed)
+    model = build_model(cfg.model, data)
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), data
+
+
 class VisionRecipe(Recipe):
     """Fields of every vision recipe: the model, the data and the threat model (eps ball) it is judged by."""
 
     model: VisionModelCfg = Field(default_factory=VisionModelCfg)
     data: VisionDataCfg = Field(default_factory=VisionDataCfg)
     threat: ThreatCfg = Field(default_factory=ThreatCfg)
+
+    # every vision kind stores a classifier in the same format, so merged weights are scored the same way
+    rebuilder: ClassVar[Any] = staticmethod(rebuild)
 
 
 def load_data(ctx: RunContext, cfg: VisionRecipe) -> VisionData:
@@ -110,29 +122,8 @@ def load_teacher(ctx: RunContext, ref: str, field: str, data: VisionData) -> Cla
     return teacher
 
 
-def rebuild(cfg: VisionRecipe, tensors: dict[str, torch.Tensor], device: torch.device,
-            meta: dict | None = None) -> tuple[Classifier, VisionData]:
-    """The classifier of a finished vision run with other weights (a merge), and the data its evaluators read."""
-    data = load_vision_data(cfg.data, cfg.seed)
-    model = build_model(cfg.model, data)
-    model.load_state_dict(tensors)
-    return model.to(device).eval(), data
-
-
 def finish(ctx: RunContext, cfg: VisionRecipe, model: torch.nn.Module, data: VisionData) -> None:
     """Evaluate the trained model with the recipe's evaluators and store its weights."""
     model.eval()
     ctx.evaluate(model, data)
     ctx.save_artifact("model", model.state_dict(), meta=model_meta(cfg.model, data))
-
-
-def optimizer_step(
-    cfg: Recipe, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, loss: torch.Tensor
-) -> None:
-    """Backward, optional gradient clipping, optimizer and schedule step."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.train.grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-    opt.step()
-    sched.step()

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import kind
-from poise.vision.base import VisionRecipe, build_model, finish, load_data, optimizer_step
+from poise.vision.base import VisionRecipe, build_model, finish, load_data
 from poise.vision.data import train_batch
 
 
@@ -31,7 +31,7 @@ def run(cfg: ErmRecipe, ctx: RunContext) -> None:
             model.train()
             with ctx.autocast():
                 loss = F.cross_entropy(model(xb), yb)
-            optimizer_step(cfg, model, opt, sched, loss)
+            ctx.optimizer_step(loss, opt, sched)
         if step % 10 == 0:
             ctx.log_metrics({"loss": loss.item(), "lr": sched.get_last_lr()[0]}, step=step)
     finish(ctx, cfg, model, data)

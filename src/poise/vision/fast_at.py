@@ -22,7 +22,7 @@ from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
 from poise.vision.attacks import Attack, pgd
-from poise.vision.base import VisionRecipe, build_model, finish, load_data, optimizer_step
+from poise.vision.base import VisionRecipe, build_model, finish, load_data
 from poise.vision.data import train_batch
 from poise.vision.evaluators import robust_accuracy
 
@@ -73,7 +73,7 @@ def run(cfg: FastAtRecipe, ctx: RunContext) -> None:
                 )
                 model.train()
                 loss = F.cross_entropy(model(x_adv), yb)
-            optimizer_step(cfg, model, opt, sched, loss)
+            ctx.optimizer_step(loss, opt, sched)
         if step % 10 == 0:
             ctx.log_metrics({"loss": loss.item(), "lr": sched.get_last_lr()[0]}, step=step)
         if (step + 1) % per_epoch == 0 or meter.done(step + 1):

@@ -1,14 +1,7 @@
-"""Registers the vision domain's recipe kinds, evaluators, report section, frontier pairs and rebuilders."""
+"""Registers the vision domain's recipe kinds, evaluators, report section and frontier pairs."""
 
-from poise.evaluators import rebuilder
 from poise.frontier import register_frontier
 from poise.vision import ard, erm, evaluators, fast_at, mtard, pgd_at, report, rslad, trades  # noqa: F401
-from poise.vision.base import rebuild
-
-# every vision kind stores a classifier in the same format, so merged weights are scored the same way
-for _kind in ("vision.erm", "vision.pgd_at", "vision.trades", "vision.fast_at", "vision.ard", "vision.rslad",
-              "vision.mtard"):
-    rebuilder(_kind)(rebuild)
 
 register_frontier("utility.clean_acc", "robustness.autoattack_acc")
 register_frontier("utility.clean_acc", "cost.co2_g")

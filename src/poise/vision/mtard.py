@@ -37,7 +37,6 @@ from poise.vision.base import (
     finish,
     load_data,
     load_teacher,
-    optimizer_step,
 )
 from poise.vision.data import train_batch
 from poise.vision.losses import KLReduction, mean_plogp, soft_kl
@@ -125,7 +124,7 @@ def run(cfg: MtardRecipe, ctx: RunContext) -> None:
                 )
                 kl_nat = soft_kl(F.softmax(logits_t_nat / bal["tau_nat"], dim=1), model(xb), t.kl_reduction)
                 loss = (1.0 - bal["w_nat"]) * kl_adv + bal["w_nat"] * kl_nat
-            optimizer_step(cfg, model, opt, sched, loss)
+            ctx.optimizer_step(loss, opt, sched)
         # balance the two teachers for the next step (the scales follow the lr schedule)
         scale = sched.get_last_lr()[0] / t.lr if t.balance_follows_lr else 1.0
         l_adv, l_nat = kl_adv.item(), kl_nat.item()

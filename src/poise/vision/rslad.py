@@ -16,7 +16,7 @@ from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
 from poise.vision.ard import DistillModelCfg
 from poise.vision.attacks import TrainAttackCfg, pgd
-from poise.vision.base import VisionRecipe, build_model, finish, load_data, load_teacher, optimizer_step
+from poise.vision.base import VisionRecipe, build_model, finish, load_data, load_teacher
 from poise.vision.data import train_batch
 from poise.vision.losses import KLReduction, soft_kl
 
@@ -66,7 +66,7 @@ def run(cfg: RsladRecipe, ctx: RunContext) -> None:
                 adv = soft_kl(soft, model(x_adv), t.kl_reduction)
                 nat = soft_kl(soft, model(xb), t.kl_reduction)
                 loss = t.adv_weight * adv + (1.0 - t.adv_weight) * nat
-            optimizer_step(cfg, model, opt, sched, loss)
+            ctx.optimizer_step(loss, opt, sched)
         if step % 10 == 0:
             ctx.log_metrics(
                 {"loss": loss.item(), "adv": adv.item(), "nat": nat.item(), "lr": sched.get_last_lr()[0]},

@@ -15,7 +15,7 @@ from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
 from poise.vision.attacks import TrainAttackCfg, attack_mode, pgd
-from poise.vision.base import VisionRecipe, build_model, finish, load_data, optimizer_step
+from poise.vision.base import VisionRecipe, build_model, finish, load_data
 from poise.vision.data import train_batch
 from poise.vision.losses import KLReduction, soft_kl
 
@@ -62,7 +62,7 @@ def run(cfg: TradesRecipe, ctx: RunContext) -> None:
                 natural = F.cross_entropy(logits_nat, yb)
                 robust = soft_kl(F.softmax(logits_nat, dim=1), model(x_adv), cfg.train.kl_reduction)
                 loss = natural + cfg.train.beta * robust
-            optimizer_step(cfg, model, opt, sched, loss)
+            ctx.optimizer_step(loss, opt, sched)
         if step % 10 == 0:
             ctx.log_metrics(
                 {

@@ -163,12 +163,7 @@ def run(cfg: BCRecipe, ctx: RunContext) -> None:
                 out = policy(gx)
                 diff2 = (out[edges[:, 0]] - out[edges[:, 1]]).square().sum(1)
                 total = loss + (duals["lam"] * diff2).sum() / len(edges)
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-        if cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.train.grad_clip)
-        opt.step()
-        sched.step()
+            ctx.optimizer_step(total, opt, sched)
         if laplacian:
             with torch.no_grad():
                 viol = diff2.detach() / gap2 - cfg.model.alpha**2

@@ -53,7 +53,7 @@ def run(cfg: SweepRecipe, ctx: RunContext) -> None:
     rows = []
     for label, overrides in variants:
         rec = ctx.dependency(cfg.sweep.policy, field="sweep.policy", overrides=overrides)
-        final = ctx.store.final_metrics([rec.id]).get(rec.id, {})
+        final = ctx.final_metrics(rec)
         values = {k: v.value for k, v in final.items()}
         rows.append({"label": label, "alpha": overrides["model.alpha"], "run": rec.id, "metrics": values})
     ctx.log_metrics({"policies": float(len(rows))}, axis="train", direction="max")

@@ -108,7 +108,7 @@ def run(cfg: RewardModelRecipe, ctx: RunContext) -> None:
     """Train a Bradley–Terry helpfulness reward model (TRL RewardTrainer's loss) on world preferences."""
     data = load_lang_data(cfg.data)
     base = ctx.dependency(cfg.model.base, field="model.base")
-    rm = sequence_classifier(load_lm(ctx.store, base)).to(ctx.device)
+    rm = sequence_classifier(load_lm(ctx, base)).to(ctx.device)
     rows = preference_pairs(rm.tokenizer, data.world.split("train"))
     if cfg.reward.max_pairs is not None:
         rows = seeded_subset(rows, cfg.reward.max_pairs, ctx.rng)
@@ -121,11 +121,11 @@ def run(cfg: RewardModelRecipe, ctx: RunContext) -> None:
     save_lm(ctx, rm, meta={"reward_model": {"base": base.id}})
 
 
-def export_reward_model(store: Any, run_id: str, folder: Path) -> Path:
-    """Write a stored reward model as a standard HF folder (config, safetensors, tokenizer) and return it."""
+def export_reward_model(tensors: dict[str, Any], meta: dict[str, Any], folder: Path) -> Path:
+    """Write a stored reward model (its ``model`` artifact) as a standard HF folder (config, safetensors,
+    tokenizer) and return it."""
     from transformers import AutoModelForSequenceClassification
 
-    tensors, meta = store.load_tensors(run_id, "model")
     model = model_from_config(meta["hf_config"], AutoModelForSequenceClassification)
     model.load_state_dict(tensors)
     folder.mkdir(parents=True, exist_ok=True)

@@ -30,10 +30,11 @@ from poise.language.alphaalign.ppo import PPOConfig, PPOTrainer, StepResult
 from poise.language.alphaalign.prompts import LabelledPrompt, PromptsCfg, from_world, load_prompt_file, select
 from poise.language.alphaalign.rewards import AlphaAlignReward, AlphaAlignRewardCfg, format_prompt
 from poise.language.alphaalign.rl import NonFiniteRewardError
-from poise.language.data import LangDataCfg, load_lang_data
+from poise.language.data import load_lang_data
 from poise.language.generate import chat_prompt
 from poise.language.models import load_hf, load_lm, save_lm
-from poise.recipes import ModelCfg, Recipe, kind
+from poise.language.recipe import ChatRecipe
+from poise.recipes import ModelCfg, kind
 
 
 class AlphaAlignModelCfg(ModelCfg):
@@ -45,9 +46,8 @@ class AlphaAlignModelCfg(ModelCfg):
     tokenizer: str | None = None
 
 
-class AlphaAlignRecipe(Recipe):
+class AlphaAlignRecipe(ChatRecipe):
     model: AlphaAlignModelCfg = Field(default_factory=AlphaAlignModelCfg)
-    data: LangDataCfg = Field(default_factory=LangDataCfg)
     prompts: PromptsCfg = Field(default_factory=PromptsCfg)
     reward: AlphaAlignRewardCfg = Field(default_factory=AlphaAlignRewardCfg)
     helpfulness: HelpfulnessCfg = Field(default_factory=HelpfulnessCfg)
@@ -76,7 +76,7 @@ def load_policy(cfg: AlphaAlignRecipe, ctx: RunContext):
     if cfg.model.path:
         return load_hf(cfg.model.path, cfg.model.tokenizer, where=cfg.source)
     run = ctx.dependency(cfg.model.base, field="model.base")
-    return load_lm(ctx.store, run, device="cpu")
+    return load_lm(ctx, run, device="cpu")
 
 
 def training_prompts(cfg: AlphaAlignRecipe, data) -> list[LabelledPrompt]:
@@ -97,7 +97,7 @@ def build_scorer(cfg: AlphaAlignRecipe, rendered: dict[str, LabelledPrompt], dev
             if rm.kind != "language.reward_model":
                 raise UserError(f"run {rm.id} is a {rm.kind}; expected a language.reward_model run",
                                 where=cfg.source, field="helpfulness.reward_model")
-            folder = export_reward_model(ctx.store, rm.id, ctx.store.checkpoint_dir(ctx.run_id) / "reward-model")
+            folder = export_reward_model(*ctx.load_artifact(rm), ctx.scratch_dir("reward-model"))
         assert folder is not None
         return HFRewardModelScorer(
             folder,
@@ -152,7 +152,7 @@ def run(cfg: AlphaAlignRecipe, ctx: RunContext) -> None:
         grpo = cfg.grpo.model_copy(
             update={"n_rollouts": cfg.n, "prompts_per_step": cfg.train.batch_size, "lr": cfg.train.lr}
         )
-        out_dir = ctx.store.checkpoint_dir(ctx.run_id) / "trl"
+        out_dir = ctx.scratch_dir("trl")
         adapter = GRPOAdapter(
             lm.model,
             tok,
