@@ -1,10 +1,11 @@
 """Schedules under a fixed budget: ``poise study schedules`` on five recipes of four domains.
 
 ERM and PGD-AT on digits, the plain SR model on faces, the tiny LM's pretraining (language.base)
-and SAC on Pendulum. For each, every row (schedule × φ) gets its base lr tuned with the same number
-of sweep runs on validation data, then runs each budget fraction with several seeds on test; the
-table gives mean ± 95 % interval per cell, the mean rank per row over recipes and budgets, and the
-verdict on the claim that UBA at its validation-chosen φ ranks first or ties.
+and SAC on Pendulum, through ``study.schedules`` (one ``study.compare`` per recipe): every row
+(schedule × φ × budget fraction) gets its base lr tuned with the same number of sweep runs on the
+validation split, then runs several seeds scored on test. The tables give mean ± 95 % interval per
+cell, the mean rank per row over recipes and budgets, and the verdict on the claim that UBA at its
+validation-chosen φ ranks first or ties.
 
 Sized for a 2-core CPU; environment variables shrink or grow it:
 
@@ -25,9 +26,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from poise.schedule_study import Spec, parse_budgets, parse_phis, parse_schedules, run_study, summarise
+from poise.recipes import build_recipe
+from poise.runner import Runner
 from poise.store import Store
-from poise.ui import UI, set_ui
+from poise.study.schedules import check_budgets, check_phis, check_schedules, load_schedules, parse_list
+from poise.ui import UI
 
 ROOT = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -54,9 +57,10 @@ def _env(name: str, default: str) -> str:
 
 
 def _cell(c: dict[str, Any], scale: float = 1.0) -> str:
-    if not math.isfinite(c.get("low", math.nan)):
+    lo = c.get("low")
+    if not (isinstance(lo, float) and math.isfinite(lo)):
         return f"{c['mean'] * scale:.3g}"
-    return f"{c['mean'] * scale:.3g} ± {(c['high'] - c['low']) / 2 * scale:.2g}"
+    return f"{c['mean'] * scale:.3g} ± {(c['high'] - lo) / 2 * scale:.2g}"
 
 
 def main(quick: bool) -> str:
@@ -67,44 +71,49 @@ def main(quick: bool) -> str:
     scale = float(_env("POISE_BENCH_SCHED_SCALE", "0.1" if quick else "1"))
     seeds = int(_env("POISE_BENCH_SCHED_SEEDS", "2" if quick else "3"))
     tune = int(_env("POISE_BENCH_SCHED_TUNE", "1" if quick else "4"))
-    schedules = parse_schedules(_env("POISE_BENCH_SCHED_SCHEDULES", "uba,cosine,constant" if quick else
-                                     "uba,cosine,linear,rex,wsd,step,onecycle,constant"))
-    phis = parse_phis(_env("POISE_BENCH_SCHED_PHI", "1,2" if quick else "0.5,1,2,4"))
-    budgets = parse_budgets(_env("POISE_BENCH_SCHED_BUDGETS", "0.5,1" if quick else "0.25,0.5,1"))
-    set_ui(UI(quiet=True))
-    lines = [f"Rows: {', '.join(schedules)} (UBA φ ∈ {{{', '.join(f'{p:g}' for p in phis)}}}); budgets "
-             f"{', '.join(f'{b:g}' for b in budgets)} of each recipe's steps (scale {scale:g}); {seeds} test seeds; "
-             f"base lr tuned per row with {tune} sweep run(s) on validation data (lr range: recipe lr ÷10…×10).", ""]
-    studies = []
+    schedules = check_schedules(parse_list(_env("POISE_BENCH_SCHED_SCHEDULES", "uba,cosine,constant" if quick else
+                                                "uba,cosine,linear,rex,wsd,step,onecycle,constant"), "schedules", str))
+    phis = check_phis(parse_list(_env("POISE_BENCH_SCHED_PHI", "1,2" if quick else "0.5,1,2,4"), "phi", float))
+    budgets = check_budgets(parse_list(_env("POISE_BENCH_SCHED_BUDGETS", "0.5,1" if quick else "0.25,0.5,1"),
+                                       "budgets", float))
+    targets = []
+    for key in keys:
+        path, use_quick, steps, metric, over = RECIPES[key]
+        targets.append({"recipe": str(ROOT / path), "metric": metric, "quick": use_quick,
+                        "set": {**over, "train.budget": {"steps": max(4, round(steps * scale))}}})
+    data = {"kind": "study.schedules", "name": "bench-schedules", "schedules": {
+        "targets": targets, "budgets": budgets, "schedules": schedules, "phi": phis, "seeds": list(range(seeds)),
+        "trials": tune}}
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(root=Path(tmp) / ".poise")
-        for key in keys:
-            path, use_quick, steps, metric, over = RECIPES[key]
-            over = {**over, "train.budget": {"steps": max(4, round(steps * scale))}}
-            spec = Spec(recipes=[ROOT / path], budgets=budgets, schedules=schedules, phis=phis, seeds=seeds,
-                        metrics=[metric], tune_trials=tune, overrides=over, quick=use_quick, name=key)
-            study = run_study(store, spec, device="cpu")
-            studies.append(study)
-            rec = study["recipes"][0]
-            pct = 100.0 if metric.split(".")[1].endswith("_acc") else 1.0
-            lines += [f"**{key}** ({path}, {over['train.budget']['steps']} steps at budget 1): {metric}"
-                      f"{' (%)' if pct == 100 else ''}, mean ± 95 % interval; lr tuned on {rec['tuned_on']}.", "",
-                      "| schedule | tuned lr | " + " | ".join(f"budget {b:g}" for b in budgets) + " |",
-                      "|---|---:|" + "---:|" * len(budgets)]
-            for row in study["rows"]:
-                cells = {c["budget"]: c for c in rec["cells"] if c["row"] == row["label"]}
-                star = " *" if row["label"] == rec["recommended_uba"] else ""
-                lines.append(f"| {row['label']}{star} | {rec['tuned'][row['label']]['lr']:.3g} | "
-                             + " | ".join(_cell(cells[b], pct) for b in budgets) + " |")
-            lines.append("")
-    combined = {"rows": studies[0]["rows"], "recipes": [s["recipes"][0] for s in studies]}
-    summary = summarise(combined)
+        rec = Runner(store, UI(quiet=True), device="cpu").run(build_recipe(data, where="bench_schedules"))
+        study = load_schedules(store, rec)
+    assert study is not None
+    lines = [f"Rows: {', '.join(schedules)} (UBA φ ∈ {{{', '.join(f'{p:g}' for p in phis)}}}) × budgets "
+             f"{', '.join(f'{b:g}' for b in budgets)} of each recipe's steps (scale {scale:g}); {seeds} test seeds; "
+             f"every row's base lr tuned with {tune} sweep run(s) on the validation split (range: the recipe's lr "
+             "÷10…×10), through study.compare.", ""]
+    for key, t in zip(keys, study["targets"], strict=True):
+        pct = 100.0 if t["metric"].split(".")[1].endswith("_acc") else 1.0
+        steps = targets[keys.index(key)]["set"]["train.budget"]["steps"]
+        lines += [f"**{key}** ({RECIPES[key][0]}, {steps} steps at budget 1): {t['metric']}"
+                  f"{' (%)' if pct == 100 else ''}, mean ± 95 % interval; tuned lr (on {t['tuned_on']}) in brackets.",
+                  "",
+                  "| schedule | " + " | ".join(f"budget {b:g}" for b in budgets) + " |",
+                  "|---|" + "---:|" * len(budgets)]
+        for row in study["rows"]:
+            cells = {c["budget"]: c for c in t["cells"] if c["row"] == row["label"]}
+            star = " *" if row["label"] == t["recommended_uba"] else ""
+            lines.append(f"| {row['label']}{star} | "
+                         + " | ".join(f"{_cell(cells[b]['interval'], pct)} ({cells[b]['lr']:.2g})" for b in budgets)
+                         + " |")
+        lines.append("")
     lines += ["Mean rank per row over recipes × budgets (1 is best; ± 95 % interval over cells); * = UBA's φ "
               "chosen on validation.", "", "| row | mean rank |", "|---|---:|"]
-    for label, r in sorted(summary["mean_ranks"].items(), key=lambda kv: kv[1]["mean"]):
+    for label, r in sorted(study["mean_ranks"].items(), key=lambda kv: kv[1]["mean"]):
         lines.append(f"| {label} | {_cell(r)} |")
-    if "claim" in summary:
-        c = summary["claim"]
+    if "claim" in study:
+        c = study["claim"]
         lines += ["", f"Claim — {c['text']}: **{c['verdict']}** (rank difference other − UBA per cell, paired; "
                       f"held needs every interval above −{c['margin_ranks']:g}).", "",
                   "| schedule | mean rank | other − UBA |", "|---|---:|---:|"]

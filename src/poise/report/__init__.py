@@ -7,7 +7,6 @@ fragment they escaped themselves, or a PNG).
 """
 
 from poise.report import costs as _costs  # noqa: F401 - registers the cost sections
-from poise.report import schedules as _schedules  # noqa: F401 - registers the schedule-study page
 from poise.report.blocks import Block, report_section, report_sections
 from poise.report.html import write_report
 
