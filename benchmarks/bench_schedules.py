@@ -97,7 +97,8 @@ def main(quick: bool) -> str:
         pct = 100.0 if t["metric"].split(".")[1].endswith("_acc") else 1.0
         steps = targets[keys.index(key)]["set"]["train.budget"]["steps"]
         lines += [f"**{key}** ({RECIPES[key][0]}, {steps} steps at budget 1): {t['metric']}"
-                  f"{' (%)' if pct == 100 else ''}, mean ± 95 % interval; tuned lr (on {t['tuned_on']}) in brackets.",
+                  f"{' (%)' if pct == 100 else ''}, mean ± 95 % interval, tuned lr in brackets; tuned on "
+                  f"{t['tuned_on']}.",
                   "",
                   "| schedule | " + " | ".join(f"budget {b:g}" for b in budgets) + " |",
                   "|---|" + "---:|" * len(budgets)]
