@@ -77,3 +77,31 @@ def resume_matches(runner, store, full, atol: float = 0.0) -> None:
     b, _ = store.load_tensors(resumed.id, "model")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=atol, msg=k)
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Refuse (and record) every connection or DNS lookup beyond the loopback address during the test."""
+    import socket
+
+    attempts: list = []
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def local(host: object) -> bool:
+        return not isinstance(host, str) or host in ("localhost", "::1") or host.startswith("127.")
+
+    def connect(self, address):  # noqa: ANN001
+        if not local(address[0] if isinstance(address, tuple) else address):
+            attempts.append(address)
+            raise OSError(f"network access in a test: {address!r}")
+        return real_connect(self, address)
+
+    def getaddrinfo(host, *args, **kwargs):  # noqa: ANN001
+        if not local(host):
+            attempts.append(host)
+            raise OSError(f"network access in a test: {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return attempts

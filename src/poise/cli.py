@@ -1,5 +1,5 @@
 """The ``poise`` command line: run, tour, sweep, recipes, runs, frontier, report, carbon, and the commands
-domains add (``poise merge``; see :func:`poise.registry.command`).
+domains add (``poise merge``, ``poise data``; see :func:`poise.registry.command`).
 
 Bad input exits with code 2 and one line (``poise: error: FILE: FIELD: what was expected``); other
 failures exit 1 with one line. ``--debug`` shows tracebacks. Help texts are plain text (no markup), and
@@ -9,21 +9,23 @@ starts in a fraction of a second.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from poise import __version__
-from poise.errors import UserError
+from poise.errors import RunInterrupted, Terminated, UserError
 from poise.registry import commands as domain_commands
 from poise.session import SESSION, open_store
-from poise.ui import UI, get_ui, metrics_table, set_ui
+from poise.ui import UI, TextTable, get_ui, metrics_table, set_ui
 
 try:  # typer ships its own copy of click
     from typer._click import exceptions as _cx
@@ -174,8 +176,8 @@ def sweep(
         ui.emit({"study": st.study_name, "trials": len(st.trials),
                  "best": [{"run": t.user_attrs.get("run"), "params": t.params, "values": t.values} for t in best]})
     else:
-        t = Table(title=f"study {st.study_name}: {len(st.trials)} trials, "
-                        f"{'Pareto set' if len(objective) > 1 else 'best'}", title_justify="left")
+        t = TextTable(title=f"study {st.study_name}: {len(st.trials)} trials, "
+                        f"{'Pareto set' if len(objective) > 1 else 'best'}")
         t.add_column("run")
         for p in params:
             t.add_column(p.field)
@@ -218,19 +220,19 @@ def recipes() -> None:
         ui.emit({"kinds": {k: v["summary"] for k, v in cat["kinds"].items()},
                  "evaluators": cat["evaluators"], "recipes": files})
         return
-    t = Table(title="recipe kinds", title_justify="left")
+    t = TextTable(title="recipe kinds")
     t.add_column("kind")
     t.add_column("what it trains")
     for k, v in cat["kinds"].items():
         t.add_row(Text(k), Text(v["summary"]))
     ui.print(t)
-    t = Table(title="evaluators", title_justify="left")
+    t = TextTable(title="evaluators")
     t.add_column("evaluator")
     t.add_column("metrics (axis, direction)")
     for k, e in cat["evaluators"].items():
         t.add_row(Text(k), Text(", ".join(f"{m['name']} ({m['axis']}, {m['direction']})" for m in e["metrics"])))
     ui.print(t)
-    t = Table(title=Text(f"shipped recipes ({root})"), title_justify="left")
+    t = TextTable(title=Text(f"shipped recipes ({root})"))
     t.add_column("file")
     t.add_column("kind")
     t.add_column("tour")
@@ -260,7 +262,7 @@ def runs_ls(
         ui.emit([{"id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "seed": r.seed, "quick": r.quick,
                   "started": r.started, "ended": r.ended} for r in runs])
         return
-    t = Table(title=f"{len(runs)} runs in {store.url}", title_justify="left")
+    t = TextTable(title=f"{len(runs)} runs in {store.url}")
     for c in ("id", "name", "kind", "status", "seed", "started", "wall s"):
         t.add_column(c)
     for r in runs:
@@ -287,16 +289,16 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run ID or unique prefi
                  "artifacts": [{"name": a.name, "sha256": a.sha256, "path": str(a.path), "media": a.media}
                                for a in arts]})
         return
-    ui.print(f"[bold]run {r.id}[/bold]  {r.name}  ({r.kind})  status: {r.status}  seed: {r.seed}"
-             + (f"  parent: {r.parent_id}" if r.parent_id else ""))
+    ui.print(Text.assemble((f"run {r.id}", "bold"), f"  {r.name}  ({r.kind})  status: {r.status}  seed: {r.seed}"
+                           + (f"  parent: {r.parent_id}" if r.parent_id else "")))
     if r.error:
-        ui.print(f"[red]error:[/red] {r.error.splitlines()[0]}")
+        ui.print(Text.assemble(("error: ", "red"), r.error.splitlines()[0]))
     ui.print(metrics_table("final metrics", finals))
     ui.print(f"cost: {cost.wall_s:.1f} s wall, {cost.cpu_s:.1f} s CPU, {cost.peak_rss_mb:.0f} MB peak, "
              f"{cost.energy_kwh:.3g} kWh, {cost.co2_g:.3g} g CO2 ({cost.country}; {cost.method})")
     if len(phases) > 1:
-        ui.print("phases: " + ", ".join(f"{p.phase} {p.wall_s:.1f} s {p.energy_kwh * 3.6e6:.3g} J" for p in phases)
-                 + f" ({phases[0].label}: {phases[0].method})")
+        ui.print(Text("phases: " + ", ".join(f"{p.phase} {p.wall_s:.1f} s {p.energy_kwh * 3.6e6:.3g} J"
+                                             for p in phases) + f" ({phases[0].label}: {phases[0].method})"))
     for a in arts:
         ui.print(f"artifact {a.name}: {a.media} sha256:{a.sha256[:16]}…")
     ui.print("config: " + json.dumps(r.config, sort_keys=True))
@@ -320,11 +322,35 @@ def runs_resume(
 
 
 @runs_app.command("rm")
-def runs_rm(run_ids: Annotated[list[str], typer.Argument(help="Run IDs or unique prefixes.")]) -> None:
-    """Delete runs with their metrics, costs, checkpoints and unshared artifacts."""
+def runs_rm(
+    run_ids: Annotated[list[str], typer.Argument(help="Run IDs or unique prefixes.")],
+    force: Annotated[bool, typer.Option("--force", help="Stop a run that is still running (SIGTERM, on this host) "
+                                        "before deleting it.")] = False,
+) -> None:
+    """Delete runs with their metrics, costs, checkpoints and unshared artifacts (never a live run)."""
+    import socket
+    import time
+
+    from poise.runner import is_alive
+
     store = _store()
-    for rid in run_ids:
-        rec = store.get_run(rid)
+    records = [store.get_run(rid) for rid in run_ids]
+    for rec in records:  # check them all before deleting any
+        if is_alive(rec) and not force:
+            raise UserError(f"run {rec.id} is running (pid {rec.pid} on {rec.host}); stop it first, or use --force",
+                            where="runs rm")
+        if is_alive(rec) and rec.host != socket.gethostname():
+            raise UserError(f"run {rec.id} is running on another host ({rec.host}); stop it there first",
+                            where="runs rm")
+    for rec in records:
+        if is_alive(rec):
+            os.kill(rec.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while is_alive(store.get_run(rec.id)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if is_alive(store.get_run(rec.id)):
+                raise UserError(f"run {rec.id} (pid {rec.pid}) did not stop within 60 s; not deleted", where="runs rm")
+            get_ui().info(f"stopped run {rec.id}")
         store.delete_run(rec.id)
         get_ui().info(f"deleted run {rec.id}")
 
@@ -375,8 +401,8 @@ MfuOpt = Annotated[str | None, typer.Option("--mfu", help="Override with a fract
                                             "several separated by commas, or F for every GPU.")]
 
 
-def _estimate_table(title: str, rows: list[Any]) -> Table:
-    t = Table(title=title, title_justify="left")
+def _estimate_table(title: str, rows: list[Any]) -> TextTable:
+    t = TextTable(title=title)
     for c in ("GPU", "TFLOP/s", "throughput", "power W", "hours", "energy kWh", "CO2 kg"):
         t.add_column(c, justify="left" if c in ("GPU", "throughput") else "right")
     for r in sorted(rows, key=lambda r: r.co2_kg):
@@ -386,8 +412,6 @@ def _estimate_table(title: str, rows: list[Any]) -> Table:
 
 
 def _print_sources(ui: UI, rows: list[Any]) -> None:
-    from rich.text import Text
-
     for r in rows:
         ui.print(Text(f"{r.gpu}: {r.throughput_source}; power {r.power_source}", style="dim"))
 
@@ -426,6 +450,16 @@ def carbon_estimate(
     )
 
     ui = get_ui()
+    for option, value in (("--flops", flops), ("--params", params), ("--tokens", tokens), ("--intensity", intensity),
+                          ("--pue", pue), ("--mfu", mfu)):
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"expected a finite number (got {value})", where=option)
+    if not 1.0 <= pue <= 10.0:
+        raise UserError(f"expected a PUE between 1 and 10 (got {pue:g})", where="--pue")
+    if not 0.0 < mfu <= 1.0:
+        raise UserError(f"expected an MFU in (0, 1] (got {mfu:g})", where="--mfu")
+    if flops is not None and flops <= 0:
+        raise UserError(f"expected --flops > 0 (got {flops:g})", where="--flops")
     if flops is None:
         if params is None or tokens is None:
             raise UserError("expected --flops F, or --params P with --tokens T", where="carbon estimate")
@@ -494,18 +528,16 @@ def carbon_compare(
         ui.emit({"measured": measured.__dict__, "precision": precision, "pue": pue,
                  "rows": [{"country": c, **e.__dict__} for c, e in rows]})
         return
-    ui.print(f"run {measured.run_id} ({measured.kind}) measured on {measured.device}: {measured.wall_s:.3g} s, "
-             f"{measured.energy_kwh * 3.6e6:.3g} J, {measured.co2_g:.3g} g CO2 ({measured.country}, PUE "
-             f"{measured.pue:g}); {measured.flops:.3g} FLOPs")
-    t = Table(title=f"the same job on other GPUs ({precision}, PUE {pue:g})", title_justify="left")
+    ui.print(Text(f"run {measured.run_id} ({measured.kind}) measured on {measured.device}: {measured.wall_s:.3g} s, "
+                  f"{measured.energy_kwh * 3.6e6:.3g} J, {measured.co2_g:.3g} g CO2 ({measured.country}, PUE "
+                  f"{measured.pue:g}); {measured.flops:.3g} FLOPs"))
+    t = TextTable(title=f"the same job on other GPUs ({precision}, PUE {pue:g})")
     for c in ("GPU", "grid", "g CO2/kWh", "TFLOP/s", "throughput", "power W", "seconds", "energy J", "CO2 g"):
         t.add_column(c, justify="left" if c in ("GPU", "grid", "throughput") else "right")
     for c, e in sorted(rows, key=lambda r: (r[0], r[1].co2_kg)):
         t.add_row(e.gpu, c, f"{e.intensity:.0f}", f"{e.achieved_tflops:.3g}", e.throughput_status, f"{e.power_w:.0f}",
                   f"{e.hours * 3600:.3g}", f"{e.energy_kwh * 3.6e6:.3g}", f"{e.co2_kg * 1000:.3g}")
     ui.print(t)
-    from rich.text import Text
-
     ui.print(Text(f"{rows[0][1].assumptions[0]}; PUE {pue:g}; grids: "
                   + ", ".join(f"{c} {e.intensity:.0f} g CO2/kWh" for c, e in rows if e.gpu == rows[0][1].gpu),
                   style="dim"))
@@ -531,9 +563,15 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     SESSION.argv = args
     command = typer.main.get_command(app)
+    previous = _on_sigterm_raise()
     try:
         rv = command.main(args=args, prog_name="poise", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
+        if code == 130:  # typer turns Ctrl-C outside a run into a silent exit code
+            print("poise: interrupted", file=sys.stderr)
+    except RunInterrupted as e:
+        print(f"poise: {e.message}", file=sys.stderr)
+        code = e.exit_code
     except UserError as e:
         if debug:
             traceback.print_exc()
@@ -551,6 +589,20 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, typer.Abort):
         print("poise: interrupted", file=sys.stderr)
         code = 130
+    except OSError as e:  # the machine, not poise: a full disk, a folder we may not write
+        if debug:
+            traceback.print_exc()
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        if e.errno == errno.ENOSPC:
+            print(f"poise: error: no space left on the device{where}; free some space and retry (an interrupted "
+                  "run continues with poise runs resume ID)", file=sys.stderr)
+            code = 1
+        elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            print(f"poise: error: {e.strerror}{where}; expected a path poise may write", file=sys.stderr)
+            code = 2
+        else:
+            print(f"poise: error: {type(e).__name__}: {e.strerror or e}{where}", file=sys.stderr)
+            code = 1
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line unless --debug
         if debug:
             traceback.print_exc()
@@ -559,5 +611,19 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         code = 1
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         sys.stdout.flush()
     return code
+
+
+def _on_sigterm_raise() -> Any:
+    """SIGTERM ends a run the way Ctrl-C does (marked interrupted, resumable); returns the old handler."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return None

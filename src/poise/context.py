@@ -342,40 +342,54 @@ class RunContext:
             torch.cuda.set_rng_state_all(state["cuda"])
 
     def checkpoint(self, step: int) -> Path:
-        """Save tracked objects, the meter and RNG states at ``step``, and the cost so far."""
+        """Save tracked objects, the meter and RNG states at ``step``, and the cost so far.
+
+        Weights or optimiser state that became NaN or infinite are never saved: the run stops
+        (:class:`DivergedError`) and its last checkpoint stays the last good one."""
         payload: dict[str, Any] = {"rng": self._rng_state(), "objects": {}}
         for key, obj in self._tracked.items():
             payload["objects"][key] = obj if isinstance(obj, dict) else obj.state_dict()
         if self._meter is not None:
             payload["meter"] = self._meter.state_dict()
         tensors, skeleton = flatten(payload)
+        for name, t in tensors.items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise DivergedError(f"the training state became non-finite by step {step} "
+                                    f"({name.removeprefix('s.').removeprefix('objects.')}); the run can "
+                                    "be resumed from its last checkpoint (e.g. with a lower train.lr)",
+                                    where=f"run {self.run_id}")
         path = self._store.save_checkpoint(self.run_id, step, tensors, {"step": step, "state": skeleton})
         self._store.record_cost(self.run_id, self._segment, self._cost.snapshot())
         return path
 
     def restore(self) -> int:
-        """Load the newest checkpoint into the tracked objects; returns its step (0 when starting fresh)."""
-        found = self._store.latest_checkpoint(self.run_id)
-        if found is None:
-            return 0
-        step, tensors, skeleton = found
-        payload = unflatten(tensors, skeleton["state"])
-        for key, obj in self._tracked.items():
-            if key not in payload["objects"]:
-                raise RuntimeError(f"checkpoint of run {self.run_id} has no {key!r}")
-            state = payload["objects"][key]
-            if isinstance(obj, dict):
-                obj.clear()
-                obj.update(state)
-            else:
-                obj.load_state_dict(state)
-        if self._meter is not None and "meter" in payload:
-            self._meter.load_state_dict(payload["meter"])
-        self._set_rng_state(payload["rng"])
-        self.step = step
-        self._resumed = True  # this segment makes no cost prediction: its loop started in an earlier one
-        self.info(f"resumed run {self.run_id} at step {step}")
-        return step
+        """Load the newest intact checkpoint into the tracked objects; returns its step (0 when starting
+        fresh). A checkpoint that cannot be read back (torn by a kill or a full disk) is passed over for the
+        one before it."""
+        for step, tensors, skeleton in self._store.checkpoints(self.run_id):
+            try:
+                payload = unflatten(tensors, skeleton["state"])
+                for key, obj in self._tracked.items():
+                    if key not in payload["objects"]:
+                        raise KeyError(f"checkpoint of run {self.run_id} has no {key!r}")
+                    state = payload["objects"][key]
+                    if isinstance(obj, dict):
+                        obj.clear()
+                        obj.update(state)
+                    else:
+                        obj.load_state_dict(state)
+                if self._meter is not None and "meter" in payload:
+                    self._meter.load_state_dict(payload["meter"])
+                self._set_rng_state(payload["rng"])
+            except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+                self.info(f"checkpoint at step {step} of run {self.run_id} is unusable ({type(e).__name__}); "
+                          "trying the one before")
+                continue
+            self.step = step
+            self._resumed = True  # this segment makes no cost prediction: its loop started in an earlier one
+            self.info(f"resumed run {self.run_id} at step {step}")
+            return step
+        return 0
 
     # ------------------------------------------------------------------ evaluation
 

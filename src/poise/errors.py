@@ -26,6 +26,27 @@ class UserError(Exception):
         return ": ".join([*parts, self.message])
 
 
+class CorruptArtifact(UserError):
+    """A stored file whose bytes no longer match the SHA-256 recorded for it (or that no longer parses)."""
+
+
+class DiskFull(UserError):
+    """No space left while a run or a report was being written: nothing half-written is kept, and a run
+    can be resumed once there is space."""
+
+    exit_code = 1
+
+
+class RunInterrupted(UserError):
+    """A run stopped by Ctrl-C or SIGTERM: marked ``interrupted``, resumable from its last checkpoint."""
+
+    exit_code = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM, so a run ends as it does on Ctrl-C."""
+
+
 class BudgetExhausted(Exception):
     """Raised inside a run when its budget is spent mid-step (never escapes a kind)."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import re
 import tomllib
@@ -28,9 +29,13 @@ from poise.registry import get_evaluator, get_kind, kind  # noqa: F401 - kinds i
 
 
 class Section(BaseModel):
-    """Base of every recipe table: unknown keys are errors, assignments are validated."""
+    """Base of every recipe table: unknown keys are errors, assignments are validated, numbers are finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
+
+    def preflight(self) -> None:
+        """Checks of this table that need more than its fields (a data folder exists and holds the files, an
+        output path is free), run before a run exists; tables override it and raise UserError."""
 
 
 ScheduleName = Literal["uba", "cosine", "linear", "step", "wsd", "onecycle", "constant", "rex"]
@@ -151,7 +156,7 @@ class Recipe(Section):
     kind: str
     name: str | None = None
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of everything random in the run")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     model: ModelCfg = Field(default_factory=ModelCfg)
     data: DataCfg = Field(default_factory=DataCfg)
@@ -178,8 +183,17 @@ class Recipe(Section):
         return self._source
 
     def preflight(self) -> None:
-        """Checks that need more than the fields (files, folders, other recipes, the device), run before the
-        run exists so that a mistake leaves no failed run behind; kinds override it and raise UserError."""
+        """Checks that need more than the fields (files, folders, other recipes), run before the run exists so
+        that a mistake leaves no failed run behind: every table's own :meth:`Section.preflight` (the data
+        section checks its folder, …); kinds may add their own and raise UserError."""
+        where = str(self.source or "recipe")
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, Section):
+                try:
+                    value.preflight()
+                except UserError as e:
+                    raise UserError(e.message, where=e.where or where, field=e.field or name) from None
 
     @property
     def is_quick(self) -> bool:
@@ -413,6 +427,7 @@ def build_recipe(
         apply_overrides(data, config, quick_table, f"{where} [quick]")
     if overrides:
         apply_overrides(data, config, overrides, "--set")
+    check_numbers(data, where)
     try:
         recipe = config.model_validate(data)
     except ValidationError as err:
@@ -422,6 +437,29 @@ def build_recipe(
     recipe._source = source
     recipe._quick = quick
     return recipe
+
+
+LARGEST_INT = 2**53  # beyond it a number is not exact in JSON, and no count, size or step of poise gets there
+LARGEST_FLOAT = 1e15  # no rate, weight, budget or size of a recipe is larger; float32 overflows near 3e38
+
+
+def check_numbers(data: Any, where: str, path: str = "") -> None:
+    """Every number in a recipe (and its overrides) is finite and of a sane size: NaN and infinities
+    (which TOML and ``--set`` accept), floats beyond 1e15 and integers beyond 2**53 are refused with the
+    field that holds them."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            check_numbers(v, where, f"{path}.{k}" if path else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            check_numbers(v, where, f"{path}[{i}]")
+    elif isinstance(data, float) and not math.isfinite(data):
+        raise UserError(f"expected a finite number (got {data})", where=where, field=path or None)
+    elif isinstance(data, float) and abs(data) > LARGEST_FLOAT:
+        raise UserError(f"expected a number of magnitude at most 1e15 (got {data:g})", where=where, field=path or None)
+    elif isinstance(data, int) and not isinstance(data, bool) and abs(data) >= LARGEST_INT:
+        raise UserError(f"expected a number of magnitude below 2**53 (got {describe(data)})", where=where,
+                        field=path or None)
 
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None, *, quick: bool = False) -> Recipe:

@@ -6,22 +6,28 @@ base models) before it, reusing any finished run with the same config hash.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import math
 import os
 import socket
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 import psutil
 import torch
+from sqlalchemy.exc import OperationalError
 
 from poise import prediction
 from poise.carbon import CostTracker
-from poise.context import RunContext
-from poise.errors import UserError
+from poise.context import DivergedError, RunContext
+from poise.errors import DiskFull, RunInterrupted, Terminated, UserError
 from poise.recipes import Recipe, build_recipe
 from poise.registry import get_kind
-from poise.store import RunRecord, Store
+from poise.store import HEARTBEAT_S, STALE_S, RunRecord, Store
 from poise.ui import UI, get_ui
 
 
@@ -37,17 +43,49 @@ def resolve_device(name: str) -> torch.device:
 
 
 def is_alive(rec: RunRecord) -> bool:
-    """Whether a run marked running still has a live process (on another host we must assume so)."""
+    """Whether a run marked running still has an owner: a live process on this host, or, on another host,
+    one whose heartbeat is younger than ``STALE_S``."""
     if rec.status != "running":
         return False
     if rec.host != socket.gethostname():
-        return True
+        return rec.heartbeat is None or time.time() - rec.heartbeat < STALE_S
     if not rec.pid or rec.pid == os.getpid():
         return False
     try:
         return psutil.Process(rec.pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+class _Heartbeat:
+    """Renews the lease (heartbeat) of the runs this process executes, from a daemon thread."""
+
+    def __init__(self, store: Store, run_ids: list[str]):
+        self.store, self.run_ids = store, run_ids
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="poise-heartbeat", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            # a missed beat is retried next time; the run itself reports store errors
+            with contextlib.suppress(Exception):
+                self.store.beat(list(self.run_ids))
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _non_finite_result(store: Store, run_id: str) -> str | None:
+    """The first evaluation metric of a run that is NaN (a diverged model must not finish ``done``)."""
+    for key, m in sorted(store.final_metrics([run_id]).get(run_id, {}).items()):
+        if key.split(".", 1)[0] in ("utility", "robustness", "safety") and math.isnan(m.value):
+            return key
+    return None
 
 
 class Runner:
@@ -82,7 +120,12 @@ class Runner:
         recipe._quick = rec.quick
         if rec.source:
             recipe._source = Path(rec.source)
-        self.store.set_status(rec.id, "running")
+        resolve_device(self.device_override or recipe.device)
+        dead = rec.pid if rec.status == "running" and rec.host == socket.gethostname() else None
+        if not self.store.claim(rec.id, dead_pid=dead):  # another process took it since we looked
+            now = self.store.get_run(rec.id)
+            raise UserError(f"run {rec.id} is being continued by pid {now.pid} on {now.host}; one owner at a time",
+                            where="run")
         self.ui.info(f"resuming run {rec.id} ({rec.kind})")
         return self._execute(get_kind(recipe.kind).run, recipe, rec.id)
 
@@ -100,29 +143,45 @@ class Runner:
         self._active.append(ctx)
         status, error = "failed", None
         try:
-            fn(recipe, ctx)
+            with _Heartbeat(self.store, [c.run_id for c in self._active]):
+                fn(recipe, ctx)
+            bad = _non_finite_result(self.store, run_id)
+            if bad is not None:
+                raise DivergedError(f"metric {bad} is NaN: the model diverged or its evaluation failed; the run can "
+                                    "be resumed from its last checkpoint with other settings", where=f"run {run_id}")
             status = "done"
-        except KeyboardInterrupt:
-            status, error = "interrupted", "interrupted by the user"
-            raise
+        except (KeyboardInterrupt, RunInterrupted) as e:
+            status, error = "interrupted", ("terminated" if isinstance(e, Terminated) else "interrupted by the user")
+            raise RunInterrupted(f"run {run_id} ({recipe.display_name}) stopped at step {ctx.step}; continue it with "
+                                 f"poise runs resume {run_id}", where="interrupted") from None
         except UserError as e:
             error = e.line()
             raise
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+                raise
+            error = "no space left on the device"
+            raise DiskFull(f"no space left on the device while run {run_id} was writing; free some space, then "
+                           f"poise runs resume {run_id}", where=getattr(e, "filename", None) or "disk") from None
         except Exception as e:
             error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
             raise
         finally:
             self._active.pop()
             record = cost.stop()
-            self.store.record_cost(run_id, segment, record)
-            if status == "done":
-                total = self.store.cost(run_id)
-                rows = [(k, "cost", "min", ctx.step, v) for k, v in total.as_metrics().items()]
-                if ctx.flops_per_step:
-                    rows.append(("flops", "cost", "min", ctx.step, float(ctx.flops_per_step * ctx.step)))
-                self.store.log_metrics(run_id, rows)
-                prediction.finish(self.store, run_id, total)
-            self.store.set_status(run_id, status, error=error)
+            try:
+                self.store.record_cost(run_id, segment, record)
+                if status == "done":
+                    total = self.store.cost(run_id)
+                    rows = [(k, "cost", "min", ctx.step, v) for k, v in total.as_metrics().items()]
+                    if ctx.flops_per_step:
+                        rows.append(("flops", "cost", "min", ctx.step, float(ctx.flops_per_step * ctx.step)))
+                    self.store.log_metrics(run_id, rows)
+                    prediction.finish(self.store, run_id, total)
+                self.store.set_status(run_id, status, error=error)
+            except OperationalError as e:  # e.g. a full disk: the run stays resumable from its checkpoint
+                self.ui.info(f"could not record the end of run {run_id}: {e.orig}")
             if self._active:
                 self._active[-1]._cost.resume()
         return self.store.get_run(run_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -28,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from poise.errors import UserError
+from poise.errors import CorruptArtifact, UserError
 
 DEFAULT_ROOT = Path(".poise")
 STATUSES = ("running", "done", "failed", "interrupted")
@@ -54,6 +55,7 @@ runs_t = sa.Table(
     sa.Column("started", sa.Float, nullable=False),
     sa.Column("ended", sa.Float),
     sa.Column("error", sa.Text),
+    sa.Column("heartbeat", sa.Float),  # the owner's last sign of life (a lease: stale after STALE_S)
 )
 
 metrics_t = sa.Table(
@@ -65,7 +67,7 @@ metrics_t = sa.Table(
     sa.Column("axis", sa.String(16), nullable=False),
     sa.Column("direction", sa.String(3), nullable=False),
     sa.Column("step", sa.Integer, nullable=False),
-    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("value", sa.Float),  # NULL is NaN (SQL has no NaN); infinities are stored as such
     sa.Column("ts", sa.Float, nullable=False),
     sa.UniqueConstraint("run_id", "name", "step", name="uq_metric"),
 )
@@ -119,6 +121,18 @@ phase_costs_t = sa.Table(
 )
 
 
+schema_t = sa.Table(
+    "poise_schema",
+    metadata,
+    sa.Column("key", sa.String(32), primary_key=True),
+    sa.Column("value", sa.String(64), nullable=False),
+)
+
+SCHEMA_VERSION = 2
+HEARTBEAT_S = 20.0  # a running process refreshes its runs' heartbeat this often
+STALE_S = 120.0  # a run whose owner has not been heard from for this long may be claimed by another
+
+
 @dataclass
 class RunRecord:
     id: str
@@ -137,6 +151,7 @@ class RunRecord:
     started: float
     ended: float | None
     error: str | None
+    heartbeat: float | None = None
 
     @property
     def duration(self) -> float | None:
@@ -193,6 +208,21 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def glob_to_like(pattern: str) -> str:
+    """A shell glob (``*``, ``?``) as a SQL LIKE pattern with ``\\`` as escape: ``%`` and ``_`` match themselves."""
+    out = []
+    for ch in pattern:
+        if ch in "%_\\":
+            out.append("\\" + ch)
+        elif ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -222,11 +252,55 @@ class Store:
         self.url = url
         try:
             self.engine = self._make_engine(url)
-            self._with_retry(lambda: metadata.create_all(self.engine))
+            self._with_retry(self._open_schema)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as e:
             raise UserError(f"cannot use store URL: {e}", where="--store") from None
         except OperationalError as e:
             raise UserError(f"cannot open store: {e.orig}", where=self.url) from None
+        except sa.exc.DatabaseError as e:  # e.g. "file is not a database"
+            raise UserError(f"not a poise store ({e.orig}); expected an SQLite file poise created, or a new path",
+                            where=url.removeprefix("sqlite:///")) from None
+
+    # ------------------------------------------------------------------ schema
+
+    def _open_schema(self) -> None:
+        """Create the tables of a new store, or bring an older store's schema up to date (once, under a
+        write lock, so that processes opening it together don't race)."""
+        existed = sa.inspect(self.engine).has_table("runs")
+        metadata.create_all(self.engine)
+        q = sa.select(schema_t.c.value).where(schema_t.c.key == "version")
+        with self.engine.connect() as c:
+            row = c.execute(q).first()
+        if row is not None and int(row[0]) == SCHEMA_VERSION:
+            return
+        with self._tx() as c:
+            row = c.execute(q).first()
+            version = int(row[0]) if row else (1 if existed else SCHEMA_VERSION)
+            if version == SCHEMA_VERSION and row is not None:
+                return
+            if version > SCHEMA_VERSION:
+                raise UserError(f"this store was written by a newer poise (schema {version}); expected schema "
+                                f"{SCHEMA_VERSION} or older", where=self.url)
+            if version < 2:
+                self._migrate_1_to_2(c)
+            stmt, rows = self._upsert(schema_t, [{"key": "version", "value": str(SCHEMA_VERSION)}], ["key"])
+            c.execute(stmt, rows)
+
+    def _migrate_1_to_2(self, c: sa.Connection) -> None:
+        """Runs gain a heartbeat (leases); a metric value may be NULL (NaN)."""
+        cols = {col["name"] for col in sa.inspect(c).get_columns("runs")}
+        if "heartbeat" not in cols:
+            c.exec_driver_sql("ALTER TABLE runs ADD COLUMN heartbeat FLOAT")
+        if self.engine.dialect.name == "postgresql":
+            c.exec_driver_sql("ALTER TABLE metrics ALTER COLUMN value DROP NOT NULL")
+            return
+        # SQLite cannot drop a NOT NULL: rebuild the table with the current definition
+        c.exec_driver_sql("ALTER TABLE metrics RENAME TO metrics_v1")
+        c.exec_driver_sql("DROP INDEX IF EXISTS ix_metrics_run_id")
+        metrics_t.create(c)
+        names = ", ".join(col.name for col in metrics_t.columns)
+        c.exec_driver_sql(f"INSERT INTO metrics ({names}) SELECT {names} FROM metrics_v1")
+        c.exec_driver_sql("DROP TABLE metrics_v1")
 
     # ------------------------------------------------------------------ plumbing
 
@@ -321,10 +395,33 @@ class Store:
             id=run_id, kind=kind, name=name, status="running", config=json.dumps(config, sort_keys=True),
             config_hash=config_hash, seed=seed, quick=quick, source=source, git_commit=_git_commit(),
             host=socket.gethostname(), pid=os.getpid(), parent_id=parent_id, started=time.time(),
-            ended=None, error=None,
+            ended=None, error=None, heartbeat=time.time(),
         )
         self._write(lambda c: c.execute(runs_t.insert().values(**row)))
         return run_id
+
+    def claim(self, run_id: str, *, dead_pid: int | None = None) -> bool:
+        """Take ownership of a run to continue it: atomically mark it running by this process, but only if
+        nobody holds it (not running, or its owner's heartbeat is older than ``STALE_S``, or — with
+        ``dead_pid`` — its owner on this host is that process, known dead). True when this process won."""
+        now = time.time()
+        free = sa.or_(runs_t.c.status != "running", runs_t.c.heartbeat.is_(None),
+                      runs_t.c.heartbeat < now - STALE_S)
+        if dead_pid is not None:
+            free = sa.or_(free, sa.and_(runs_t.c.pid == dead_pid, runs_t.c.host == socket.gethostname()))
+        stmt = (runs_t.update().where(runs_t.c.id == run_id, free)
+                .values(status="running", pid=os.getpid(), host=socket.gethostname(), heartbeat=now, ended=None,
+                        error=None))
+        return bool(self._write(lambda c: c.execute(stmt).rowcount))
+
+    def beat(self, run_ids: Iterable[str]) -> None:
+        """Refresh the heartbeat of runs this process owns (a lease renewal)."""
+        ids = list(run_ids)
+        if ids:
+            stmt = (runs_t.update().where(runs_t.c.id.in_(ids), runs_t.c.pid == os.getpid(),
+                                          runs_t.c.host == socket.gethostname(), runs_t.c.status == "running")
+                    .values(heartbeat=time.time()))
+            self._write(lambda c: c.execute(stmt))
 
     def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
         assert status in STATUSES, status
@@ -346,7 +443,9 @@ class Store:
         rid = run_id.removeprefix("run:")
         if len(rid) < 4:
             raise UserError(f"run ID {run_id!r} is too short; expected at least 4 characters", where="run")
-        rows = self._read(lambda c: c.execute(runs_t.select().where(runs_t.c.id.like(rid + "%"))).fetchall())
+        # a prefix, matched literally: "%" and "_" in it are not wildcards
+        q = runs_t.select().where(runs_t.c.id.startswith(rid, autoescape=True)).limit(2)
+        rows = self._read(lambda c: c.execute(q).fetchall())
         if not rows:
             raise UserError(f"no run {run_id!r} in store {self.url}", where="run")
         if len(rows) > 1:
@@ -356,7 +455,7 @@ class Store:
     def list_runs(self, *, kind: str | None = None, status: str | None = None) -> list[RunRecord]:
         q = runs_t.select().order_by(runs_t.c.started)
         if kind:
-            q = q.where(runs_t.c.kind.like(kind.replace("*", "%")))
+            q = q.where(runs_t.c.kind.like(glob_to_like(kind), escape="\\"))
         if status:
             q = q.where(runs_t.c.status == status)
         return [self._to_run(r) for r in self._read(lambda c: c.execute(q).fetchall())]
@@ -398,7 +497,8 @@ class Store:
     def log_metrics(self, run_id: str, rows: Iterable[tuple[str, str, str, int, float]]) -> None:
         """Write ``(name, axis, direction, step, value)`` rows; a repeated (run, name, step) replaces the old value."""
         now = time.time()
-        data = [dict(run_id=run_id, name=n, axis=a, direction=d, step=int(s), value=float(v), ts=now)
+        data = [dict(run_id=run_id, name=n, axis=a, direction=d, step=int(s),
+                     value=None if math.isnan(float(v)) else float(v), ts=now)
                 for n, a, d, s, v in rows]
         if not data:
             return
@@ -412,7 +512,8 @@ class Store:
             q = q.where(metrics_t.c.run_id.in_(list(run_ids)))
         if name is not None:
             q = q.where(metrics_t.c.name == name)
-        return [MetricRow(*r) for r in self._read(lambda c: c.execute(q).fetchall())]
+        rows = self._read(lambda c: c.execute(q).fetchall())
+        return [MetricRow(*r[:5], math.nan if r[5] is None else r[5]) for r in rows]
 
     def final_metrics(self, run_ids: Iterable[str] | None = None) -> dict[str, dict[str, MetricRow]]:
         """For each run, each metric's value at its last logged step, keyed ``axis.name``."""
@@ -560,14 +661,32 @@ class Store:
         names = ", ".join(a.name for a in self.artifacts(run_id)) or "none"
         raise UserError(f"run {run_id} has no artifact {name!r}; it has: {names}", where="artifact")
 
+    def read_bytes(self, run_id: str, name: str) -> bytes:
+        """The bytes of artifact ``name`` of a run, checked against their SHA-256 (``CorruptArtifact`` if not)."""
+        rec = self.artifact(run_id, name)
+        try:
+            data = rec.path.read_bytes()
+        except OSError as e:
+            raise CorruptArtifact(f"artifact {name!r} cannot be read: {e.strerror or e}",
+                                  where=f"run {run_id}") from None
+        if hashlib.sha256(data).hexdigest() != rec.sha256:
+            raise CorruptArtifact(f"artifact {name!r} is corrupt (SHA-256 mismatch): {rec.path}",
+                                  where=f"run {run_id}")
+        return data
+
+    def read_json(self, run_id: str, name: str) -> Any:
+        """A JSON artifact of a run, checked against its SHA-256."""
+        try:
+            return json.loads(self.read_bytes(run_id, name))
+        except ValueError:
+            raise CorruptArtifact(f"artifact {name!r} is not valid JSON", where=f"run {run_id}") from None
+
     def load_tensors(self, run_id: str, name: str, device: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
         """Load a safetensors artifact (never pickle) and its metadata, checking its SHA-256."""
         from safetensors.torch import load
 
         rec = self.artifact(run_id, name)
-        data = rec.path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != rec.sha256:
-            raise UserError(f"artifact file is corrupt (SHA-256 mismatch): {rec.path}", where=f"run {run_id}")
+        data = self.read_bytes(run_id, name)
         tensors = load(data)
         if device != "cpu":
             tensors = {k: v.to(device) for k, v in tensors.items()}
@@ -617,14 +736,21 @@ class Store:
 
     def latest_checkpoint(self, run_id: str) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
         """``(step, tensors, skeleton)`` of the newest complete checkpoint, or None."""
+        return next(self.checkpoints(run_id), None)
+
+    def checkpoints(self, run_id: str) -> Iterator[tuple[int, dict[str, Any], dict[str, Any]]]:
+        """``(step, tensors, skeleton)`` of every readable checkpoint, newest first."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         base = self.checkpoint_dir(run_id)
         for path in sorted(base.glob("ckpt-*"), reverse=True):
-            try:
+            try:  # a checkpoint torn by a kill or a full disk is skipped for the one before it
                 skeleton = json.loads((path / "state.json").read_text())
                 tensors = load_file(str(path / "tensors.safetensors"))
-            except (OSError, ValueError):
+                step = int(path.name.split("-")[1])
+            except (OSError, ValueError, SafetensorError):
                 continue
-            return int(path.name.split("-")[1]), tensors, skeleton
-        return None
+            if not isinstance(skeleton, dict):
+                continue
+            yield step, tensors, skeleton

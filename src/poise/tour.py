@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.table import Table
+from rich.text import Text
 
 from poise.errors import UserError
 from poise.frontier import build_frontier, frontier_pairs
 from poise.recipes import load_recipe, shipped_recipes, shipped_recipes_root
 from poise.runner import Runner
 from poise.store import RunRecord, Store
-from poise.ui import get_ui
+from poise.ui import TextTable, get_ui
 
 
 @dataclass
@@ -60,7 +60,7 @@ def run_tour(store: Store, *, quick: bool, output: Path, only: Sequence[str] = (
             if found is not None and _same_config(found, cfg.resolved()):
                 items.append(TourItem(rel, cfg.kind, "reused", 0.0, found))
                 continue
-        ui.info(f"[bold]tour[/bold]: {rel}")
+        ui.info(Text.assemble(("tour", "bold"), f": {rel}"))
         t0 = time.perf_counter()
         try:
             rec = runner.run(cfg)
@@ -82,7 +82,7 @@ def run_tour(store: Store, *, quick: bool, output: Path, only: Sequence[str] = (
                  "recipes": [{"recipe": i.recipe, "kind": i.kind, "status": i.status, "seconds": i.seconds,
                               "run": i.run.id if i.run else None, "note": i.note} for i in items]})
     else:
-        t = Table(title=f"tour{' --quick' if quick else ''}: {len(items)} recipes in {total:.1f} s",
+        t = TextTable(title=f"tour{' --quick' if quick else ''}: {len(items)} recipes in {total:.1f} s",
                   title_justify="left")
         for c in ("recipe", "kind", "run", "status", "seconds", "note"):
             t.add_column(c, justify="right" if c == "seconds" else "left", overflow="fold")
@@ -91,12 +91,12 @@ def run_tour(store: Store, *, quick: bool, output: Path, only: Sequence[str] = (
             if i.status == "skipped":
                 continue
             color = {"failed": "red", "skipped": "dim", "reused": "cyan"}.get(i.status, "green")
-            t.add_row(i.recipe, i.kind, i.run.id if i.run else "", f"[{color}]{i.status}[/{color}]",
+            t.add_row(i.recipe, i.kind, i.run.id if i.run else "", Text(i.status, style=color),
                       f"{i.seconds:.1f}", i.note)
         ui.print(t)
         if skipped:
-            ui.print(f"[dim]{len(skipped)} recipe(s) not in the tour (tour = false: local data, a GPU or a long run"
-                     f"): {', '.join(i.recipe for i in skipped)}[/dim]")
+            ui.print(Text(f"{len(skipped)} recipe(s) not in the tour (tour = false: local data, a GPU or a long run"
+                          f"): {', '.join(i.recipe for i in skipped)}", style="dim"))
         for x, y in frontier_pairs():
             try:
                 print_frontier(store, [x, y], runs=tour_runs)
@@ -125,7 +125,7 @@ def print_frontier(store: Store, objectives: list[str], *, filters: Sequence[str
         return
     order = sorted(range(len(fr.runs)), key=lambda i: (not fr.on_front[i], -fr.values[i, 0] if fr.maximise[0]
                                                        else fr.values[i, 0]))
-    t = Table(title=f"frontier {' × '.join(objectives)} — hypervolume {fr.hypervolume:.4g}", title_justify="left")
+    t = TextTable(title=f"frontier {' × '.join(objectives)} — hypervolume {fr.hypervolume:.4g}")
     t.add_column("run")
     t.add_column("name")
     t.add_column("kind")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,6 +24,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
+from rich.text import Text
 
 
 @dataclass
@@ -34,15 +37,17 @@ class UI:
     _progress: Progress | None = None
     _depth: int = 0
 
-    def info(self, message: str) -> None:
-        """A status line for people (stderr; hidden by --quiet)."""
+    def info(self, message: str | Text) -> None:
+        """A status line for people (stderr; hidden by --quiet). A str is shown as text, never as markup
+        (run names and paths are the user's); pass a rich ``Text`` for styles."""
         if not self.quiet:
-            self.err.print(message, highlight=False)
+            self.err.print(Text(message) if isinstance(message, str) else message, highlight=False)
 
     def print(self, renderable: Any) -> None:
-        """Primary output (stdout), suppressed in --json mode where :meth:`emit` is used instead."""
+        """Primary output (stdout), suppressed in --json mode where :meth:`emit` is used instead. A str is
+        shown as text, never as markup."""
         if not self.json:
-            self.out.print(renderable)
+            self.out.print(Text(renderable) if isinstance(renderable, str) else renderable, highlight=False)
 
     def emit(self, data: Any) -> None:
         """The JSON document of a command in --json mode."""
@@ -64,7 +69,8 @@ class UI:
             )
             self._progress.start()
         self._depth += 1
-        task = self._progress.add_task(description, total=total, predict="")
+        # run names are text, not markup; ``predict`` holds a run's predicted final cost (poise.prediction)
+        task = self._progress.add_task(escape(description), total=total, predict="")
         try:
             yield ProgressTask(self._progress, task)
         finally:
@@ -85,16 +91,29 @@ class ProgressTask:
             self.progress.update(self.task, completed=completed, total=total, **fields)
 
 
-def metrics_table(title: str, metrics: dict[str, float]) -> Any:
-    """A two-column table of metric values (names are shown as text, never as markup)."""
-    from rich.table import Table
-    from rich.text import Text
+class TextTable(Table):
+    """A rich table whose str title, headers and cells are shown as text, never as markup: a run named
+    ``x[/bold]`` or ``fast-at [ablation]`` prints as written. Pass rich ``Text`` for styled cells."""
 
-    table = Table(title=Text(title), title_justify="left")
+    def __init__(self, *headers: Any, title: str | Text | None = None, **kwargs: Any):
+        kwargs.setdefault("title_justify", "left")
+        super().__init__(*[Text(h) if isinstance(h, str) else h for h in headers],
+                         title=Text(title) if isinstance(title, str) else title, **kwargs)
+
+    def add_column(self, header: Any = "", *args: Any, **kwargs: Any) -> None:
+        super().add_column(Text(header) if isinstance(header, str) else header, *args, **kwargs)
+
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
+        super().add_row(*[Text(c) if isinstance(c, str) else c for c in cells], **kwargs)
+
+
+def metrics_table(title: str, metrics: dict[str, float]) -> TextTable:
+    """A two-column table of metric values."""
+    table = TextTable(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
-        table.add_row(Text(k), f"{v:.4g}")
+        table.add_row(k, f"{v:.4g}")
     return table
 
 

@@ -1,7 +1,13 @@
-"""Language tests: a tiny untrained world Llama as a local HF folder (built once a session), and a tiny world."""
+"""Language tests: a tiny untrained world Llama as a local HF folder (built once a session), a tiny world, and an
+OpenAI-compatible judge endpoint served on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -35,3 +41,37 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-base") / "model"
     export_hf(tiny_llama(cfg, tok, seed=0), folder)
     return folder
+
+
+@contextlib.contextmanager
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 (a free port) answering with ``handler`` in a thread; yields its ``/v1`` URL."""
+    srv = HTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def chat_handler(reply: Callable[[list[dict]], str], seen: list | None = None) -> type[BaseHTTPRequestHandler]:
+    """An OpenAI-compatible ``/chat/completions`` handler whose answer is ``reply(messages)`` (requests kept in
+    ``seen``)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):  # quiet
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if seen is not None:
+                seen.append(body)
+            payload = json.dumps({"choices": [{"message": {"content": reply(body["messages"])}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler

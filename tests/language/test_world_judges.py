@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -13,6 +12,7 @@ from poise.language.evaluators import summarise
 from poise.language.judges import EndpointJudge, EndpointUnreachable, ExactJudge, RefusalJudge
 from poise.language.languages import LANGUAGES
 from poise.language.world import WorldCfg, build_world, read_jsonl, write_jsonl
+from tests.language.conftest import serve
 
 SMALL = dict(
     benign={"train": 12, "val": 3, "test": 6},
@@ -103,12 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    srv = HTTPServer(("127.0.0.1", 0), _Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv, f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
-    srv.server_close()
+    with serve(_Handler) as url:
+        yield None, url
 
 
 @pytest.mark.parametrize("mode", ["ok", "500", "malformed", "slow"])

@@ -43,7 +43,8 @@ def _top_level_imports(path: Path) -> set[str]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
                 found.add(base)
                 found.update(f"{base}.{a.name}" for a in node.names)
             elif isinstance(node, ast.If | ast.Try | ast.With):

@@ -119,9 +119,8 @@ def test_phases_are_charged_to_the_innermost_one():
     from poise.carbon import CostTracker
 
     tracker = CostTracker("FRA", track_energy=False)
-    with tracker.phase("update"):
-        with tracker.phase("attack"):
-            sum(i * i for i in range(200_000))
+    with tracker.phase("update"), tracker.phase("attack"):
+        sum(i * i for i in range(200_000))
     wall, _cpu = tracker.phases.totals()
     attack, update = wall["attack"], wall.get("update", 0.0)
     assert attack > 0 and update >= 0 and update < attack

@@ -7,7 +7,6 @@ nominal return.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ import plotly.graph_objects as go
 
 from poise.control.evaluation import auc
 from poise.report import Block, report_section
+from poise.report.blocks import artifact_json
 from poise.report.figures import PALETTE, esc, png_bytes
 
 COLORS = {"random": PALETTE[7], "mas": PALETTE[1], "las": PALETTE[0]}
@@ -80,10 +80,8 @@ def control_section(store: Any, runs: list[Any]) -> list[Block]:
     for run in runs:
         if not run.kind.startswith("control.") or run.status != "done":
             continue
-        try:
-            rec = store.artifact(run.id, "eval_attacks.json")
-            detail = json.loads(rec.path.read_bytes())
-        except Exception:  # noqa: BLE001 - runs without an attack evaluation have no plot
+        detail = artifact_json(store, run, "eval_attacks.json")
+        if detail is None:  # runs without an attack evaluation have no plot
             continue
         curves = _curves(detail)
         title = f"{run.name} [{run.id[:6]}] on {detail['env']}"

@@ -8,6 +8,7 @@ harm, label and answer); labels map to ``harmful`` / ``benign`` / ``borderline``
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,11 @@ class LangDataCfg(DataCfg):
         description="kind of every row when there is no label column",
     )
 
+    def preflight(self) -> None:
+        """A prompt file exists, parses and maps its columns before a run starts."""
+        if self.file is not None:
+            load_prompt_file(self)
+
 
 @dataclass
 class LangData:
@@ -67,7 +73,9 @@ class LangData:
         return [e for e in self.examples if e.split == name]
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: Path, field: str = "data.file") -> list[dict[str, Any]]:
+    """The rows of a local JSONL / CSV / TSV / parquet file as dicts; anything unreadable (not UTF-8, not
+    JSON, a row that is not an object) is one ``UserError`` naming the file, the line and ``field``."""
     suffix = path.suffix.lower()
     try:
         if suffix in (".jsonl", ".json"):
@@ -76,27 +84,35 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             rows = []
             with open(path, encoding="utf-8") as f:
                 for i, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as e:
-                            raise UserError(f"invalid JSON: {e.msg}", where=f"{path}:{i}") from None
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise UserError(f"invalid JSON: {e.msg}", where=f"{path}:{i}", field=field) from None
+                    if not isinstance(row, dict):
+                        raise UserError(f"expected a JSON object per line (got {type(row).__name__})",
+                                        where=f"{path}:{i}", field=field)
+                    rows.append(row)
             return rows
         if suffix in (".csv", ".tsv"):
-            import csv
-
-            with open(path, encoding="utf-8", newline="") as f:
+            csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))  # long contexts (HarmBench) fit in a cell
+            with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a leading byte-order mark is not a column
                 return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
             return pq.read_table(path).to_pylist()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read prompt file: {e}", where=path, field="data.file") from None
+    except UnicodeDecodeError:
+        raise UserError("expected UTF-8 text", where=path, field=field) from None
+    except OSError as e:
+        raise UserError(f"cannot read prompt file: {e.strerror or e}", where=path, field=field) from None
+    except (ValueError, csv.Error) as e:  # pyarrow's errors are ValueErrors
+        raise UserError(f"cannot read prompt file: {e}", where=path, field=field) from None
     raise UserError(
         f"unsupported prompt file type {suffix!r}; expected .jsonl, .csv, .tsv or .parquet",
         where=path,
-        field="data.file",
+        field=field,
     )
 
 
@@ -105,7 +121,7 @@ def load_prompt_file(cfg: LangDataCfg, split: str = "test") -> list[Example]:
     path = Path(cfg.file).expanduser() if cfg.file else None
     if path is None or not path.is_file():
         raise UserError(f"no such prompt file {str(path)!r}", field="data.file")
-    rows = _read_rows(path)
+    rows = read_rows(path)
     if not rows:
         raise UserError("prompt file holds no rows", where=path, field="data.file")
     cols = cfg.columns

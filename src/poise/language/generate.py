@@ -1,18 +1,23 @@
 """Batched chat generation: greedy or sampled decoding through the chat template.
 
 ``generate(lm, prompts)`` renders each prompt as a one-turn chat, decodes left-padded batches and
-returns the assistant's text. vLLM is used when installed, a GPU is present and the model is a folder
-on disk (``lm.meta["path"]``); otherwise transformers ``generate``.
+returns the assistant's text; ``complete(lm, texts)`` continues texts already in the model's format (judges
+that render their own prompt). vLLM generates when ``backend`` allows it, it is installed, a GPU is present
+and the weights in memory are still those of the model's folder (``ChatLM.weights_from_folder``: a trained,
+LoRA-adapted or stored model is generated with transformers, since vLLM would load the folder's weights);
+``backend = "vllm"`` without them is a ``UserError``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from pydantic import Field
 
+from poise.errors import UserError
 from poise.recipes import Section
 
 
@@ -33,14 +38,27 @@ def chat_prompt(tokenizer: Any, prompt: str, system: str | None = None) -> str:
     return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
 
-def _use_vllm(lm: Any, cfg: GenCfg) -> bool:
-    if cfg.backend == "transformers" or not torch.cuda.is_available() or "path" not in lm.meta:
+def vllm_blockers(lm: Any) -> list[str]:
+    """Why vLLM cannot generate for ``lm`` here (empty: it can)."""
+    out = []
+    if not torch.cuda.is_available():
+        out.append("no CUDA device")
+    if importlib.util.find_spec("vllm") is None:
+        out.append("the vllm package is not installed")
+    if not lm.weights_from_folder():
+        out.append("the weights in memory are not the model folder's (trained, LoRA or stored)")
+    return out
+
+
+def use_vllm(lm: Any, cfg: GenCfg) -> bool:
+    """vLLM for ``backend = auto`` when nothing blocks it; ``backend = vllm`` with a blocker is a ``UserError``."""
+    if cfg.backend == "transformers":
         return False
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    blockers = vllm_blockers(lm)
+    if blockers and cfg.backend == "vllm":
+        raise UserError(f"cannot generate with vLLM: {'; '.join(blockers)}; expected backend auto or transformers",
+                        field="backend")
+    return not blockers
 
 
 def _generate_vllm(lm: Any, texts: list[str], cfg: GenCfg) -> list[str]:  # pragma: no cover - needs a GPU
@@ -57,10 +75,19 @@ def generate(
 ) -> list[str]:
     """The model's response to each prompt (same order), decoded greedily or by sampling."""
     cfg = cfg or GenCfg()
-    tok, model = lm.tokenizer, lm.model
-    texts = [chat_prompt(tok, p, system) for p in prompts]
-    if _use_vllm(lm, cfg):
+    texts = [chat_prompt(lm.tokenizer, p, system) for p in prompts]
+    if use_vllm(lm, cfg):
         return _generate_vllm(lm, texts, cfg)
+    return complete(lm, texts, cfg)
+
+
+@torch.no_grad()
+def complete(lm: Any, texts: Sequence[str], cfg: GenCfg | None = None, *, add_special_tokens: bool = False
+             ) -> list[str]:
+    """The model's continuation of each text (transformers ``generate``, left-padded batches)."""
+    cfg = cfg or GenCfg()
+    texts = list(texts)
+    tok, model = lm.tokenizer, lm.model
     model.eval()
     device = next(model.parameters()).device
     limit = getattr(model.config, "max_position_embeddings", None)
@@ -71,7 +98,8 @@ def generate(
     try:
         for i in range(0, len(texts), cfg.batch_size):
             enc = tok(
-                texts[i : i + cfg.batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+                texts[i : i + cfg.batch_size], return_tensors="pt", padding=True,
+                add_special_tokens=add_special_tokens
             )
             enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
             n_new = cfg.max_new_tokens

@@ -68,6 +68,20 @@ class ChatLM:
     model: Any
     tokenizer: Any
     meta: dict[str, Any] = field(default_factory=dict)
+    folder_version: int | None = field(default=None, repr=False)  # param_version() right after load_hf
+
+    def weights_from_folder(self) -> bool:
+        """Whether the weights in memory are still those of ``meta["path"]`` (not trained, merged or adapted).
+
+        In-place updates (optimiser steps, LoRA merges, re-tying) bump torch's per-tensor version counters;
+        moving or casting the model does not.
+        """
+        return (
+            "path" in self.meta
+            and self.folder_version is not None
+            and not is_peft(self.model)
+            and param_version(self.model) == self.folder_version
+        )
 
     @property
     def device(self) -> torch.device:
@@ -114,6 +128,11 @@ def tiny_llama(cfg: TinyLMCfg, tokenizer: Any, seed: int = 0) -> ChatLM:
     return ChatLM(model, tokenizer, {"source": "tiny", "tiny": cfg.model_dump()})
 
 
+def param_version(model: Any) -> int:
+    """Sum of the parameters' in-place version counters: it changes whenever any weight is updated in place."""
+    return sum(p._version for p in model.parameters())
+
+
 def _torch_dtype(dtype: str) -> Any:
     return {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
         dtype
@@ -149,6 +168,21 @@ def check_model_folder(path: Path, *, where: str | Path | None = None, field: st
     if not weights:
         raise UserError(f"no weights (*.safetensors) in {str(path)!r}", where=where, field=field)
     return path
+
+
+def has_chat_template(folder: Path) -> bool:
+    """Whether a tokenizer folder holds a chat template (``tokenizer_config.json``, ``chat_template.jinja`` or
+    ``chat_template.json``), without loading it."""
+    import json
+
+    folder = Path(folder)
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(isinstance(config, dict) and config.get("chat_template"))
 
 
 def check_tokenizer(
@@ -198,10 +232,17 @@ def load_hf(
     dtype: str = "float32",
     where: str | Path | None = None,
     field: str = "model.path",
+    require_chat_template: str | None = None,
 ) -> ChatLM:
-    """A local HF causal LM and its tokenizer (from ``tokenizer`` or the model folder); checked to match."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A local HF causal LM and its tokenizer (from ``tokenizer`` or the model folder); checked to match.
 
+    A folder without a chat template gets a plain ``User:`` / ``Assistant:`` one, unless
+    ``require_chat_template`` names what needs the folder's own (a judge whose prompt is that template).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # poise shows its own progress; an error stays one line on stderr
     folder = check_model_folder(Path(path), where=where, field=field)
     tok_dir = Path(tokenizer).expanduser() if tokenizer else folder
     tok_field = "model.tokenizer" if tokenizer else field
@@ -219,6 +260,13 @@ def load_hf(
         raise UserError(
             f"cannot load the tokenizer in {str(tok_dir)!r}: {e}", where=where, field=tok_field
         ) from None
+    if require_chat_template and not getattr(tok, "chat_template", None):
+        raise UserError(
+            f"no chat template in {str(tok_dir / 'tokenizer_config.json')!r} (nor chat_template.jinja); expected "
+            f"the {require_chat_template} chat template that this judge's prompt is",
+            where=where,
+            field=tok_field,
+        )
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(folder), local_files_only=True, dtype=_torch_dtype(dtype)
@@ -237,7 +285,7 @@ def load_hf(
         "tokenizer_path": str(tok_dir.resolve()),
         "dtype": dtype,
     }
-    return ChatLM(model, tok, meta)
+    return ChatLM(model, tok, meta, folder_version=param_version(model))
 
 
 def apply_lora(lm: ChatLM, cfg: LoraCfg) -> ChatLM:

@@ -30,3 +30,10 @@ class ChatRecipe(Recipe):
     data: LangDataCfg = Field(default_factory=LangDataCfg)
 
     rebuilder: ClassVar[Any] = staticmethod(rebuild_lm)
+
+    def preflight(self) -> None:
+        """The files the evaluations name (standard prompt sets, local judge folders), before the run exists."""
+        super().preflight()
+        from poise.language.evaluators import preflight_evaluations
+
+        preflight_evaluations(self.eval)

@@ -60,3 +60,56 @@ def safety_by_language(store, runs) -> list[Block]:
               note="share of harmful test prompts answered with compliance, per language of the safety world"),
         Block("safety and utility per run", table=(header, rows)),
     ]
+
+
+def _agreements(store, run) -> list[dict]:
+    """The run's ``judge-agreement-*`` artifacts (a file whose hash does not match is skipped)."""
+    import hashlib
+    import json
+
+    out = []
+    for a in store.artifacts(run.id):
+        if not a.name.startswith("judge-agreement-") or not a.path.is_file():
+            continue
+        data = a.path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != a.sha256:
+            continue
+        try:
+            out.append(json.loads(data))
+        except ValueError:
+            continue
+    return out
+
+
+def _cut(text: str | None, n: int = 300) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+@report_section("language.judges", "Language: judge agreement")
+def judge_agreement(store, runs) -> list[Block]:
+    """Cohen's κ between each pair of harm judges per language, and the responses they disagree on."""
+    rows, flagged = [], []
+    for r in runs:
+        if r.status != "done":
+            continue
+        for agree in _agreements(store, r):
+            label = f"{r.name} [{r.id[:6]}]"
+            for p in agree.get("pairs", []):
+                rows.append([label, agree.get("evaluation", ""), f"{p['a']} vs {p['b']}", p["language"], p["n"],
+                             p["agreement"], p["kappa"], p["a_yes"], p["b_yes"], p["a_errors"], p["b_errors"]])
+            for f in agree.get("flagged", []):
+                verdicts = ", ".join(f"{k}: {v}" for k, v in f.get("labels", {}).items())
+                flagged.append([label, f.get("id"), f.get("language"), f.get("category"), _cut(f.get("prompt")),
+                                _cut(f.get("response")), verdicts])
+    if not rows:
+        return []
+    header = ["run", "evaluation", "judges", "language", "n decided by both", "agreement", "Cohen's κ",
+              "harmful (first)", "harmful (second)", "errors (first)", "errors (second)"]
+    blocks = [Block("agreement between harm judges", table=(header, rows),
+                    note="on harmful prompts; a response a judge could not decide counts as its error and is left "
+                         "out of the pair; κ is empty where undefined (both judges gave one label to everything)")]
+    if flagged:
+        blocks.append(Block("responses the judges disagree on", table=(
+            ["run", "id", "language", "category", "prompt", "response", "verdicts"], flagged)))
+    return blocks

@@ -8,7 +8,7 @@ tokens; digits are split one per token so numbers compose. The chat template ren
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from transformers import PreTrainedTokenizerFast
@@ -33,8 +33,17 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on ``texts`` and wrap it as a transformers tokenizer with the chat template."""
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = 1024,
+    special_tokens: Sequence[str] = SPECIAL_TOKENS,
+    config: dict[str, Any] | None = None,
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on ``texts`` and wrap it as a transformers tokenizer with the chat template.
+
+    ``special_tokens`` and ``config`` (pad / eos / bos tokens, chat template) replace the world's own, e.g. to
+    build a tokenizer in another model family's format.
+    """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -48,12 +57,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedT
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(list(texts), trainer=trainer)
-    return wrap_tokenizer(tok.to_str())
+    return wrap_tokenizer(tok.to_str(), config)
 
 
 def wrap_tokenizer(tokenizer_json: str, config: dict[str, Any] | None = None) -> PreTrainedTokenizerFast:

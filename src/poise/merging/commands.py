@@ -20,13 +20,10 @@ def merge(ctx: typer.Context) -> None:
     if args.help:
         typer.echo(USAGE)
         return
-    from rich.table import Table
-    from rich.text import Text
-
     from poise.recipes import build_recipe
     from poise.runner import Runner
     from poise.session import open_store
-    from poise.ui import get_ui, metrics_table
+    from poise.ui import TextTable, get_ui, metrics_table
 
     ui = get_ui()
     data = build(args)
@@ -42,8 +39,8 @@ def merge(ctx: typer.Context) -> None:
         return
     if sweep:
         metrics = sorted({k for p in info["points"] for k in p["metrics"]})
-        t = Table(title=Text(f"sweep {result.id}: {info['method']} from {info['models'][0]['label']} (t=0) to "
-                             f"{info['models'][1]['label']} (t=1)"), title_justify="left")
+        t = TextTable(title=f"sweep {result.id}: {info['method']} from {info['models'][0]['label']} (t=0) to "
+                            f"{info['models'][1]['label']} (t=1)")
         for c in ("t", "run", *metrics):
             t.add_column(c, justify="left" if c == "run" else "right")
         for p in info["points"]:
@@ -52,10 +49,10 @@ def merge(ctx: typer.Context) -> None:
         ui.print(t)
         return
     where = info.get("output") or f"store artifact model sha256:{info['artifact']['sha256'][:16]}…"
-    ui.print(Text(f"run {result.id} (merging.merge) {result.status}: {info['method']} of "
-                  f"{', '.join(m['label'] for m in info['models'])}"
-                  + (f" on base {info['base']['label']}" if info.get("base") else "")
-                  + f" → {where} ({info['merged_tensors']} of {info['tensors']} tensors merged, "
-                    f"{info['bytes'] / 1e6:.1f} MB, {info['seconds']:.2f} s)"))
+    ui.print(f"run {result.id} (merging.merge) {result.status}: {info['method']} of "
+             f"{', '.join(m['label'] for m in info['models'])}"
+             + (f" on base {info['base']['label']}" if info.get("base") else "")
+             + f" → {where} ({info['merged_tensors']} of {info['tensors']} tensors merged, "
+               f"{info['bytes'] / 1e6:.1f} MB, {info['seconds']:.2f} s)")
     if info.get("metrics"):
         ui.print(metrics_table("metrics of the merged model", info["metrics"]))

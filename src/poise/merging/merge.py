@@ -70,6 +70,11 @@ class MergeModelCfg(ModelCfg, MergeParams):
             raise ValueError(f"{e.field}: {e.message}" if e.field else e.message) from None
         return self
 
+    def preflight(self) -> None:
+        """An output path is free (or ``force``) before a run starts."""
+        if self.output is not None and self.output.exists() and not self.force:
+            raise UserError("already exists; expected a new path (or --force)", where=self.output)
+
 
 class MergeRecipe(Recipe):
     model: MergeModelCfg

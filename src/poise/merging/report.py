@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import plotly.graph_objects as go
 
-from poise.report.blocks import Block, report_section
+from poise.report.blocks import Block, artifact_json, report_section
 from poise.report.figures import PALETTE, esc
 from poise.store import RunRecord, Store
 
 
 def _json_artifact(store: Store, run: RunRecord, name: str) -> dict[str, Any] | None:
-    for a in store.artifacts(run.id):
-        if a.name == name and a.path.is_file():
-            try:
-                return json.loads(a.path.read_text())
-            except ValueError:
-                return None
-    return None
+    return artifact_json(store, run, name)
 
 
 def sweep_figure(table: dict[str, Any], title: str) -> go.Figure:

@@ -27,6 +27,14 @@ class Block:
     slug: str = ""
 
 
+def artifact_json(store: Store, run: RunRecord, name: str) -> Any:
+    """A run's JSON artifact ``name`` checked against its SHA-256, or None when the run has none. A corrupt
+    one raises :class:`poise.errors.CorruptArtifact`, which the report shows as a note in the section."""
+    if not any(a.name == name for a in store.artifacts(run.id)):
+        return None
+    return store.read_json(run.id, name)
+
+
 SectionFn = Callable[["Store", "list[RunRecord]"], "list[Block]"]
 _SECTIONS: dict[str, tuple[str, SectionFn]] = {}
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import os
 import re
+import shutil
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,7 +17,7 @@ from typing import Any
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from poise.errors import UserError
+from poise.errors import CorruptArtifact, DiskFull, UserError
 from poise.frontier import Frontier, build_frontier, frontier_pairs, match_run, parse_filters
 from poise.report.blocks import Block, report_sections
 from poise.report.figures import cost_figure, cost_png, esc, frontier_figure, frontier_png
@@ -129,11 +133,42 @@ def _auto_pairs(finals: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
 
 def write_report(store: Store, out_dir: str | Path = "poise-report", *, filters: list[str] | None = None,
                  runs: list[RunRecord] | None = None, title: str = "poise report") -> Path:
-    """Write ``index.html`` and PNG copies of its plots to ``out_dir``; returns the HTML path."""
+    """Write ``index.html`` and PNG copies of its plots to ``out_dir``; returns the HTML path.
+
+    The report is written whole or not at all: it is built in a temporary folder beside ``out_dir`` and
+    its files are renamed into place at the end (the page last), so a failure (a full disk, a read-only
+    folder) leaves the previous report as it was and no temporary files behind."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError("expected a folder for the report", where=out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:
+        raise UserError(f"cannot write the report here: {e.strerror or e}", where=out) from None
+    try:
+        _write_into(tmp, store, filters, runs, title)
+        out.mkdir(exist_ok=True)
+        # renames within one filesystem need no space: the PNGs first, the page last
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == "index.html"):
+            os.replace(f, out / f.name)
+        tmp.rmdir()
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno == errno.ENOSPC:
+            raise DiskFull("no space left on the device; the report was not written (the previous one, if any, "
+                           "is unchanged)", where=out) from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise UserError(f"cannot write the report here: {e.strerror}", where=out) from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out / "index.html"
+
+
+def _write_into(out: Path, store: Store, filters: list[str] | None, runs: list[RunRecord] | None,
+                title: str) -> None:
     parsed = parse_filters(filters or [])
     all_runs = runs if runs is not None else store.list_runs()
     runs = [r for r in all_runs if match_run(r, parsed)]
@@ -181,7 +216,11 @@ def write_report(store: Store, out_dir: str | Path = "poise-report", *, filters:
 
     # domain sections
     for _name, (sec_title, fn) in report_sections().items():
-        blocks: list[Block] = fn(store, runs) or []
+        try:
+            blocks: list[Block] = fn(store, runs) or []
+        except CorruptArtifact as e:  # say so in the page rather than drop the section silently
+            blocks = [Block(title="a stored artifact is corrupt", note=f"{e.line()}. This section is left out; "
+                            "re-run the run (or restore the file) to show it.")]
         if not blocks:
             continue
         body = []
@@ -198,6 +237,8 @@ def write_report(store: Store, out_dir: str | Path = "poise-report", *, filters:
                             f'{_table(list(b.table[0]), [list(r) for r in b.table[1]])}</div>')
             elif b.html is not None:
                 body.append(f"<div><h3>{esc(b.title)}</h3>{b.html}</div>")
+            elif b.note:
+                body.append(f'<div><h3>{esc(b.title)}</h3><p class="note">{esc(b.note)}</p></div>')
         sections.append(f'<section><h2>{esc(sec_title)}</h2><div class="grid">{"".join(body)}</div></section>')
 
     scripts = "\n".join(
@@ -215,8 +256,4 @@ def write_report(store: Store, out_dir: str | Path = "poise-report", *, filters:
 {"".join(sections) if runs else "<section><p>No runs yet: try <code>poise tour --quick</code>.</p></section>"}
 </main><script>{SORT_JS}
 {scripts}</script></body></html>"""
-    path = out / "index.html"
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    (out / "index.html").write_text(doc, encoding="utf-8")

@@ -56,6 +56,11 @@ class FaceDataCfg(DataCfg):
             raise ValueError("data.name = 'folder' needs data.root, the folder of face images")
         return self
 
+    def preflight(self) -> None:
+        """A face folder exists and holds images before a run starts."""
+        if self.name == "folder" and self.root is not None:
+            list_images(Path(self.root).expanduser())
+
 
 @dataclass
 class FaceData:

@@ -16,11 +16,8 @@ command("study")(study_app)
 
 
 def _print(result: dict, run_id: str) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
     from poise.study.report import claim_rows, table_rows, tuning_rows
-    from poise.ui import get_ui
+    from poise.ui import TextTable, get_ui
 
     ui = get_ui()
     if ui.json:
@@ -34,11 +31,11 @@ def _print(result: dict, run_id: str) -> None:
     ):
         if not body:
             continue
-        t = Table(title=Text(title), title_justify="left")
+        t = TextTable(title=title)
         for h in head:
-            t.add_column(Text(h))
+            t.add_column(h)
         for r in body:
-            t.add_row(*[Text(str(c)) for c in r])
+            t.add_row(*[str(c) for c in r])
         ui.print(t)
 
 

@@ -114,6 +114,7 @@ class CompareRecipe(Recipe):
     def preflight(self) -> None:
         """Every row's recipe loads with its overrides and the ends of its space, and the objective is a
         metric the row's evaluators produce — before any run starts."""
+        super().preflight()
         for row in self.study.rows:
             where = f"{self.source or 'study'}: row {row.name!r}"
             base = self.row_recipe(row, {})

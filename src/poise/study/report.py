@@ -3,24 +3,17 @@ the table of rows (mean ± 95 % interval over seeds) and the settings tuning cho
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
-from poise.report.blocks import Block, report_section
+from poise.report.blocks import Block, artifact_json, report_section
 from poise.stats import Interval
 from poise.store import RunRecord, Store
 
 
 def load_comparison(store: Store, run: RunRecord) -> dict[str, Any] | None:
-    """The ``comparison`` artifact of a study run (None when missing or unreadable)."""
-    for a in store.artifacts(run.id):
-        if a.name == "comparison" and a.path.is_file():
-            try:
-                return json.loads(a.path.read_text())
-            except ValueError:
-                return None
-    return None
+    """The ``comparison`` artifact of a study run (None when missing; a corrupt one raises CorruptArtifact)."""
+    return artifact_json(store, run, "comparison")
 
 
 def _iv(d: dict[str, Any]) -> Interval:

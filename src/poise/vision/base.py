@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from poise.context import RunContext
 from poise.errors import UserError
 from poise.recipes import ModelCfg, Recipe
+from poise.vision import robustbench_zoo
 from poise.vision.attacks import ThreatCfg
 from poise.vision.data import VisionData, VisionDataCfg, load_vision_data
 from poise.vision.models import Classifier, build_classifier, model_names
@@ -84,11 +85,16 @@ def model_meta(cfg: VisionModelCfg, data: VisionData) -> dict[str, Any]:
 
 
 def load_teacher(ctx: RunContext, ref: str, field: str, data: VisionData) -> Classifier:
-    """The teacher named by ``ref`` (``run:<id>`` or a recipe, trained first when missing), frozen in eval
-    mode; its class count and input shape must match the student's data."""
+    """The teacher named by ``ref`` (``run:<id>``, a recipe trained first when missing, or a RobustBench model
+    ``robustbench:<dataset>/<threat_model>/<name>`` read from a local checkpoint), frozen in eval mode; its
+    class count and input shape must match the student's data."""
+    where = ctx.cfg.source or "recipe"
+    if robustbench_zoo.is_ref(ref):
+        teacher, parsed = robustbench_zoo.load_classifier(ref, where=where, field=field, relative_to=ctx.cfg.source)
+        robustbench_zoo.check_fits(parsed, data.num_classes, data.input_shape, data.name, where=where, field=field)
+        return teacher.to(ctx.device).eval().requires_grad_(False)
     run = ctx.dependency(ref, field=field)
     tensors, meta = ctx.load_artifact(run, "model")
-    where = ctx.cfg.source or "recipe"
     if "num_classes" not in meta or "model" not in meta:
         raise UserError(
             f"run {run.id} ({ref}) is not a vision classifier; expected a vision.* run",
@@ -109,7 +115,7 @@ def load_teacher(ctx: RunContext, ref: str, field: str, data: VisionData) -> Cla
             where=where,
             field=field,
         )
-    teacher = build_classifier(
+    teacher = robustbench_zoo.classifier_from_meta(meta) if "robustbench" in meta else build_classifier(
         meta["model"]["name"],
         num_classes=meta["num_classes"],
         input_shape=meta["input_shape"],

@@ -53,6 +53,11 @@ class VisionDataCfg(DataCfg):
             raise ValueError(f"unknown dataset {v!r}; expected one of: {', '.join(DATASETS)}")
         return v
 
+    def preflight(self) -> None:
+        """A torchvision set's folder holds its files before a run starts."""
+        if self.name != "digits":
+            check_root(self)
+
 
 @dataclass
 class VisionData:
@@ -177,7 +182,8 @@ def _read_split(name: str, root: Path, train: bool) -> tuple[torch.Tensor, torch
     return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
 
 
-def load_torchvision_data(cfg: VisionDataCfg, seed: int) -> VisionData:
+def check_root(cfg: VisionDataCfg) -> Path:
+    """``data.root`` of a torchvision set, checked to hold its files in torchvision's layout."""
     if cfg.root is None:
         raise UserError(
             f"dataset {cfg.name!r} is read from a local folder; expected data.root (never downloaded)",
@@ -191,6 +197,11 @@ def load_torchvision_data(cfg: VisionDataCfg, seed: int) -> VisionData:
             + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""),
             field="data.root",
         )
+    return root
+
+
+def load_torchvision_data(cfg: VisionDataCfg, seed: int) -> VisionData:
+    root = check_root(cfg)
     try:
         x, y = _read_split(cfg.name, root, train=True)
         x_test, y_test = _read_split(cfg.name, root, train=False)

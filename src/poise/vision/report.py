@@ -18,9 +18,20 @@ _ORDER = (
 )
 
 
+_STAGES = ("_apgd_ce_acc", "_apgd_t_acc", "_fab_t_acc", "_square_acc", "_apgd_dlr_acc", "_fab_acc")
+
+
+def _headline(key: str) -> bool:
+    """Robustness metrics the table shows: not each corruption cell, nor each AutoAttack stage (their own
+    sections show those)."""
+    name = key.split(".", 1)[1]
+    return not (name.startswith("corruption_acc_") or name.endswith(_STAGES))
+
+
 def _columns(finals: dict[str, dict[str, Any]]) -> list[str]:
     present = {
-        k for m in finals.values() for k in m if k.startswith("robustness.") or k == "utility.clean_acc"
+        k for m in finals.values() for k in m
+        if (k.startswith("robustness.") and _headline(k)) or k == "utility.clean_acc"
     }
     return [c for c in _ORDER if c in present] + sorted(present - set(_ORDER))
 

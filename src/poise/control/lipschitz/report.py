@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import plotly.graph_objects as go
 
-from poise.report.blocks import Block, report_section
+from poise.report.blocks import Block, artifact_json, report_section
 from poise.report.figures import esc
 
 
@@ -22,10 +20,10 @@ def lipschitz_section(store, runs) -> list[Block]:
     for run in runs:
         if run.kind != "control.lipschitz_sweep":
             continue
-        art = next((a for a in store.artifacts(run.id) if a.name == "tradeoff"), None)
-        if art is None:
+        table = artifact_json(store, run, "tradeoff")
+        if table is None:
             continue
-        rows = json.loads(art.path.read_text())["rows"]
+        rows = table["rows"]
         deg_keys = sorted(
             {k for r in rows for k in r["metrics"] if k.startswith("robustness.degradation_eps")}
         )

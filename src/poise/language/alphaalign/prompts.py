@@ -9,8 +9,6 @@ file has them, feed the world verifier's helpfulness score.
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 from pydantic import Field
 
 from poise.errors import UserError
+from poise.language.data import read_rows
 from poise.recipes import Section
 
 HARMFUL_LABELS = {"harmful", "unsafe", "1", "true", "yes"}
@@ -38,6 +37,11 @@ class PromptsCfg(Section):
     limit: int | None = Field(
         None, gt=0, description="use at most this many prompts (the first, after shuffling)"
     )
+
+    def preflight(self) -> None:
+        """A prompt file exists and has labelled rows before a run starts."""
+        if self.file is not None:
+            load_prompt_file(self)
 
 
 @dataclass(frozen=True)
@@ -60,39 +64,13 @@ def from_world(examples: list[Any]) -> list[LabelledPrompt]:
     ]
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".jsonl", ".json"):
-            rows = []
-            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise UserError(
-                            f"invalid JSON: {e.msg}", where=f"{path}:{i}", field="prompts.file"
-                        ) from None
-            return rows
-        if suffix in (".csv", ".tsv"):
-            with open(path, encoding="utf-8", newline="") as f:
-                return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read prompt file: {e}", where=path, field="prompts.file") from None
-    raise UserError(
-        f"unsupported prompt file type {suffix!r}; expected .jsonl, .csv or .tsv",
-        where=path,
-        field="prompts.file",
-    )
-
-
 def load_prompt_file(cfg: PromptsCfg) -> list[LabelledPrompt]:
     """The labelled prompts of ``cfg.file``; every row needs a prompt and a binary label."""
     assert cfg.file is not None
     path = Path(cfg.file).expanduser()
     if not path.is_file():
         raise UserError(f"no such prompt file {str(path)!r}", field="prompts.file")
-    rows = _rows(path)
+    rows = read_rows(path, "prompts.file")
     if not rows:
         raise UserError("prompt file holds no rows", where=path, field="prompts.file")
     out = []
