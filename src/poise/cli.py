@@ -451,13 +451,11 @@ def carbon_estimate(
 
     ui = get_ui()
     for option, value in (("--flops", flops), ("--params", params), ("--tokens", tokens), ("--intensity", intensity),
-                          ("--pue", pue), ("--mfu", mfu)):
+                          ("--pue", pue), ("--power-fraction", power_fraction)):
         if value is not None and not math.isfinite(value):
             raise UserError(f"expected a finite number (got {value})", where=option)
     if not 1.0 <= pue <= 10.0:
         raise UserError(f"expected a PUE between 1 and 10 (got {pue:g})", where="--pue")
-    if not 0.0 < mfu <= 1.0:
-        raise UserError(f"expected an MFU in (0, 1] (got {mfu:g})", where="--mfu")
     if flops is not None and flops <= 0:
         raise UserError(f"expected --flops > 0 (got {flops:g})", where="--flops")
     if flops is None:
