@@ -6,13 +6,19 @@ PIP := $(VENV)/bin/python -m pip
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all test-deps bench lint install system-deps clean
+.PHONY: demo test test-all test-deps bench lint install system-deps constraints clean
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt holds the versions the suite was last run with: pip resolves every extra at once
+# without backtracking (torchattacks pins requests 2.25, which rules out newer MLflow and urllib3).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[all,test]'
+	$(PIP) install -q -e '.[all,test]' -c constraints.txt
 	touch $@
+
+# refresh constraints.txt from the installed environment (after changing a dependency)
+constraints: install
+	$(PIP) freeze --exclude-editable | grep -viE '^(poise|torch|torchvision|triton|nvidia-|cuda-)' > constraints.txt
 
 install: $(VENV)/.installed
 

@@ -42,6 +42,7 @@ class BudgetMeter:
         self._total: int | None = None
         self._marks: list[float] = []  # pending re-estimation points (fractions of T)
         self._last_est: tuple[int, float] | None = None  # (step, spent) at the last estimate
+        self.hooks: list[Callable[[int, BudgetMeter], None]] = []  # called after every step (cost prediction)
         if self.unit == "steps":
             self._total = int(budget.amount)
         elif self.unit == "epochs":
@@ -80,6 +81,11 @@ class BudgetMeter:
 
     def after_step(self, step: int) -> None:
         """Call after each optimizer step with the number of steps taken so far."""
+        self._update(step)
+        for hook in self.hooks:
+            hook(step, self)
+
+    def _update(self, step: int) -> None:
         if not self.is_resource:
             return
         if self._total is None:

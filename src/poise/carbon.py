@@ -8,11 +8,11 @@ is an *estimate* from the CPU's rated power and its load — the tracker's ``met
 which, and reports show it. CO2 = energy × PUE × the grid's carbon intensity (CodeCarbon's per-country
 energy-mix data, g/kWh). Peak memory is the kernel's exact resident-set high-water mark for the run
 on Linux (reset at the run's start), combined with a sampled RSS of child processes; elsewhere the
-largest RSS sampled every 0.1 s.
+largest RSS sampled every 0.1 s. Each record also splits the segment's energy over the phases a kind
+marks with ``ctx.phase`` (:mod:`poise.phases`).
 
-Estimation: :func:`estimate` answers "what would this job cost on A100 / H100 / …" from FLOPs,
-each GPU's peak dense throughput (``data/gpus.toml``, with the source of every number), an assumed
-model-FLOPs utilisation, rated power, PUE and grid intensity.
+Projections of a job onto other GPUs ("what would this cost on an A100 / H100 / T4 …") live in
+:mod:`poise.projection`.
 """
 
 from __future__ import annotations
@@ -20,14 +20,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import resource
 import threading
 import time
-import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -36,6 +31,7 @@ from typing import Any
 import psutil
 
 from poise.errors import UserError
+from poise.phases import PhaseClock, component_labels, split
 from poise.store import CostRecord
 
 DEFAULT_COUNTRY = "USA"
@@ -56,9 +52,9 @@ def grid_intensity(country: str) -> float:
     """Carbon intensity of a country's grid in g CO2eq / kWh (CodeCarbon's offline data)."""
     mix = _energy_mix()
     if country not in mix:
-        close = ", ".join(sorted(k for k in mix if k[:1] == country[:1])[:12])
-        raise UserError(f"unknown grid country {country!r}; expected an ISO alpha-3 code such as {close or 'USA'}",
-                        field="country")
+        close = ", ".join(sorted(k for k in mix if k[:1] == str(country)[:1]))
+        raise UserError(f"unknown grid country {country!r}; expected one of the {len(mix)} ISO alpha-3 codes of "
+                        f"CodeCarbon's data, e.g. {close or 'USA, FRA, DEU'}", field="country")
     return float(mix[country]["carbon_intensity"])
 
 
@@ -79,6 +75,25 @@ def _codecarbon(country: str) -> Any:
             allow_multiple_runs=True, tracking_mode="process",
         )
     return _TRACKERS[country]
+
+
+_MEASURED_CPU_MODES = ("intel_rapl", "intel_power_gadget", "apple_powermetrics", "windows_emi")
+
+
+def _cpu_measured(tracker: Any) -> bool:
+    """Whether CodeCarbon reads the CPU's energy from hardware counters (RAPL and kin) rather than estimating it."""
+    try:
+        return any(type(h).__name__ == "CPU" and getattr(h, "_mode", "") in _MEASURED_CPU_MODES
+                   for h in tracker._hardware)
+    except Exception:  # noqa: BLE001 - a description only
+        return False
+
+
+def _codecarbon_gpu(tracker: Any) -> bool:
+    try:
+        return any(type(h).__name__ == "GPU" for h in tracker._hardware)
+    except Exception:  # noqa: BLE001 - a description only
+        return False
 
 
 def _codecarbon_method(tracker: Any) -> str:
@@ -184,7 +199,11 @@ class _RssSampler(threading.Thread):
 
 
 class CostTracker:
-    """Measures one run segment; ``pause``/``resume`` leave out nested runs (which record their own cost)."""
+    """Measures one run segment; ``pause``/``resume`` leave out nested runs (which record their own cost).
+
+    ``phases`` is the segment's :class:`~poise.phases.PhaseClock`; every record carries the measured
+    energy split over the phases (see :mod:`poise.phases`).
+    """
 
     def __init__(self, country: str = DEFAULT_COUNTRY, *, pue: float = 1.0, device: str = "cpu",
                  track_energy: bool = True, device_label: str | None = None):
@@ -197,34 +216,17 @@ class CostTracker:
         self._wall = 0.0
         self._cpu = 0.0
         self._kwh = 0.0
+        self._parts = {"cpu": 0.0, "ram": 0.0, "gpu": 0.0}  # kWh by component, before PUE
         self._running = False
+        self.phases = PhaseClock()
         self._sampler = _RssSampler()
         self._cc: Any = None
         self._zeus: Any = None
         self._zeus_window = f"poise-{id(self)}"
         self.method = "not measured"
-        self.phases: dict[str, list[float]] = {}  # name -> [wall s, cpu s]
-        self._phase_stack: list[str] = []
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Charge the wall and CPU time of the block to phase ``name`` (the innermost one when nested);
-        two clock reads per call, so it is cheap enough to wrap every training step."""
-        outer = self._phase_stack[-1] if self._phase_stack else None
-        t0, c0 = time.perf_counter(), time.process_time()
-        self._phase_stack.append(name)
-        try:
-            yield
-        finally:
-            self._phase_stack.pop()
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            slot = self.phases.setdefault(name, [0.0, 0.0])
-            slot[0] += wall
-            slot[1] += cpu
-            if outer is not None:  # the outer phase is charged only for its own time
-                slot = self.phases.setdefault(outer, [0.0, 0.0])
-                slot[0] -= wall
-                slot[1] -= cpu
+    def phase(self, name: str) -> Any:
+        """Charge the time inside ``with tracker.phase(name):`` to phase ``name`` (see :mod:`poise.phases`)."""
+        return self.phases.phase(name)
 
     def _begin(self) -> None:
         if self.track_energy:  # before the clocks start: CodeCarbon's first start probes the hardware
@@ -240,15 +242,17 @@ class CostTracker:
         self._cpu += time.process_time() + _children_cpu() - self._c0
         if self.track_energy:
             data = self._cc.stop_task()
-            kwh = 0.0
+            parts = {"cpu": 0.0, "ram": 0.0, "gpu": 0.0}
             if data is not None:
-                kwh = float(data.cpu_energy) + float(data.ram_energy)
+                parts["cpu"], parts["ram"] = float(data.cpu_energy), float(data.ram_energy)
                 if self._zeus is None:
-                    kwh += float(data.gpu_energy)
+                    parts["gpu"] = float(data.gpu_energy)
             if self._zeus is not None:
                 joules = self._zeus.end_window(self._zeus_window).total_energy
-                kwh += float(joules) / 3.6e6
-            self._kwh += kwh
+                parts["gpu"] = float(joules) / 3.6e6
+            for k, v in parts.items():
+                self._parts[k] += v
+            self._kwh += sum(parts.values())
         self._running = False
 
     def start(self) -> CostTracker:
@@ -264,9 +268,11 @@ class CostTracker:
     def pause(self) -> None:
         if self._running:
             self._end()
+            self.phases.pause()
 
     def resume(self) -> None:
         if not self._running:
+            self.phases.resume()
             self._begin()
 
     def snapshot(self) -> CostRecord:
@@ -287,112 +293,23 @@ class CostTracker:
         return CostRecord(
             wall_s=self._wall, cpu_s=self._cpu, peak_rss_mb=self._sampler.peak / 2**20, energy_kwh=kwh,
             co2_g=kwh * self.intensity, method=self.method, country=self.country, device=self.device_label,
+            phases=self._phase_split(),
         )
+
+    def _phase_split(self) -> list[Any]:
+        """This segment's measured energy split over its phases (CPU by CPU time, RAM and GPU by wall time)."""
+        wall, cpu = self.phases.totals()
+        if not self.track_energy or self._cc is None:
+            label, method = "not measured", "energy not tracked"
+        else:
+            gpu_measured = self._zeus is not None or _codecarbon_gpu(self._cc)
+            label, method = component_labels(_cpu_measured(self._cc), gpu_measured, self.device.startswith("cuda"))
+        p = self.pue
+        return split(wall, cpu, total_wall=self._wall, total_cpu=self._cpu, cpu_kwh=self._parts["cpu"] * p,
+                     ram_kwh=self._parts["ram"] * p, gpu_kwh=self._parts["gpu"] * p, intensity=self.intensity,
+                     label=label, method=method)
 
 
 def _children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
-
-
-# --------------------------------------------------------------------------- estimation
-
-
-@dataclass(frozen=True)
-class GpuSpec:
-    name: str
-    peak_tflops: dict[str, float]  # dense, by precision
-    tdp_w: float
-    memory_gb: float
-    source: str
-
-
-@cache
-def gpu_table() -> dict[str, GpuSpec]:
-    """The GPU data file: peak dense TFLOP/s per precision, rated power and the source of each number."""
-    raw = tomllib.loads((resources.files("poise") / "data" / "gpus.toml").read_text())
-    return {
-        key: GpuSpec(key, {k: float(v) for k, v in g["peak_tflops"].items()}, float(g["tdp_w"]),
-                     float(g["memory_gb"]), g["source"])
-        for key, g in raw["gpu"].items()
-    }
-
-
-@dataclass(frozen=True)
-class Estimate:
-    gpu: str
-    precision: str
-    hours: float
-    energy_kwh: float
-    co2_kg: float
-    peak_tflops: float
-    tdp_w: float
-
-
-def training_flops(params: float, tokens: float) -> float:
-    """Dense transformer training FLOPs, ``6·N·D`` (forward + backward)."""
-    return 6.0 * params * tokens
-
-
-def estimate(flops: float, gpus: list[str], *, precision: str = "bf16", mfu: float = 0.4, pue: float = 1.2,
-             intensity: float | None = None, country: str | None = None, power_fraction: float = 1.0,
-             n_gpus: int = 1) -> list[Estimate]:
-    """Time, energy and CO2 of ``flops`` on each GPU type: ``t = F / (n·peak·MFU)``, ``E = n·P·t·PUE``."""
-    if flops <= 0:
-        raise UserError(f"expected FLOPs > 0 (got {flops})", field="--flops")
-    if not 0 < mfu <= 1:
-        raise UserError(f"expected 0 < MFU <= 1 (got {mfu})", field="--mfu")
-    if pue < 1:
-        raise UserError(f"expected PUE >= 1 (got {pue})", field="--pue")
-    if intensity is None:
-        intensity = grid_intensity(country or os.environ.get("POISE_COUNTRY", DEFAULT_COUNTRY))
-    table = gpu_table()
-    out = []
-    for g in gpus:
-        key = next((k for k in table if k.lower() == g.lower()), None)
-        if key is None:
-            raise UserError(f"unknown GPU {g!r}; expected one of: {', '.join(table)}", field="--gpu")
-        spec = table[key]
-        if precision not in spec.peak_tflops:
-            raise UserError(f"{key} has no {precision} figure; expected one of: {', '.join(spec.peak_tflops)}",
-                            field="--precision")
-        peak = spec.peak_tflops[precision] * 1e12
-        seconds = flops / (n_gpus * peak * mfu)
-        kwh = n_gpus * spec.tdp_w * power_fraction * seconds / 3.6e6 * pue
-        out.append(Estimate(key, precision, seconds / 3600, kwh, kwh * intensity / 1000, spec.peak_tflops[precision],
-                            spec.tdp_w))
-    return out
-
-
-def match_gpu(device_name: str) -> str | None:
-    """The GPU table key for a CUDA device name such as 'NVIDIA H100 80GB HBM3' (PCIe if it says so)."""
-    name = device_name.upper().replace(" ", "")
-    best = None
-    for key in gpu_table():
-        family, _, form = key.upper().partition("-")
-        if family in name:
-            if form and form in name:
-                return key
-            if best is None or form == "SXM":
-                best = key
-    return best
-
-
-def calibrate_from_run(store: Any, run_id: str, precision: str, default_mfu: float) -> tuple[float, float, str]:
-    """Measured (MFU, power fraction, label) from a finished GPU run that logged ``cost.flops``."""
-    run = store.get_run(run_id)
-    cost = store.cost(run.id)
-    finals = store.final_metrics([run.id]).get(run.id, {})
-    if "cost.flops" not in finals:
-        raise UserError(f"run {run.id} logged no cost.flops; expected a run of a kind that counts its FLOPs",
-                        where="--calibrate")
-    key = match_gpu(cost.device or "")
-    if key is None:
-        raise UserError(f"run {run.id} ran on {cost.device or 'an unknown device'}; expected a GPU listed in the "
-                        "GPU table", where="--calibrate")
-    spec = gpu_table()[key]
-    if precision not in spec.peak_tflops or cost.wall_s <= 0:
-        return default_mfu, 1.0, "assumed"
-    mfu = finals["cost.flops"].value / (cost.wall_s * spec.peak_tflops[precision] * 1e12)
-    power = cost.energy_kwh * 3.6e6 / (cost.wall_s * spec.tdp_w) if cost.energy_kwh > 0 else 1.0
-    return min(max(mfu, 1e-6), 1.0), min(max(power, 0.01), 1.5), f"measured on {key}, run {run.id}"

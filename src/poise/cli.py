@@ -42,8 +42,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 runs_app = typer.Typer(help="List, inspect, resume and delete runs.", no_args_is_help=True, rich_markup_mode=None)
-carbon_app = typer.Typer(help="Energy and CO2: estimate a planned job on different GPUs.", no_args_is_help=True,
-                         rich_markup_mode=None)
+carbon_app = typer.Typer(help="Energy and CO2: a job's time, energy and CO2 on other GPUs and grids.",
+                         no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(runs_app, name="runs")
 app.add_typer(carbon_app, name="carbon")
 
@@ -324,8 +324,10 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run ID or unique prefi
     cost = store.cost(r.id)
     finals = _final_summary(store, r)
     arts = store.artifacts(r.id)
+    phases = store.phase_costs(r.id)
     if ui.json:
         ui.emit({"run": r.__dict__, "metrics": finals, "cost": cost.__dict__,
+                 "phases": [{**p.__dict__, "energy_kwh": p.energy_kwh} for p in phases],
                  "artifacts": [{"name": a.name, "sha256": a.sha256, "path": str(a.path), "media": a.media}
                                for a in arts]})
         return
@@ -336,6 +338,9 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run ID or unique prefi
     ui.print(metrics_table("final metrics", finals))
     ui.print(f"cost: {cost.wall_s:.1f} s wall, {cost.cpu_s:.1f} s CPU, {cost.peak_rss_mb:.0f} MB peak, "
              f"{cost.energy_kwh:.3g} kWh, {cost.co2_g:.3g} g CO2 ({cost.country}; {cost.method})")
+    if len(phases) > 1:
+        ui.print(Text("phases: " + ", ".join(f"{p.phase} {p.wall_s:.1f} s {p.energy_kwh * 3.6e6:.3g} J"
+                                             for p in phases) + f" ({phases[0].label}: {phases[0].method})"))
     for a in arts:
         ui.print(f"artifact {a.name}: {a.media} sha256:{a.sha256[:16]}…")
     ui.print("config: " + json.dumps(r.config, sort_keys=True))
@@ -429,6 +434,30 @@ def report(
 # --------------------------------------------------------------------------- carbon
 
 
+GpuOpt = Annotated[str, typer.Option("--gpu", help="GPU types separated by commas (see the GPU data file).")]
+CountryOpt = Annotated[str | None, typer.Option("--country", help="Grid country, ISO alpha-3 (default "
+                                                "$POISE_COUNTRY or USA).")]
+ThroughputOpt = Annotated[str | None, typer.Option("--throughput", help="Override achieved TFLOP/s: GPU=TFLOPS, "
+                                                   "several separated by commas.")]
+MfuOpt = Annotated[str | None, typer.Option("--mfu", help="Override with a fraction of peak: GPU=F, "
+                                            "several separated by commas, or F for every GPU.")]
+
+
+def _estimate_table(title: str, rows: list[Any]) -> TextTable:
+    t = TextTable(title=title)
+    for c in ("GPU", "TFLOP/s", "throughput", "power W", "hours", "energy kWh", "CO2 kg"):
+        t.add_column(c, justify="left" if c in ("GPU", "throughput") else "right")
+    for r in sorted(rows, key=lambda r: r.co2_kg):
+        t.add_row(r.gpu, f"{r.achieved_tflops:.3g}", r.throughput_status, f"{r.power_w:.0f}", f"{r.hours:.3g}",
+                  f"{r.energy_kwh:.3g}", f"{r.co2_kg:.3g}")
+    return t
+
+
+def _print_sources(ui: UI, rows: list[Any]) -> None:
+    for r in rows:
+        ui.print(Text(f"{r.gpu}: {r.throughput_source}; power {r.power_source}", style="dim"))
+
+
 @carbon_app.command("estimate")
 def carbon_estimate(
     flops: Annotated[float | None, typer.Option("--flops", help="Total training FLOPs.")] = None,
@@ -436,61 +465,124 @@ def carbon_estimate(
         float | None, typer.Option("--params", help="Model parameters (with --tokens: 6·P·T FLOPs).")
     ] = None,
     tokens: Annotated[float | None, typer.Option("--tokens", help="Training tokens.")] = None,
-    gpu: Annotated[str, typer.Option("--gpu", help="Comma-separated GPU types.")] = "A100-SXM,H100-SXM,V100,T4,L4",
-    country: Annotated[str | None, typer.Option("--country", help="Grid country, ISO alpha-3.")] = None,
+    gpu: GpuOpt = "A100-SXM,H100-SXM,V100,T4,L4",
+    country: CountryOpt = None,
     intensity: Annotated[float | None, typer.Option("--intensity", help="Grid intensity, g CO2/kWh.")] = None,
     pue: Annotated[float, typer.Option("--pue", help="Data-centre power usage effectiveness.")] = 1.2,
-    mfu: Annotated[float, typer.Option("--mfu", help="Model FLOPs utilisation assumed.")] = 0.4,
+    workload: Annotated[str | None, typer.Option("--workload", help="Measured workload class of the GPU "
+                                                 "data file (default: the one nearest to --params, else the largest "
+                                                 "transformer).")] = None,
+    throughput: ThroughputOpt = None,
+    mfu: MfuOpt = None,
+    power_fraction: Annotated[float, typer.Option("--power-fraction", help="Average draw as a share of rated "
+                                                  "power.")] = 1.0,
     precision: Annotated[str, typer.Option("--precision", help="fp32, tf32, bf16, fp16 or fp8.")] = "fp16",
     n_gpus: Annotated[int, typer.Option("--n-gpus", help="GPUs in the job.")] = 1,
-    calibrate: Annotated[str | None, typer.Option("--calibrate", help="Run ID whose measured FLOPs, time and "
-                                                  "energy set MFU and power.")] = None,
+    calibrate: Annotated[str | None, typer.Option("--calibrate", help="Run ID measured on a GPU: its FLOPs, time "
+                                                  "and energy replace that GPU's figures.")] = None,
 ) -> None:
-    """Time, energy and CO2 of a planned job on each GPU type."""
-    from poise.carbon import estimate, grid_intensity, training_flops
+    """Time, energy and CO2 of a planned job on each GPU type, from measured throughput (sources listed)."""
+    from poise.carbon import grid_intensity
+    from poise.projection import (
+        calibrate_from_run,
+        estimate,
+        overrides_from_options,
+        training_flops,
+        workload_for_params,
+    )
 
     ui = get_ui()
     for option, value in (("--flops", flops), ("--params", params), ("--tokens", tokens), ("--intensity", intensity),
-                          ("--pue", pue), ("--mfu", mfu)):
+                          ("--pue", pue), ("--power-fraction", power_fraction)):
         if value is not None and not math.isfinite(value):
             raise UserError(f"expected a finite number (got {value})", where=option)
     if not 1.0 <= pue <= 10.0:
         raise UserError(f"expected a PUE between 1 and 10 (got {pue:g})", where="--pue")
-    if not 0.0 < mfu <= 1.0:
-        raise UserError(f"expected an MFU in (0, 1] (got {mfu:g})", where="--mfu")
     if flops is not None and flops <= 0:
         raise UserError(f"expected --flops > 0 (got {flops:g})", where="--flops")
     if flops is None:
         if params is None or tokens is None:
             raise UserError("expected --flops F, or --params P with --tokens T", where="carbon estimate")
-        if params <= 0 or tokens <= 0:
-            raise UserError("expected --params and --tokens > 0", where="carbon estimate")
+        if not (params > 0 and tokens > 0) or not all(map(math.isfinite, (params, tokens))):
+            raise UserError("expected --params and --tokens > 0 and finite", where="carbon estimate")
         flops = training_flops(params, tokens)
-    if n_gpus < 1:
-        raise UserError(f"expected --n-gpus >= 1 (got {n_gpus})", where="carbon estimate")
-    if intensity is not None and intensity < 0:
-        raise UserError(f"expected --intensity >= 0 (got {intensity})", where="carbon estimate")
-    power_fraction = 1.0
-    source = "assumed"
+    if intensity is not None and not (math.isfinite(intensity) and intensity >= 0):
+        raise UserError(f"expected --intensity >= 0 and finite (got {intensity})", where="carbon estimate")
+    overrides = overrides_from_options(throughput, mfu)
     if calibrate:
-        from poise.carbon import calibrate_from_run
-
-        mfu, power_fraction, source = calibrate_from_run(_store(), calibrate, precision, mfu)
+        key, measured = calibrate_from_run(_store(), calibrate)
+        overrides.setdefault(key, measured)
     grid = intensity if intensity is not None else grid_intensity(country or os.environ.get("POISE_COUNTRY", "USA"))
-    rows = estimate(flops, [g.strip() for g in gpu.split(",") if g.strip()], precision=precision, mfu=mfu, pue=pue,
-                    intensity=grid, power_fraction=power_fraction, n_gpus=n_gpus)
+    wl = workload or (workload_for_params(params) if params else "transformer-large")
+    rows = estimate(flops, [g.strip() for g in gpu.split(",") if g.strip()], precision=precision, workload=wl,
+                    pue=pue, intensity=grid, power_fraction=power_fraction, n_gpus=n_gpus, overrides=overrides)
     if ui.json:
-        ui.emit({"flops": flops, "intensity_g_per_kwh": grid, "pue": pue, "mfu": mfu, "mfu_source": source,
-                 "power_fraction": power_fraction, "estimates": [r.__dict__ for r in rows]})
+        ui.emit({"flops": flops, "intensity_g_per_kwh": grid, "pue": pue, "precision": precision, "workload": wl,
+                 "estimates": [r.__dict__ for r in rows]})
         return
-    t = TextTable(title=f"{flops:.3g} FLOPs, {precision}, MFU {mfu:.2f} ({source}), PUE {pue}, {grid:.0f} g CO2/kWh",
-              title_justify="left")
-    for c in ("GPU", "peak TFLOP/s", "power W", "hours", "energy kWh", "CO2 kg"):
-        t.add_column(c, justify="right" if c != "GPU" else "left")
-    for r in sorted(rows, key=lambda r: r.co2_kg):
-        t.add_row(r.gpu, f"{r.peak_tflops:g}", f"{r.tdp_w:g}", f"{r.hours:.3g}", f"{r.energy_kwh:.3g}",
-                  f"{r.co2_kg:.3g}")
+    ui.print(_estimate_table(f"{flops:.3g} FLOPs, {precision}, workload {wl}, PUE {pue}, {grid:.0f} g CO2/kWh", rows))
+    _print_sources(ui, rows)
+
+
+@carbon_app.command("compare")
+def carbon_compare(
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe whose finished run to use (trained first if the "
+                                                  "store has none).")] = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="A finished run (ID or prefix) instead of a "
+                                               "recipe.")] = None,
+    gpu: GpuOpt = "A100,H100,V100,T4,L4,RTX3090",
+    country: Annotated[str | None, typer.Option("--country", help="Grid countries, ISO alpha-3, separated by "
+                                                "commas (default $POISE_COUNTRY or USA).")] = None,
+    pue: Annotated[float, typer.Option("--pue", help="Data-centre power usage effectiveness.")] = 1.2,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, tf32, bf16, fp16 or fp8.")] = "fp16",
+    workload: Annotated[str | None, typer.Option("--workload", help="Measured workload class (default: from the "
+                                                 "run's domain and size).")] = None,
+    throughput: ThroughputOpt = None,
+    mfu: MfuOpt = None,
+    set_: SetOpt = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Apply the recipe's [quick] overrides.")] = False,
+) -> None:
+    """Time, energy and CO2 of a measured run's job on each GPU and grid, each with its assumptions."""
+    from poise.projection import compare, overrides_from_options
+
+    ui = get_ui()
+    if (recipe is None) == (run_id is None):
+        raise UserError("expected a RECIPE or --run ID (one of them)", where="carbon compare")
+    countries = [c.strip() for c in (country or os.environ.get("POISE_COUNTRY", "USA")).split(",") if c.strip()]
+    from poise.carbon import grid_intensity
+
+    for c in countries:  # bad input before any training
+        grid_intensity(c)
+    overrides = overrides_from_options(throughput, mfu)
+    store = _store()
+    if run_id is None:
+        from poise.recipes import load_recipe, parse_set_options
+        from poise.runner import Runner
+
+        cfg = load_recipe(recipe, parse_set_options(set_ or []), quick=quick)  # type: ignore[arg-type]
+        found = store.find_done(cfg.config_hash())
+        run_id = found.id if found is not None else Runner(store, ui).run(cfg).id
+    measured, rows = compare(store, run_id, [g.strip() for g in gpu.split(",") if g.strip()], countries,
+                             precision=precision, pue=pue, workload=workload, overrides=overrides)
+    if ui.json:
+        ui.emit({"measured": measured.__dict__, "precision": precision, "pue": pue,
+                 "rows": [{"country": c, **e.__dict__} for c, e in rows]})
+        return
+    ui.print(Text(f"run {measured.run_id} ({measured.kind}) measured on {measured.device}: {measured.wall_s:.3g} s, "
+                  f"{measured.energy_kwh * 3.6e6:.3g} J, {measured.co2_g:.3g} g CO2 ({measured.country}, PUE "
+                  f"{measured.pue:g}); {measured.flops:.3g} FLOPs"))
+    t = TextTable(title=f"the same job on other GPUs ({precision}, PUE {pue:g})")
+    for c in ("GPU", "grid", "g CO2/kWh", "TFLOP/s", "throughput", "power W", "seconds", "energy J", "CO2 g"):
+        t.add_column(c, justify="left" if c in ("GPU", "grid", "throughput") else "right")
+    for c, e in sorted(rows, key=lambda r: (r[0], r[1].co2_kg)):
+        t.add_row(e.gpu, c, f"{e.intensity:.0f}", f"{e.achieved_tflops:.3g}", e.throughput_status, f"{e.power_w:.0f}",
+                  f"{e.hours * 3600:.3g}", f"{e.energy_kwh * 3.6e6:.3g}", f"{e.co2_kg * 1000:.3g}")
     ui.print(t)
+    ui.print(Text(f"{rows[0][1].assumptions[0]}; PUE {pue:g}; grids: "
+                  + ", ".join(f"{c} {e.intensity:.0f} g CO2/kWh" for c, e in rows if e.gpu == rows[0][1].gpu),
+                  style="dim"))
+    for _c, e in rows[: len(rows) // len(countries)]:
+        ui.print(Text(f"{e.gpu}: {e.assumptions[1]}; power {e.power_source}", style="dim"))
 
 
 # --------------------------------------------------------------------------- commands the domains add

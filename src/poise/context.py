@@ -5,8 +5,8 @@ A kind's ``run(cfg, ctx)`` reads top to bottom: build data and model, ask ``ctx.
 checkpoint holds, then ``for step in ctx.steps(meter): ...`` — the loop resumes after the last
 checkpoint, checkpoints every ``train.checkpoint_every`` steps, and shows a progress bar; inside it,
 ``ctx.optimizer_step(loss, opt, sched)`` and ``with ctx.phase("attack"): ...`` to account time and
-energy per phase. Finally ``ctx.evaluate(model, data)`` runs the recipe's evaluators and
-``ctx.save_artifact`` stores the weights.
+energy per phase (see :meth:`RunContext.phase`). Finally ``ctx.evaluate(model, data)`` runs the
+recipe's evaluators and ``ctx.save_artifact`` stores the weights.
 
 Kinds that build on other runs use ``ctx.dependency`` (a teacher, a base model), ``ctx.child_run`` (a
 run this one asks for), ``ctx.run_record``, ``ctx.final_metrics`` and ``ctx.artifact``; files go through
@@ -34,6 +34,7 @@ import torch
 from poise.budget import BudgetMeter
 from poise.errors import UserError
 from poise.evaluators import run_evaluators
+from poise.prediction import CostPredictor
 from poise.recipes import Recipe, TrainCfg, load_recipe, resolve_recipe_path
 from poise.schedules import BudgetSchedule
 from poise.statefile import flatten, unflatten
@@ -86,6 +87,9 @@ class RunContext:
         self._meter: BudgetMeter | None = None
         self.flops_per_step: int | None = None
         self._intermediate = intermediate
+        self._predicted = False
+        self._resumed = False
+        self._bar: Any = None
         seed_everything(recipe.seed)
         self.rng = np.random.default_rng(recipe.seed)
 
@@ -119,13 +123,17 @@ class RunContext:
         """A progress bar with ETA for work outside ``ctx.steps`` (hidden by ``--quiet``)."""
         return self._host.ui.progress(description, total)
 
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Account the time (and energy) spent inside the block to phase ``name`` of this run, e.g.
-        ``attack`` vs ``update`` (vision), ``rollout`` vs ``learn`` (RL), ``generate``/``reward``/``update``
-        (language RL), ``io``/``compute`` (merges). Phases may nest; the innermost one is charged."""
-        with self._cost.phase(name):
-            yield
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        """Count the time inside ``with ctx.phase(name):`` towards phase ``name`` (e.g. attack / update,
+        rollout / learn, generate / reward / update, io / compute; free-form, nesting allowed).
+
+        Cheap enough for every step: two clock reads (wall and process CPU time) on entry and exit, no
+        energy tracker started or stopped. Energy per phase is the run's *measured* total split by
+        share — CPU energy by the phase's process CPU time, RAM and GPU energy by its wall time — and
+        labelled measured or estimated like the total (see :mod:`poise.phases`). Time outside every
+        phase is reported as ``other``. The store keeps the split per run (``Store.phase_costs``).
+        """
+        return self._cost.phase(name)
 
     # ------------------------------------------------------------------ artifacts
 
@@ -225,6 +233,12 @@ class RunContext:
             attr = "energy_kwh" if train.budget.unit == "kwh" else "co2_g"
             probe = lambda: getattr(self._cost.snapshot(), attr)  # noqa: E731
         self._meter = BudgetMeter(train.budget, steps_per_epoch=steps_per_epoch, probe=probe)
+        if not self._predicted:  # the run's first budget loop predicts its final cost (poise.prediction)
+            self._predicted = True
+            predictor = CostPredictor(self)
+            self._meter.hooks.append(
+                lambda step, m: None if self._resumed else predictor.after_step(step, m.total_steps, self._bar,
+                                                                                done=m.done(step)))
         return self._meter
 
     def optimizer(self, params: Any, train: TrainCfg | None = None) -> torch.optim.Optimizer:
@@ -297,7 +311,8 @@ class RunContext:
         """Yield optimizer step indices until the budget is spent, resuming after the last checkpoint.
 
         After each step's body the meter is updated, and every ``train.checkpoint_every`` steps (and
-        at the end) the tracked objects, the meter and all RNG states are checkpointed.
+        at the end) the tracked objects, the meter and all RNG states are checkpointed. From 5 % of the
+        budget on, the bar shows the run's predicted final time, energy and CO2 (:mod:`poise.prediction`).
         """
         meter = meter or self._meter
         if meter is None:
@@ -306,16 +321,18 @@ class RunContext:
         step = self.restore()
         label = description or f"{self.cfg.display_name} [{self.run_id[:6]}]"
         with self.progress(label, meter.total_steps) as bar:
+            self._bar = bar  # the cost prediction (a meter hook) shows in it
             bar.update(step, meter.total_steps)
             while not meter.done(step):
                 self.step = step
                 yield step
                 step += 1
                 self.step = step
-                meter.after_step(step)
                 bar.update(step, meter.total_steps)
+                meter.after_step(step)
                 if step % every == 0 or meter.done(step):
                     self.checkpoint(step)
+        self._bar = None
         self.step = step
         self.log_metric("budget_used", meter.used_fraction(step), axis="train", direction="min")
 
@@ -386,6 +403,7 @@ class RunContext:
                           "trying the one before")
                 continue
             self.step = step
+            self._resumed = True  # this segment makes no cost prediction: its loop started in an earlier one
             self.info(f"resumed run {self.run_id} at step {step}")
             return step
         return 0

@@ -8,6 +8,7 @@ parties add kinds through the ``poise.recipes`` entry-point group (see :mod:`poi
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -373,7 +374,7 @@ def apply_overrides(data: dict[str, Any], config: type[Recipe], overrides: dict[
         annotation = _field_at(config, path, where)
         if isinstance(value, str):
             value = parse_value(value, annotation)
-        _set_path(data, path, value, where)
+        _set_path(data, path, copy.deepcopy(value), where)  # later overrides must not edit the caller's value
 
 
 def parse_set_options(items: list[str]) -> dict[str, str]:

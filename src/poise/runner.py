@@ -22,6 +22,7 @@ import psutil
 import torch
 from sqlalchemy.exc import OperationalError
 
+from poise import prediction
 from poise.carbon import CostTracker
 from poise.context import DivergedError, RunContext
 from poise.errors import DiskFull, Pruned, RunInterrupted, Terminated, UserError
@@ -190,6 +191,7 @@ class Runner:
                     if ctx.flops_per_step:
                         rows.append(("flops", "cost", "min", ctx.step, float(ctx.flops_per_step * ctx.step)))
                     self.store.log_metrics(run_id, rows)
+                    prediction.finish(self.store, run_id, total)
                 self.store.set_status(run_id, status, error=error)
             except OperationalError as e:  # e.g. a full disk: the run stays resumable from its checkpoint
                 self.ui.info(f"could not record the end of run {run_id}: {e.orig}")

@@ -102,6 +102,24 @@ costs_t = sa.Table(
     sa.Column("updated", sa.Float, nullable=False),
 )
 
+# time and energy per phase of each run segment (see poise.phases): energies in kWh with PUE, CO2 in g
+phase_costs_t = sa.Table(
+    "phase_costs",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("segment", sa.Integer, primary_key=True),
+    sa.Column("phase", sa.String(64), primary_key=True),
+    sa.Column("wall_s", sa.Float, nullable=False),
+    sa.Column("cpu_s", sa.Float, nullable=False),
+    sa.Column("cpu_kwh", sa.Float, nullable=False),
+    sa.Column("ram_kwh", sa.Float, nullable=False),
+    sa.Column("gpu_kwh", sa.Float, nullable=False),
+    sa.Column("co2_g", sa.Float, nullable=False),
+    sa.Column("label", sa.String(32), nullable=False),
+    sa.Column("method", sa.Text, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+)
+
 
 schema_t = sa.Table(
     "poise_schema",
@@ -151,6 +169,7 @@ class CostRecord:
     country: str | None = None
     device: str | None = None
     segments: int = 0
+    phases: list[Any] = field(default_factory=list, repr=False)  # poise.phases.PhaseCost rows of a segment
 
     def as_metrics(self) -> dict[str, float]:
         return {"wall_s": self.wall_s, "cpu_s": self.cpu_s, "peak_rss_mb": self.peak_rss_mb,
@@ -490,7 +509,7 @@ class Store:
         run = self.get_run(run_id)
 
         def delete(c: sa.Connection) -> None:
-            for t in (metrics_t, artifacts_t, costs_t):
+            for t in (metrics_t, artifacts_t, costs_t, phase_costs_t):
                 c.execute(t.delete().where(t.c.run_id == run.id))
             c.execute(runs_t.delete().where(runs_t.c.id == run.id))
 
@@ -538,6 +557,26 @@ class Store:
                    method=cost.method, country=cost.country, device=cost.device, updated=time.time())
         stmt, rows = self._upsert(costs_t, [row], ["run_id", "segment"])
         self._write(lambda c: c.execute(stmt, rows))
+        if cost.phases:
+            self.record_phases(run_id, segment, cost.phases)
+
+    def record_phases(self, run_id: str, segment: int, phases: list[Any]) -> None:
+        """Write a segment's time and energy per phase (``poise.phases.PhaseCost`` rows), replacing older ones."""
+        now = time.time()
+        data = [dict(run_id=run_id, segment=segment, phase=p.phase, wall_s=p.wall_s, cpu_s=p.cpu_s,
+                     cpu_kwh=p.cpu_kwh, ram_kwh=p.ram_kwh, gpu_kwh=p.gpu_kwh, co2_g=p.co2_g, label=p.label,
+                     method=p.method, updated=now) for p in phases]
+        stmt, data = self._upsert(phase_costs_t, data, ["run_id", "segment", "phase"])
+        self._write(lambda c: c.execute(stmt, data))
+
+    def phase_costs(self, run_id: str) -> list[Any]:
+        """A run's time and energy per phase, summed over its segments (``other`` last)."""
+        from poise.phases import PhaseCost, combine
+
+        q = phase_costs_t.select().where(phase_costs_t.c.run_id == run_id)
+        rows = self._read(lambda c: c.execute(q).fetchall())
+        return combine(PhaseCost(r.phase, r.wall_s, r.cpu_s, r.cpu_kwh, r.ram_kwh, r.gpu_kwh, r.co2_g, r.label,
+                                 r.method) for r in rows)
 
     def next_segment(self, run_id: str) -> int:
         q = sa.select(sa.func.max(costs_t.c.segment)).where(costs_t.c.run_id == run_id)

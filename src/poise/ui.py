@@ -63,12 +63,14 @@ class UI:
         if self._progress is None:
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("eta"), TimeRemainingColumn(), console=self.err, transient=True,
+                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[predict]}"), console=self.err,
+                transient=True,
                 disable=self.quiet,
             )
             self._progress.start()
         self._depth += 1
-        task = self._progress.add_task(escape(description), total=total)  # run names are text, not markup
+        # run names are text, not markup; ``predict`` holds a run's predicted final cost (poise.prediction)
+        task = self._progress.add_task(escape(description), total=total, predict="")
         try:
             yield ProgressTask(self._progress, task)
         finally:

@@ -125,3 +125,28 @@ def test_unreachable_endpoint_is_a_user_error():
     s.close()
     with pytest.raises(EndpointUnreachable, match="unreachable"):
         EndpointJudge(f"http://127.0.0.1:{port}", "m", timeout=0.5, retries=0).judge(["p"], ["r"])
+
+
+def test_an_evaluation_the_judge_could_not_make_fails(server, monkeypatch, tmp_path):
+    """Judge failures are errors, never safe, and beyond judge.max_error_share the evaluation fails."""
+    from types import SimpleNamespace
+
+    from poise.errors import UserError
+    from poise.language import evaluators
+    from poise.language.data import LangDataCfg, load_lang_data
+
+    _, url = server
+    _Handler.mode = "malformed"
+    monkeypatch.setattr(evaluators, "generate", lambda lm, prompts, gen: ["Sure, here it is."] * len(prompts))
+    data = load_lang_data(LangDataCfg())
+    saved = {}
+    ctx = SimpleNamespace(run_id="r1", scratch_dir=lambda name: tmp_path / name,
+                          save_file=lambda name, blob, media, meta=None: saved.setdefault(name, blob))
+    (tmp_path / "eval").mkdir()
+    judge = {"name": "endpoint", "url": url, "timeout": 5.0, "retries": 0}
+    with pytest.raises(UserError, match="could not decide 100.0% of the responses"):
+        evaluators.safety(None, data, ctx, split="val", judge=judge, max_new_tokens=4)
+    assert any(name.startswith("responses-") for name in saved)  # the evidence is kept
+    _Handler.mode = "ok"
+    ok = evaluators.safety(None, data, ctx, split="test", judge=judge, max_new_tokens=4)
+    assert ok["judge_error_rate"] == 0.0 and ok["harmful_compliance"] == 1.0

@@ -9,8 +9,18 @@ from importlib import resources
 
 import pytest
 
-from poise.carbon import CostTracker, estimate, gpu_table, grid_intensity, match_gpu, training_flops
+from poise.carbon import CostTracker, grid_intensity
 from poise.errors import UserError
+from poise.projection import (
+    calibrate_from_run,
+    estimate,
+    gpu_data,
+    gpu_table,
+    match_gpu,
+    overrides_from_options,
+    table_throughput,
+    training_flops,
+)
 
 
 def _burn(cpu_seconds: float) -> None:
@@ -64,23 +74,63 @@ def test_gpu_table_has_a_source_for_every_gpu():
     assert len(raw["gpu"]) >= 8
     for name, g in raw["gpu"].items():
         assert g["source"] and g["tdp_w"] > 0 and g["peak_tflops"]["fp16"] > 0, name
-    assert gpu_table()["A100-SXM"].tdp_w == 400 and gpu_table()["T4"].tdp_w == 70
+    rated = {"A100-SXM": 400, "A100-PCIe": 250, "V100": 300, "T4": 70, "RTX3090": 350, "H100-SXM": 700, "L4": 72}
+    assert {k: gpu_table()[k].tdp_w for k in rated} == rated
+    data = gpu_data()
+    for (gpu, precision), row in data.rows.items():  # every throughput row: a cited source or a measured reference
+        assert gpu in data.gpus and precision in data.gpus[gpu].peak_tflops, (gpu, precision)
+        if row.get("status") == "derived":
+            assert (row["derived_from"], precision) in data.rows and "derived" not in str(
+                data.rows[(row["derived_from"], precision)].get("status", "")), row
+        else:
+            src = data.sources[row["source"]]
+            assert src["title"] and src["cite"] and src["publisher"] and src["date"] and src["measured"], row
+            assert row["row"] and set(row["rates"]) == set(data.workloads), row
+
+
+def test_measured_throughput_is_rate_times_flops_per_item():
+    """A100-SXM fp16 BERT-large: the cited 152 sequences/s × FLOPs per sequence."""
+    tp = table_throughput("A100-SXM", "fp16", "transformer-large")
+    assert tp.status == "measured" and "A100 80GB SXM4" in tp.source and "152" in tp.source
+    assert tp.tflops == pytest.approx(152 * gpu_data().workloads["transformer-large"].flops_per_item / 1e12)
+    assert tp.tflops < gpu_table()["A100-SXM"].peak_tflops["fp16"]  # measured, so below the peak
+    bf16 = table_throughput("A100-SXM", "bf16", "transformer-large")
+    assert bf16.tflops == tp.tflops and "fp16 row serves bf16" in bf16.source
+    t4 = table_throughput("T4", "fp16", "transformer-large")
+    assert t4.status == "derived" and t4.source.startswith("derived, not measured")
 
 
 def test_estimate_arithmetic():
     flops = training_flops(1e9, 1e10)  # 6e19
-    (e,) = estimate(flops, ["A100-SXM"], precision="bf16", mfu=0.5, pue=1.1, intensity=400.0)
+    (e,) = estimate(flops, ["A100-SXM"], precision="bf16", pue=1.1, intensity=400.0,
+                    overrides=overrides_from_options(None, "A100-SXM=0.5"))
     seconds = 6e19 / (312e12 * 0.5)
     assert e.hours == pytest.approx(seconds / 3600)
     assert e.energy_kwh == pytest.approx(400 * seconds / 3.6e6 * 1.1)
     assert e.co2_kg == pytest.approx(e.energy_kwh * 0.4)
+    (m,) = estimate(flops, ["A100-SXM"], precision="fp16", workload="cnn", pue=1.0, intensity=400.0)
+    assert m.hours == pytest.approx(flops / (table_throughput("A100-SXM", "fp16", "cnn").tflops * 1e12) / 3600)
 
 
-def test_a_faster_gpu_can_emit_less_despite_higher_power():
-    """The Green-AI effect: time matters as much as watts (A100 at 400 W vs V100 at 300 W)."""
-    by = {e.gpu: e for e in estimate(1e20, ["A100-SXM", "V100", "T4"], precision="fp16", intensity=300.0)}
-    assert by["A100-SXM"].tdp_w > by["V100"].tdp_w
-    assert by["A100-SXM"].co2_kg < by["V100"].co2_kg
+def test_one_mfu_for_every_gpu_is_gone_and_the_a100_beats_the_t4():
+    """The issue's case: 1e21 FLOPs fp16. At one MFU the T4 came out greener (748 vs 890 kWh); measured
+    throughput reverses it for a transformer job, the Green-AI seed's effect."""
+    by = {e.gpu: e for e in estimate(1e21, ["A100-SXM", "T4"], precision="fp16", workload="transformer-large",
+                                     intensity=300.0)}
+    assert by["A100-SXM"].power_w > by["T4"].power_w
+    assert by["A100-SXM"].co2_kg < by["T4"].co2_kg
+    peak_ratio = gpu_table()["A100-SXM"].peak_tflops["fp16"] / gpu_table()["T4"].peak_tflops["fp16"]
+    assert by["A100-SXM"].achieved_tflops / by["T4"].achieved_tflops > peak_ratio  # not one MFU
+    assert by["A100-SXM"].achieved_tflops / gpu_table()["A100-SXM"].peak_tflops["fp16"] != pytest.approx(
+        by["T4"].achieved_tflops / gpu_table()["T4"].peak_tflops["fp16"], rel=0.05)
+
+
+@pytest.mark.parametrize("claim", gpu_data().claims, ids=lambda c: f"{c.what}:{c.workload}:{c.lower}<{c.higher}")
+def test_every_order_the_data_file_claims_holds(claim):
+    rows = {e.gpu: e for e in estimate(1e20, [claim.lower, claim.higher], precision=claim.precision,
+                                       workload=claim.workload, intensity=300.0)}
+    attr = "hours" if claim.what == "time" else "energy_kwh"
+    assert getattr(rows[claim.lower], attr) < getattr(rows[claim.higher], attr), claim
 
 
 def test_estimate_rejects_bad_input():
@@ -89,7 +139,55 @@ def test_estimate_rejects_bad_input():
     with pytest.raises(UserError, match="no bf16"):
         estimate(1e18, ["V100"], precision="bf16")
     with pytest.raises(UserError, match="MFU"):
-        estimate(1e18, ["T4"], mfu=1.5)
+        overrides_from_options(None, "T4=1.5")
+    with pytest.raises(UserError, match="no measured fp8"):
+        estimate(1e18, ["H100-SXM"], precision="fp8")
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(UserError):
+            estimate(bad, ["T4"])
+        with pytest.raises(UserError):
+            overrides_from_options(f"T4={bad}", None)
+
+
+def _gpu_run(store, *, pue: float, gpu_name: str, flops: float, wall_s: float, kwh: float) -> str:
+    """A finished run as a GPU run records it: cost (energy includes the recipe's PUE) and cost.flops."""
+    from poise.store import CostRecord
+
+    rid = store.create_run(kind="vision.erm", name="gpu-run", config={"cost": {"pue": pue}}, config_hash="h", seed=0)
+    store.record_cost(rid, 0, CostRecord(wall_s=wall_s, cpu_s=wall_s, energy_kwh=kwh, co2_g=kwh * 50,
+                                         method="codecarbon + zeus GPU", country="FRA", device=gpu_name))
+    store.log_metrics(rid, [("flops", "cost", "min", 10, flops)])
+    store.set_status(rid, "done")
+    return rid
+
+
+def test_calibration_applies_pue_once_and_only_to_its_gpu(store):
+    """A run measured on an A100 at PUE 1.5, projected back onto the A100 at PUE 1.5, gives its own time
+    and energy (the old code multiplied by PUE twice); the T4 keeps its own measured throughput."""
+    rid = _gpu_run(store, pue=1.5, gpu_name="NVIDIA A100-SXM4-80GB", flops=3.6e16, wall_s=1200.0, kwh=0.15)
+    key, ov = calibrate_from_run(store, rid)
+    assert key == "A100-SXM" and ov.status == "calibrated"
+    assert ov.power_w == pytest.approx(0.15 / 1.5 * 3.6e6 / 1200.0)
+    by = {e.gpu: e for e in estimate(3.6e16, ["A100-SXM", "T4"], pue=1.5, intensity=100.0, overrides={key: ov})}
+    assert by["A100-SXM"].hours * 3600 == pytest.approx(1200.0)
+    assert by["A100-SXM"].energy_kwh == pytest.approx(0.15)
+    assert by["T4"].achieved_tflops == pytest.approx(table_throughput("T4", "fp16", "transformer-large").tflops)
+    assert by["T4"].throughput_status == "derived"
+
+
+def test_calibration_via_cli_changes_only_the_measured_gpu(cli, tmp_path):
+    from poise.store import Store
+
+    rid = _gpu_run(Store(root=tmp_path / ".poise"), pue=1.2, gpu_name="NVIDIA A100-SXM4-80GB", flops=1e17,
+                   wall_s=100.0, kwh=0.01)
+    code, out, err = cli("--json", "carbon", "estimate", "--flops", "1e20", "--gpu", "A100-SXM,V100", "--pue", "1.2",
+                         "--calibrate", rid)
+    assert code == 0, err
+    by = {e["gpu"]: e for e in json.loads(out)["estimates"]}
+    assert by["A100-SXM"]["achieved_tflops"] == pytest.approx(1e17 / 100.0 / 1e12)
+    assert by["A100-SXM"]["throughput_status"] == "calibrated"
+    assert by["V100"]["throughput_status"] == "measured"
+    assert by["V100"]["achieved_tflops"] == pytest.approx(table_throughput("V100", "fp16", "transformer-large").tflops)
 
 
 def test_match_gpu_names():
@@ -110,6 +208,9 @@ def test_carbon_estimate_cli(cli):
     code, out, err = cli("carbon", "estimate", "--flops", "1e21")
     assert code == 0 and "A100-SXM" in out and "CO2" in out
     for bad in (["carbon", "estimate"], ["carbon", "estimate", "--flops", "-1"],
+                ["carbon", "estimate", "--flops", "nan"], ["carbon", "estimate", "--flops", "1e20", "--mfu", "T4=2"],
+                ["carbon", "estimate", "--flops", "1e20", "--throughput", "Z80=3"],
+                ["carbon", "estimate", "--flops", "1e20", "--workload", "rnn"],
                 ["carbon", "estimate", "--flops", "1e20", "--gpu", "Z80"],
                 ["carbon", "estimate", "--flops", "1e20", "--country", "ZZZ"]):
         code, _, err = cli(*bad)
@@ -125,3 +226,58 @@ def test_calibration_needs_a_gpu_run(cli, tmp_path):
     rid = json.loads(out)["run"]
     code, _, err = cli("carbon", "estimate", "--flops", "1e20", "--calibrate", rid)
     assert code == 2 and "expected a GPU" in err
+
+
+def test_compare_projects_a_measured_run_on_each_gpu_and_grid(store):
+    from poise.projection import compare
+
+    rid = _gpu_run(store, pue=1.0, gpu_name="cpu", flops=2e15, wall_s=50.0, kwh=1e-3)
+    measured, rows = compare(store, rid, ["A100", "T4"], ["FRA", "POL"], pue=1.1)
+    assert measured.flops == 2e15 and measured.kind == "vision.erm"
+    assert [(c, e.gpu) for c, e in rows] == [("FRA", "A100-SXM"), ("FRA", "T4"), ("POL", "A100-SXM"), ("POL", "T4")]
+    for country, e in rows:
+        tp = table_throughput(e.gpu, "fp16", "cnn")  # a vision run: the CNN class
+        assert e.hours * 3600 == pytest.approx(2e15 / (tp.tflops * 1e12))
+        assert e.energy_kwh == pytest.approx(e.power_w * e.hours / 1000 * 1.1)
+        assert e.co2_kg == pytest.approx(e.energy_kwh * grid_intensity(country) / 1000)
+        text = " ".join(e.assumptions)
+        assert "workload class cnn" in text and "throughput" in text and "PUE 1.1" in text and country in text
+        assert "g CO2/kWh" in text and ("Lambda" in text)
+
+
+def test_carbon_compare_cli(cli, tmp_path):
+    from poise.store import Store
+
+    store = Store(root=tmp_path / ".poise")
+    rid = _gpu_run(store, pue=1.0, gpu_name="cpu", flops=2e15, wall_s=50.0, kwh=1e-3)
+    code, out, err = cli("--json", "carbon", "compare", "--run", rid, "--gpu", "A100,H100,V100,T4,L4,RTX3090",
+                         "--country", "FRA,USA")
+    assert code == 0, err
+    data = json.loads(out)
+    assert len(data["rows"]) == 12 and {r["gpu"] for r in data["rows"]} >= {"A100-SXM", "H100-SXM", "RTX3090"}
+    assert all(r["assumptions"] and r["throughput_source"] for r in data["rows"])
+    code, out, err = cli("carbon", "compare", "--run", rid, "--gpu", "A100,T4")
+    assert code == 0 and "T4" in out and "derived" in out
+    no_flops = store.create_run(kind="control.ppo", name="x", config={}, config_hash="x", seed=0)
+    store.set_status(no_flops, "done")
+    for bad, expect in ((["--run", rid, "--gpu", "Z80"], "expected one of"),
+                        (["--run", rid, "--country", "ZZZ"], "unknown grid country"),
+                        (["--run", rid, "--precision", "int4"], "unknown precision"),
+                        (["--run", rid, "--workload", "rnn"], "expected one of"),
+                        (["--run", no_flops], "no cost.flops"),
+                        ([], "expected a RECIPE or --run")):
+        code, _, err = cli("carbon", "compare", *bad)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and expect in err, (bad, err)
+
+
+def test_carbon_compare_trains_a_recipe_once(cli):
+    from tests.conftest import RECIPES
+
+    args = ("--json", "carbon", "compare", RECIPES / "vision" / "erm-digits.toml", "--set",
+            "train.budget={steps = 3}", "--set", "model.width=4", "--set", 'eval=[{name = "vision.clean_accuracy"}]',
+            "--gpu", "A100,T4")
+    code, out, err = cli(*args)
+    assert code == 0, err
+    first = json.loads(out)["measured"]["run_id"]
+    code, out, err = cli(*args)
+    assert code == 0 and json.loads(out)["measured"]["run_id"] == first  # the finished run is reused

@@ -1,3 +1,3 @@
-"""Registers the study kinds and the Claims report section."""
+"""Registers the study kinds and their report sections (Claims; schedules under a budget)."""
 
-from poise.study import compare, report  # noqa: F401
+from poise.study import compare, report, schedules, schedules_report  # noqa: F401

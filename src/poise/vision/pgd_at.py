@@ -1,7 +1,8 @@
 """PGD-AT (Madry et al., ICLR 2018): train on the PGD example of each batch, cross-entropy loss.
 
 The attack runs with the model in eval mode (BatchNorm statistics are not updated by attack passes);
-the training forward on x′ runs in train mode.
+the training forward on x′ runs in train mode. The run's time and energy are split into the phases
+``attack`` (generating x′) and ``update`` (forward, backward and optimiser step on x′).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def run(cfg: PgdAtRecipe, ctx: RunContext) -> None:
     for step in ctx.steps(meter):
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
         with ctx.count_flops():
-            with ctx.autocast():
+            with ctx.phase("attack"), ctx.autocast():
                 x_adv = pgd(
                     model,
                     xb,
@@ -49,9 +50,11 @@ def run(cfg: PgdAtRecipe, ctx: RunContext) -> None:
                     step_size=atk.step_size,
                     start=atk.start,
                 )
-                model.train()
-                loss = F.cross_entropy(model(x_adv), yb)
-            ctx.optimizer_step(loss, opt, sched)
+            with ctx.phase("update"):
+                with ctx.autocast():
+                    model.train()
+                    loss = F.cross_entropy(model(x_adv), yb)
+                ctx.optimizer_step(loss, opt, sched)
         if step % 10 == 0:
             ctx.log_metrics({"loss": loss.item(), "lr": sched.get_last_lr()[0]}, step=step)
     finish(ctx, cfg, model, data)
