@@ -61,10 +61,12 @@ RECIPES = {
     "merging.mix_vs_merge": "language/mix-vs-merge.toml",
     "study.compare": None,  # tunes and reruns other kinds' recipes: their rows cover its GPU path
     "vision.robustbench": None,  # scores a RobustBench checkpoint from disk: there is none to load here
+    "study.schedules": None,  # reruns other kinds' recipes under each schedule: their rows cover it
 }
 NOT_RUN = {"merging.merge": "no shipped recipe (poise merge builds it); merging.sweep runs merges and scores them",
            "study.compare": "runs other kinds' recipes (their rows cover it)",
-           "vision.robustbench": "needs a RobustBench checkpoint on disk (trains nothing)"}
+           "vision.robustbench": "needs a RobustBench checkpoint on disk (trains nothing)",
+           "study.schedules": "runs other kinds' recipes under each schedule (their rows cover it)"}
 # a ~0.5B-parameter Llama: 28 × (attention 3.9M + MLP 13.3M) + embeddings
 BIG_LM = {"vocab_size": 1024, "hidden_size": 1280, "num_layers": 28, "num_heads": 20, "num_kv_heads": 4,
           "intermediate_size": 3456, "max_length": 96}
