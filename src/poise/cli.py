@@ -89,6 +89,16 @@ def _final_summary(store: Any, run: Any) -> dict[str, float]:
     return {k: m.value for k, m in sorted(finals.items()) if not k.startswith("train.")}
 
 
+def _print_result(store: Any, result: Any) -> None:
+    """A finished run's metrics: a table, or one JSON document with --json."""
+    ui = get_ui()
+    summary = _final_summary(store, result)
+    if ui.json:
+        ui.emit({"run": result.id, "status": result.status, "metrics": summary})
+    else:
+        ui.print(metrics_table(f"run {result.id} ({result.kind}) {result.status}", summary))
+
+
 @app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
@@ -105,12 +115,7 @@ def run(
     cfg = load_recipe(recipe, parse_set_options(set_ or []), quick=quick)
     store = open_store() if cfg.store is None or SESSION.store_url else open_store(cfg.store)
     ui = get_ui()
-    result = Runner(store, ui, device=device).run(cfg)
-    summary = _final_summary(store, result)
-    if ui.json:
-        ui.emit({"run": result.id, "status": result.status, "metrics": summary})
-    else:
-        ui.print(metrics_table(f"run {result.id} ({result.kind}) {result.status}", summary))
+    _print_result(store, Runner(store, ui, device=device).run(cfg))
 
 
 @app.command()
@@ -355,12 +360,7 @@ def runs_resume(
 
     store = _store()
     ui = get_ui()
-    result = Runner(store, ui, device=device).resume(run_id)
-    summary = _final_summary(store, result)
-    if ui.json:
-        ui.emit({"run": result.id, "status": result.status, "metrics": summary})
-    else:
-        ui.print(metrics_table(f"run {result.id} ({result.kind}) {result.status}", summary))
+    _print_result(store, Runner(store, ui, device=device).resume(run_id))
 
 
 @runs_app.command("rm")

@@ -445,8 +445,8 @@ LARGEST_FLOAT = 1e15  # no rate, weight, budget or size of a recipe is larger; f
 
 def check_numbers(data: Any, where: str, path: str = "") -> None:
     """Every number in a recipe (and its overrides) is finite and of a sane size: NaN and infinities
-    (which TOML and ``--set`` accept), floats beyond 1e15 and integers beyond 2**53 are refused with the
-    field that holds them."""
+    (which TOML and ``--set`` accept), floats beyond 1e15, integers beyond 2**53 and seeds outside
+    [0, 2**32) are refused with the field that holds them."""
     if isinstance(data, dict):
         for k, v in data.items():
             check_numbers(v, where, f"{path}.{k}" if path else str(k))
@@ -460,6 +460,9 @@ def check_numbers(data: Any, where: str, path: str = "") -> None:
     elif isinstance(data, int) and not isinstance(data, bool) and abs(data) >= LARGEST_INT:
         raise UserError(f"expected a number of magnitude below 2**53 (got {describe(data)})", where=where,
                         field=path or None)
+    elif isinstance(data, int) and not isinstance(data, bool) and "seed" in path.rsplit(".", 1)[-1].lower() \
+            and not 0 <= data < 2**32:  # every random generator poise feeds takes these
+        raise UserError(f"expected a seed in [0, 2**32) (got {data})", where=where, field=path or None)
 
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None, *, quick: bool = False) -> Recipe:
