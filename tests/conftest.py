@@ -67,6 +67,26 @@ def cli(
     return call
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server on 127.0.0.1 for this test session (see tests/pg.py); fails, never skips,
+    when PostgreSQL is not installed."""
+    from .pg import PgServer
+
+    try:
+        server = PgServer()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """The URL of a fresh, empty PostgreSQL database."""
+    return pg_server.new_database()
+
+
 def resume_matches(runner, store, full, atol: float = 0.0) -> None:
     """The failed run named ``crashy`` resumes to done with the same ``model`` weights as ``full``."""
     crashed = next(r for r in store.list_runs() if r.name == "crashy")

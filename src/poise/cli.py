@@ -135,66 +135,106 @@ def tour(
 @app.command()
 def sweep(
     recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
-    param: Annotated[list[str], typer.Option("--param", "-p", help="FIELD=SPACE: log:1e-4..1e-1, int:8..64, "
-                                             "0..1, choice:a,b (repeatable).")],
-    objective: Annotated[list[str], typer.Option("--objective", help="AXIS.METRIC[:max|:min] (repeatable; two or "
-                                                 "more give a Pareto set).")],
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="FIELD=SPACE [if FIELD=VALUE]: "
+                                                    "log:1e-4..1e-1, int:8..64, 0..1, choice:a,b, fixed:v "
+                                                    "(repeatable).")] = None,
+    space: Annotated[Path | None, typer.Option("--space", help="Search space file ([[param]] tables).")] = None,
+    objective: Annotated[list[str] | None, typer.Option("--objective", help="AXIS.METRIC[:max|:min] (repeatable; "
+                                                        "two or more give a Pareto set).")] = None,
     trials: Annotated[int, typer.Option("--trials", "-n", help="Finished trials the study should reach.")] = 8,
-    study: Annotated[str | None, typer.Option("--study", help="Study name (processes with the same one share "
-                                              "it).")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Local worker processes.")] = 1,
+    study: Annotated[str | None, typer.Option("--study", help="Study name (workers join it by name).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Local worker processes (0: only create the study); "
+                                      "with --executor ray, trials in flight.")] = 1,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL (default: optuna.db in the "
                                                 "store folder, or the store's PostgreSQL).")] = None,
+    sampler: Annotated[str, typer.Option("--sampler", help="auto (NSGA-II for several objectives, else TPE), "
+                                         "nsga2, tpe, random or grid.")] = "auto",
+    pruner: Annotated[str, typer.Option("--pruner", help="auto (median for one objective), median, hyperband "
+                                        "or none.")] = "auto",
+    executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster HOST:PORT or auto.")] = None,
+    gpus_per_trial: Annotated[float, typer.Option("--gpus-per-trial", help="GPUs each Ray trial asks for.")] = 0.0,
+    on_worker_death: Annotated[str, typer.Option("--on-worker-death", help="retry (resume the trial's run) or "
+                                                 "fail a trial whose worker died.")] = "retry",
+    heartbeat: Annotated[int, typer.Option("--heartbeat", help="Seconds between trial heartbeats; a trial "
+                                           "silent for 3 of them is stale.")] = 10,
     set_: SetOpt = None,
     quick: Annotated[bool, typer.Option("--quick", help="Apply the recipe's [quick] overrides.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 0,
     device: DeviceOpt = None,
 ) -> None:
-    """Search recipe fields with optuna; every trial is a run. Workers anywhere join with the same --study."""
-    import subprocess
-
+    """Search recipe fields with optuna; every trial is a run. `poise worker` processes anywhere join by name."""
     from poise.recipes import parse_set_options
-    from poise.sweep import parse_param, run_sweep
+    from poise.space import load_space_file
+    from poise.sweep import is_database_url, parse_param, run_sweep
 
-    params = [parse_param(p) for p in param]
-    if jobs < 1:
-        raise UserError(f"expected --jobs >= 1 (got {jobs})", where="--jobs")
-    store = _store()
-    workers = []
-    if jobs > 1:  # extra local workers: the same command, one process each, sharing the study
-        args = list(SESSION.argv)
-        for i, a in enumerate(args):
-            if a in ("--jobs", "-j"):
-                args[i + 1] = "1"
-            elif a.startswith("--jobs="):
-                args[i] = "--jobs=1"
-        if study is None:
-            raise UserError("give --study NAME so the workers share one study", where="--jobs")
-        workers = [subprocess.Popen([sys.executable, "-m", "poise", "--quiet", *args]) for _ in range(jobs - 1)]
-    st = run_sweep(store, recipe, params, objective, trials=trials, study=study,
-                   overrides=parse_set_options(set_ or []), quick=quick, seed=seed, device=device,
-                   storage=storage)
-    failed = sum(w.wait() != 0 for w in workers)
+    params = [parse_param(p) for p in param or []]
+    if space is not None:
+        params = load_space_file(space) + params
+    store = _sweep_store(storage)
+    st = run_sweep(store, recipe, params, objective or [], trials=trials, study=study,
+                   overrides=parse_set_options(set_ or []), quick=quick, seed=seed, device=device, storage=storage,
+                   sampler=sampler, pruner=pruner, jobs=jobs, executor=executor, address=address,
+                   gpus_per_trial=gpus_per_trial, on_worker_death=on_worker_death, heartbeat=heartbeat)
+    _print_study(st, [p.field for p in params if p.searched])
+    if jobs == 0:
+        get_ui().info(f"study {st.study_name} is ready: start `poise worker --study {st.study_name} --storage URL`"
+                      + ("" if is_database_url(storage) else " on this machine"))
+
+
+def _sweep_store(storage: str | None) -> Any:
+    """The run store of a sweep: --store (or $POISE_STORE), else a PostgreSQL storage's database."""
+    from poise.sweep import check_storage_url, is_database_url
+
+    if storage is not None:
+        check_storage_url(storage)
+    if SESSION.store_url is None and not os.environ.get("POISE_STORE") and is_database_url(storage):
+        return open_store(storage)
+    return open_store()
+
+
+def _print_study(st: Any, fields: list[str]) -> None:
+    from optuna.trial import TrialState
+
     ui = get_ui()
     best = st.best_trials
+    states = [t.state for t in st.trials]
+    counts = {s.name.lower(): states.count(s) for s in TrialState if states.count(s)}
+    objectives = [o for o, _ in st.user_attrs.get("poise", {}).get("objectives", [])] or [
+        f"value {i}" for i in range(len(st.directions))]
     if ui.json:
-        ui.emit({"study": st.study_name, "trials": len(st.trials),
+        ui.emit({"study": st.study_name, "trials": len(st.trials), "states": counts,
                  "best": [{"run": t.user_attrs.get("run"), "params": t.params, "values": t.values} for t in best]})
-    else:
-        t = TextTable(title=f"study {st.study_name}: {len(st.trials)} trials, "
-                        f"{'Pareto set' if len(objective) > 1 else 'best'}")
-        t.add_column("run")
-        for p in params:
-            t.add_column(p.field)
-        for o in objective:
-            t.add_column(o.split(":")[0], justify="right")
-        for tr in best:
-            t.add_row(str(tr.user_attrs.get("run", "")), *[f"{tr.params[p.field]:.4g}" if isinstance(
-                tr.params[p.field], float) else str(tr.params[p.field]) for p in params],
-                *[f"{v:.4g}" for v in tr.values])
-        ui.print(t)
-    if failed:
-        raise UserError(f"{failed} of {len(workers)} worker processes failed", where="--jobs")
+        return
+    t = TextTable(title=f"study {st.study_name}: {len(st.trials)} trials "
+                        f"({', '.join(f'{n} {k}' for k, n in counts.items())}), "
+                        f"{'Pareto set' if len(objectives) > 1 else 'best'}")
+    t.add_column("run")
+    for f in fields:
+        t.add_column(f)
+    for o in objectives:
+        t.add_column(o, justify="right")
+    for tr in best:
+        cells = [tr.params.get(f, "") for f in fields]
+        t.add_row(str(tr.user_attrs.get("run", "")), *[f"{c:.4g}" if isinstance(c, float) else str(c) for c in cells],
+                  *[f"{v:.4g}" for v in tr.values])
+    ui.print(t)
+
+
+@app.command()
+def worker(
+    study: Annotated[str, typer.Option("--study", help="Name of a study made by `poise sweep`.")],
+    storage: Annotated[str, typer.Option("--storage", envvar="POISE_STORAGE",
+                                         help="Its optuna storage URL (or $POISE_STORAGE).")],
+    device: DeviceOpt = None,
+) -> None:
+    """Pull trials from a sweep's study until it has its trial count (run any number, on any machines)."""
+    from poise.sweep import run_worker, worker_store
+
+    store = open_store() if SESSION.store_url or os.environ.get("POISE_STORE") else worker_store(storage)
+    st = run_worker(storage, study, store, device=device)
+    spec = st.user_attrs.get("poise", {})
+    _print_study(st, [p["field"] for p in spec.get("params", []) if p["kind"] != "fixed"])
 
 
 # --------------------------------------------------------------------------- recipes
@@ -253,15 +293,17 @@ def recipes() -> None:
 @runs_app.command("ls")
 def runs_ls(
     kind: Annotated[str | None, typer.Option(help="Only this kind (glob).")] = None,
-    status: Annotated[str | None, typer.Option(help="running, done, failed or interrupted.")] = None,
+    status: Annotated[str | None, typer.Option(help="running, done, failed, interrupted or pruned.")] = None,
 ) -> None:
     """List runs, oldest first."""
     import time
 
     store = _store()
     ui = get_ui()
-    if status is not None and status not in ("running", "done", "failed", "interrupted"):
-        raise UserError(f"unknown status {status!r}; expected running, done, failed or interrupted", where="--status")
+    from poise.store import STATUSES
+
+    if status is not None and status not in STATUSES:
+        raise UserError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}", where="--status")
     runs = store.list_runs(kind=kind, status=status)
     if ui.json:
         ui.emit([{"id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "seed": r.seed, "quick": r.quick,

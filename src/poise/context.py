@@ -12,13 +12,18 @@ Kinds that build on other runs use ``ctx.dependency`` (a teacher, a base model),
 run this one asks for), ``ctx.run_record``, ``ctx.final_metrics`` and ``ctx.artifact``; files go through
 ``ctx.save_file``, ``ctx.incoming_path``/``ctx.adopt_file`` and ``ctx.scratch_dir``. Kinds never touch the
 store or the runner directly. Cost tracking wraps the whole run from outside; kinds never call it.
+
+A kind that can measure its objective while it trains (validation accuracy at each epoch end) passes
+it to ``ctx.report_intermediate(name, value_or_fn, step)``: a single-objective sweep reports it to
+optuna and may prune the run there (it then stops and ends with status ``pruned``); outside a sweep
+the call does nothing, and a callable value is never even computed.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -67,7 +72,7 @@ class RunContext:
     """What a running kind sees: its store records, budget, schedule, device, RNG and progress."""
 
     def __init__(self, *, run_id: str, recipe: Recipe, store: Store, device: torch.device, host: RunHost,
-                 cost: CostTracker, segment: int):
+                 cost: CostTracker, segment: int, intermediate: Callable[[str, float, int], None] | None = None):
         self.run_id = run_id
         self.cfg = recipe
         self._store = store
@@ -81,6 +86,7 @@ class RunContext:
         self._tracked: dict[str, Any] = {}
         self._meter: BudgetMeter | None = None
         self.flops_per_step: int | None = None
+        self._intermediate = intermediate
         self._predicted = False
         self._resumed = False
         self._bar: Any = None
@@ -98,6 +104,17 @@ class RunContext:
                     direction: str = "min") -> None:
         s = self.step if step is None else step
         self._store.log_metrics(self.run_id, [(k, axis, direction, s, float(v)) for k, v in values.items()])
+
+    def report_intermediate(self, name: str, value: float | Callable[[], float], step: int | None = None) -> None:
+        """Report an intermediate value of metric ``name`` (``axis.metric``, e.g. ``utility.clean_acc``
+        measured on the validation split) at ``step``. In a sweep whose single objective is ``name`` the
+        trial may be pruned here: :class:`~poise.errors.Pruned` is raised and the run ends ``pruned``
+        (resumable from its last checkpoint). Elsewhere nothing happens; pass a callable to skip the
+        measurement then."""
+        if self._intermediate is None:
+            return
+        v = float(value() if callable(value) else value)
+        self._intermediate(name, v, self.step if step is None else step)
 
     def info(self, message: str) -> None:
         self._host.ui.info(message)

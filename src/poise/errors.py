@@ -55,3 +55,7 @@ def describe(value: object, limit: int = 60) -> str:
     """Short repr of a user value for error messages."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Pruned(Exception):
+    """Raised inside a run when its sweep prunes it from an intermediate value (the run ends ``pruned``)."""

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,13 @@ from sqlalchemy.exc import OperationalError
 from poise import prediction
 from poise.carbon import CostTracker
 from poise.context import DivergedError, RunContext
-from poise.errors import DiskFull, RunInterrupted, Terminated, UserError
+from poise.errors import DiskFull, Pruned, RunInterrupted, Terminated, UserError
 from poise.recipes import Recipe, build_recipe
 from poise.registry import get_kind
 from poise.store import HEARTBEAT_S, STALE_S, RunRecord, Store
 from poise.ui import UI, get_ui
+
+Intermediate = Callable[[str, float, int], None]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -97,8 +100,14 @@ class Runner:
         self.device_override = device
         self._active: list[RunContext] = []
 
-    def run(self, recipe: Recipe, *, parent_id: str | None = None) -> RunRecord:
-        """Start a new run of ``recipe`` and carry it to the end (after its preflight checks)."""
+    def run(self, recipe: Recipe, *, parent_id: str | None = None, on_start: Callable[[str], None] | None = None,
+            intermediate: Intermediate | None = None) -> RunRecord:
+        """Start a new run of ``recipe`` and carry it to the end (after its preflight checks).
+
+        ``on_start(run_id)`` is called once the run is recorded (a sweep links its trial to it);
+        ``intermediate(name, value, step)`` receives what the kind reports with ``ctx.report_intermediate``
+        and may raise :class:`~poise.errors.Pruned` to stop the run (it then ends ``pruned``).
+        """
         spec = get_kind(recipe.kind)
         resolve_device(self.device_override or recipe.device)
         recipe.preflight()
@@ -107,9 +116,11 @@ class Runner:
             seed=recipe.seed, quick=recipe.is_quick, source=str(recipe.source) if recipe.source else None,
             parent_id=parent_id,
         )
-        return self._execute(spec.run, recipe, run_id)
+        if on_start is not None:
+            on_start(run_id)
+        return self._execute(spec.run, recipe, run_id, intermediate)
 
-    def resume(self, run_id: str) -> RunRecord:
+    def resume(self, run_id: str, *, intermediate: Intermediate | None = None) -> RunRecord:
         """Continue a killed or failed run from its last checkpoint."""
         rec = self.store.get_run(run_id)
         if rec.status == "done":
@@ -127,9 +138,9 @@ class Runner:
             raise UserError(f"run {rec.id} is being continued by pid {now.pid} on {now.host}; one owner at a time",
                             where="run")
         self.ui.info(f"resuming run {rec.id} ({rec.kind})")
-        return self._execute(get_kind(recipe.kind).run, recipe, rec.id)
+        return self._execute(get_kind(recipe.kind).run, recipe, rec.id, intermediate)
 
-    def _execute(self, fn: Any, recipe: Recipe, run_id: str) -> RunRecord:
+    def _execute(self, fn: Any, recipe: Recipe, run_id: str, intermediate: Intermediate | None = None) -> RunRecord:
         device = resolve_device(self.device_override or recipe.device)
         segment = self.store.next_segment(run_id)
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
@@ -139,7 +150,7 @@ class Runner:
             self._active[-1]._cost.pause()
         cost.start()
         ctx = RunContext(run_id=run_id, recipe=recipe, store=self.store, device=device, host=self, cost=cost,
-                         segment=segment)
+                         segment=segment, intermediate=intermediate)
         self._active.append(ctx)
         status, error = "failed", None
         try:
@@ -150,6 +161,8 @@ class Runner:
                 raise DivergedError(f"metric {bad} is NaN: the model diverged or its evaluation failed; the run can "
                                     "be resumed from its last checkpoint with other settings", where=f"run {run_id}")
             status = "done"
+        except Pruned as e:
+            status, error = "pruned", str(e)
         except (KeyboardInterrupt, RunInterrupted) as e:
             status, error = "interrupted", ("terminated" if isinstance(e, Terminated) else "interrupted by the user")
             raise RunInterrupted(f"run {run_id} ({recipe.display_name}) stopped at step {ctx.step}; continue it with "

@@ -32,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 from poise.errors import CorruptArtifact, UserError
 
 DEFAULT_ROOT = Path(".poise")
-STATUSES = ("running", "done", "failed", "interrupted")
+STATUSES = ("running", "done", "failed", "interrupted", "pruned")
 
 metadata = sa.MetaData()
 
@@ -208,6 +208,23 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def sqlalchemy_url(url: str) -> str:
+    """``postgresql://`` through psycopg 3 when psycopg2 (SQLAlchemy's default driver) is not installed."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None:
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def display_url(url: str) -> str:
+    """A database URL for messages: the password hidden."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return url
+
+
 def glob_to_like(pattern: str) -> str:
     """A shell glob (``*``, ``?``) as a SQL LIKE pattern with ``\\`` as escape: ``%`` and ``_`` match themselves."""
     out = []
@@ -251,12 +268,12 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
         self.url = url
         try:
-            self.engine = self._make_engine(url)
+            self.engine = self._make_engine(sqlalchemy_url(url))
             self._with_retry(self._open_schema)
-        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as e:
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
             raise UserError(f"cannot use store URL: {e}", where="--store") from None
         except OperationalError as e:
-            raise UserError(f"cannot open store: {e.orig}", where=self.url) from None
+            raise UserError(f"cannot open store: {e.orig}", where=display_url(self.url)) from None
         except sa.exc.DatabaseError as e:  # e.g. "file is not a database"
             raise UserError(f"not a poise store ({e.orig}); expected an SQLite file poise created, or a new path",
                             where=url.removeprefix("sqlite:///")) from None
@@ -267,7 +284,7 @@ class Store:
         """Create the tables of a new store, or bring an older store's schema up to date (once, under a
         write lock, so that processes opening it together don't race)."""
         existed = sa.inspect(self.engine).has_table("runs")
-        metadata.create_all(self.engine)
+        self._create_tables()
         q = sa.select(schema_t.c.value).where(schema_t.c.key == "version")
         with self.engine.connect() as c:
             row = c.execute(q).first()
@@ -285,6 +302,14 @@ class Store:
                 self._migrate_1_to_2(c)
             stmt, rows = self._upsert(schema_t, [{"key": "version", "value": str(SCHEMA_VERSION)}], ["key"])
             c.execute(stmt, rows)
+
+    def _create_tables(self) -> None:
+        if self.engine.dialect.name != "postgresql":
+            metadata.create_all(self.engine)
+            return
+        with self.engine.begin() as conn:  # concurrent CREATE TABLEs race in PostgreSQL's catalog: one at a time
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7290417)"))
+            metadata.create_all(conn)
 
     def _migrate_1_to_2(self, c: sa.Connection) -> None:
         """Runs gain a heartbeat (leases); a metric value may be NULL (NaN)."""
@@ -325,7 +350,7 @@ class Store:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
             return engine
-        return sa.create_engine(url, pool_pre_ping=True)
+        return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
 
     @staticmethod
     def _with_retry(fn: Any, timeout: float = 120.0) -> Any:

@@ -79,7 +79,11 @@ def _poise(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_killed_run_resumes_to_the_same_result(tmp_path, backend, request):
+    # the killed run and its resume write to the store under test; the reference run to its own SQLite
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    at = ["--store", url] if url else []
     sets = ["--set", "train.budget={steps = 150}", "--set", "model.width=8", "--set", "train.checkpoint_every=10",
             "--set", "seed=11", "--set", 'eval=[{name = "vision.clean_accuracy"}]']
     (tmp_path / "ref").mkdir()
@@ -90,7 +94,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
 
     work = tmp_path / "killed"
     work.mkdir()
-    proc = _poise(["run", str(ERM), *sets], work)
+    proc = _poise([*at, "run", str(ERM), *sets], work)
     ckpts = work / ".poise" / "checkpoints"
     deadline = time.monotonic() + 300
     while not list(ckpts.glob("*/ckpt-000000030")):
@@ -102,7 +106,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     run_id = next(ckpts.iterdir()).name
     assert not list(ckpts.glob("*/ckpt-000000150")), "the run finished before it was killed"
 
-    resumed = _poise(["--json", "runs", "resume", run_id], work)
+    resumed = _poise([*at, "--json", "runs", "resume", run_id], work)
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
     result = json.loads(out)
@@ -112,10 +116,10 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     from poise.store import Store
 
     a = {(m.name, m.step): m.value for m in Store(root=tmp_path / "ref" / ".poise").metrics() if m.name == "loss"}
-    b = {(m.name, m.step): m.value for m in Store(root=work / ".poise").metrics() if m.name == "loss"}
+    b = {(m.name, m.step): m.value for m in Store(url, root=work / ".poise").metrics() if m.name == "loss"}
     assert a and a == b
     # resuming a finished run is a clear error
-    again = _poise(["runs", "resume", run_id], work)
+    again = _poise([*at, "runs", "resume", run_id], work)
     _, err = again.communicate(timeout=120)
     assert again.returncode == 2 and "already finished" in err and len(err.strip().splitlines()) == 1
 

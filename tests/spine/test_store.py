@@ -1,4 +1,5 @@
-"""Run store: records, metrics upserts, artifacts by content, atomic checkpoints, concurrent writers."""
+"""Run store: records, metrics upserts, artifacts by content, atomic checkpoints, concurrent writers —
+each on SQLite and on a real PostgreSQL server (tests/pg.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,21 @@ import torch
 from poise.errors import UserError
 from poise.statefile import flatten, unflatten
 from poise.store import CostRecord, Store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path) -> str:
+    """The database of the store under test: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / '.poise' / 'poise.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store(store_url: str, tmp_path: Path):
+    s = Store(store_url, root=tmp_path / ".poise")
+    yield s
+    s.close()
 
 
 def new_run(store: Store, **kw) -> str:
@@ -98,24 +114,25 @@ def test_optimizer_state_round_trips_without_pickle():
     assert torch.equal(opt2.state[opt2.param_groups[0]["params"][0]]["exp_avg"], opt.state[model.weight]["exp_avg"])
 
 
-def _writer(root: str, run_id: str, worker: int, n: int) -> None:
-    s = Store(root=root)
+def _writer(url: str, root: str, run_id: str, worker: int, n: int) -> None:
+    s = Store(url, root=root)
     for i in range(n):
         s.log_metrics(run_id, [(f"w{worker}", "train", "min", i, float(worker * 10_000 + i))])
     s.close()
 
 
-def test_concurrent_writers_lose_nothing(tmp_path: Path):
+def test_concurrent_writers_lose_nothing(store_url: str, tmp_path: Path):
     root = str(tmp_path / ".poise")
-    store = Store(root=root)
-    rid = new_run(store)
+    rid = "c" * 12
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(root, rid, w, 500)) for w in range(8)]
+    # eight processes open the fresh store at once (each creates the tables if missing), then write
+    procs = [ctx.Process(target=_writer, args=(store_url, root, rid, w, 500)) for w in range(8)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=300)
         assert p.exitcode == 0
+    store = Store(store_url, root=root)
     rows = store.metrics([rid])
     assert len(rows) == 4000
     assert len({(r.name, r.step) for r in rows}) == 4000

@@ -7,6 +7,7 @@ fragment they escaped themselves, or a PNG).
 """
 
 from poise.report import costs as _costs  # noqa: F401 - registers the cost sections
+from poise.report import sweep as _sweep  # noqa: F401 - registers the Sweeps section
 from poise.report.blocks import Block, report_section, report_sections
 from poise.report.html import write_report
 
