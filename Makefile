@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/python -m pip
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all test-deps bench lint install system-deps constraints clean
+.PHONY: demo test test-all bench lint install system-deps constraints clean
 
 # constraints.txt holds the versions the suite was last run with: pip resolves every extra at once
 # without backtracking (torchattacks pins requests 2.25, which rules out newer MLflow and urllib3).
@@ -22,22 +22,18 @@ constraints: install
 
 install: $(VENV)/.installed
 
-# system packages the tests drive (a headless browser for the report test), installed when missing
+# system packages the tests drive (a headless browser, a PostgreSQL server), installed when missing
 system-deps:
 	.ci/system-deps
 
 demo: install
 	$(VENV)/bin/poise tour --quick
 
-test: install system-deps test-deps
+test: install system-deps
 	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
-test-all: install system-deps test-deps
+test-all: install system-deps
 	$(PY) -m pytest -q -n 2 --dist loadgroup -m "" $(PYTEST_ARGS)
-
-# services the tests start themselves: PostgreSQL (Debian's package, installed when missing)
-test-deps:
-	bash .ci/postgres
 
 bench: install
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-INSTALL = "run `make test-deps` (or: apt-get install postgresql)"
+INSTALL = "run `make system-deps` (or: apt-get install postgresql)"
 
 
 def pg_bindir() -> Path | None:
