@@ -168,7 +168,7 @@ def _stats(result: MergeResult) -> dict[str, Any]:
 
 @kind("merging.merge", MergeRecipe)
 def run(cfg: MergeRecipe, ctx: RunContext) -> None:
-    """Merge models (linear, task arithmetic, SLERP, TIES, DARE) into an artifact with its lineage."""
+    """Merge models with any method of the method table into an artifact with its lineage."""
     m = cfg.model
     models = [resolve(ctx, r, f"model.models[{i}]") for i, r in enumerate(m.models)]
     base = resolve(ctx, m.base, "model.base") if m.base is not None else None

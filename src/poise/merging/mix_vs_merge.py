@@ -27,10 +27,10 @@ from pydantic import Field
 from poise.context import RunContext
 from poise.errors import UserError
 from poise.merging.merge import child_merge
+from poise.merging.spec import REGISTRY, Method
 from poise.recipes import ModelCfg, Recipe, kind
 from poise.store import RunRecord
 
-MergeMethod = Literal["linear", "task_arithmetic", "slerp", "ties", "dare_linear", "dare_ties"]
 Group = Literal["objective", "language"]
 
 
@@ -40,7 +40,7 @@ class MixMergeModelCfg(ModelCfg):
     name: str = "mix-vs-merge"
     sft: str = Field("sft.toml", description="language.sft recipe; only its [mix] and seed are varied")
     sft_set: dict[str, Any] = Field(default_factory=dict, description="--set overrides of every SFT run")
-    methods: list[MergeMethod] = Field(
+    methods: list[Method] = Field(
         default_factory=lambda: ["linear", "slerp", "ties", "dare_ties"], min_length=1
     )
     groups: list[Group] = Field(default_factory=lambda: ["objective", "language"], min_length=1)
@@ -89,17 +89,18 @@ def run(cfg: MixMergeRecipe, ctx: RunContext) -> None:
     for group, members in groups.items():
         refs = [f"run:{r.id}" for _, r in members]
         for method in m.methods:
-            if method == "slerp" and len(refs) != 2:
-                ctx.info(f"{group}: slerp interpolates 2 models, not {len(refs)}; left out")
+            spec = REGISTRY[method]
+            if len(refs) < spec.min_models or (spec.max_models is not None and len(refs) > spec.max_models):
+                ctx.info(f"{group}: {method} merges {spec.models_text()} models, not {len(refs)}; left out")
                 continue
             params: dict[str, Any] = {"method": method}
-            if method == "slerp":
+            if spec.interpolate == "t":
                 params["t"] = 0.5
-            else:
+            elif spec.weights:
                 params["weights"] = [1.0 / len(refs)] * len(refs)
-            if method in ("ties", "dare_ties", "dare_linear"):
+            if "density" in spec.params:
                 params["density"] = m.density
-            if method not in ("linear", "slerp"):
+            if spec.base == "required":
                 params["base"] = f"run:{base.id}"
             merged = child_merge(ctx, cfg, f"{cfg.display_name} {group} {method}",
                                  {"models": refs, "evaluate": True, **params},
