@@ -138,7 +138,7 @@ def _della_check(v: Mapping[str, float]) -> str | None:
 
 
 def _breadcrumbs_check(v: Mapping[str, float]) -> str | None:
-    if v["density"] + v["gamma"] > 1.0 + 1e-12:
+    if v["density"] < 1.0 and v["density"] + v["gamma"] > 1.0 + 1e-12:  # density 1 keeps everything
         return f"breadcrumbs keeps density and drops gamma of the entries, so density + gamma must be at " \
                f"most 1 (got {v['density']:g} + {v['gamma']:g})"
     return None
