@@ -58,7 +58,7 @@ RECIPES = {
     "language.alphaalign": "language/alphaalign.toml",
     "merging.merge": None,  # built by `poise merge`, not a recipe file; merging.sweep runs it
     "merging.sweep": "merging/digits-sweep.toml",
-    "merging.mix_vs_merge": "language/mix-vs-merge.toml",
+    "study.mix_vs_merge": "language/mix-vs-merge.toml",  # (kind merging.mix_vs_merge, its old name)
     "study.compare": None,  # tunes and reruns other kinds' recipes: their rows cover its GPU path
     "vision.robustbench": None,  # scores a RobustBench checkpoint from disk: there is none to load here
     "study.schedules": None,  # reruns other kinds' recipes under each schedule: their rows cover it
