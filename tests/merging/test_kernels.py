@@ -274,5 +274,23 @@ def test_della_keeps_large_entries_more_often_and_is_seeded():
 
 
 def test_parameters_of_the_table_are_recipe_fields_and_rule_keys():
-    fields = set(MergeParams.model_fields)
-    assert set(PARAMS) <= fields
+    from poise.merging.spec import RULE_KEYS, TensorRule, parse_rule
+
+    assert set(PARAMS) <= set(MergeParams.model_fields)
+    assert set(RULE_KEYS) <= set(TensorRule.model_fields)
+    assert parse_rule("mlp.*:gamma=0.1;epsilon=0.05") == {"pattern": "mlp.*", "gamma": 0.1, "epsilon": 0.05}
+
+
+def test_a_sweep_interpolates_with_the_methods_the_table_marks():
+    from pydantic import ValidationError
+
+    from poise.merging.spec import INTERPOLATING, interpolation_point
+    from poise.merging.sweep import SweepModelCfg
+
+    assert set(INTERPOLATING) == {"linear", "slerp", "nuslerp"}
+    for method in INTERPOLATING:
+        SweepModelCfg(models=["a", "b"], method=method)
+    assert interpolation_point("slerp", 0.3) == {"t": 0.3}
+    assert interpolation_point("nuslerp", 0.3) == {"weights": [0.7, 0.3]}
+    with pytest.raises(ValidationError):
+        SweepModelCfg(models=["a", "b"], method="ties")
