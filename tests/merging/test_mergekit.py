@@ -143,6 +143,16 @@ CASES = {
          "params": [{"weight": 0.6}, {"weight": 0.4}]},
         {"method": "nuslerp", "weights": [0.6, 0.4], "base": True},
     ),
+    "nuslerp_rows": (
+        {"merge_method": "nuslerp", "base_model": "base", "models": "ab",
+         "params": [{"weight": 0.6}, {"weight": 0.4}], "parameters": {"nuslerp_flatten": False}},
+        {"method": "nuslerp", "weights": [0.6, 0.4], "nuslerp_flatten": False, "base": True},
+    ),
+    "nuslerp_columns": (
+        {"merge_method": "nuslerp", "models": "ab", "params": [{"weight": 1.0}, {"weight": 2.0}],
+         "parameters": {"nuslerp_flatten": False, "nuslerp_row_wise": True}},
+        {"method": "nuslerp", "weights": [1.0, 2.0], "nuslerp_flatten": False, "nuslerp_row_wise": True},
+    ),
     "breadcrumbs": (
         {"merge_method": "breadcrumbs", "base_model": "base", "models": "ab",
          "params": [{"weight": 0.7, "density": 0.6, "gamma": 0.05}, {"weight": 0.5, "density": 0.6, "gamma": 0.05}]},
@@ -163,6 +173,11 @@ CASES = {
     "model_stock": (
         {"merge_method": "model_stock", "base_model": "base", "models": "abc", "params": [{}, {}, {}]},
         {"method": "model_stock", "base": True, "third": True},
+    ),
+    "model_stock_filter_wise": (
+        {"merge_method": "model_stock", "base_model": "base", "models": "abc", "params": [{}, {}, {}],
+         "parameters": {"filter_wise": True}},
+        {"method": "model_stock", "filter_wise": True, "base": True, "third": True},
     ),
 }
 

@@ -20,11 +20,13 @@ WHERE = "poise merge"
 
 def usage() -> str:
     """The help text: the methods and the parameter options come from the method table."""
-    params = "\n".join(
-        f"  --{name.replace('_', '-') + ' ' + name[0].upper():<18}{p.help}"
-        + (f"; in {p.range_text()}" if p.range_text() else "")
-        for name, p in PARAMS.items()
-    )
+    def option(name: str, p: Any) -> str:
+        flag = name.replace("_", "-")
+        if p.switch:
+            return f"  --{flag} / --no-{flag}\n  {'':<20}{p.help} (default: {'on' if p.default else 'off'})"
+        return f"  --{flag + ' ' + name[0].upper():<18}{p.help}" + (f"; in {p.range_text()}" if p.range_text() else "")
+
+    params = "\n".join(option(name, p) for name, p in PARAMS.items())
     interp = " or ".join(INTERPOLATING)
     return f"""poise merge --method M --models A B ... [--base BASE] [--weights W ...] [--density D] [-o OUT]
 
@@ -81,8 +83,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=[])
     p.add_argument("--base")
     p.add_argument("--weights", nargs="+", type=float)
-    for name in PARAMS:
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float)
+    for name, spec in PARAMS.items():
+        if spec.switch:
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, action=argparse.BooleanOptionalAction,
+                           default=None)
+        else:
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float)
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--rule", action="append", default=[])
     p.add_argument("--exclude", action="append", default=[])

@@ -288,16 +288,44 @@ def _task_vectors(
         yield mixed
 
 
+# --------------------------------------------------------------------------- per-vector statistics
+
+
+def _vectors(shape: tuple[int, ...], along: str) -> tuple[Callable[[int, int], np.ndarray | None], int]:
+    """Which vector each flat entry belongs to: ``along`` "all" (one vector: the tensor), "last" (rows along
+    the last dimension) or "first" (vectors along the first dimension). Returns ``ids(lo, hi)`` (None for a
+    single vector) and the number of vectors."""
+    numel = int(np.prod(shape)) if shape else 1
+    if along == "all" or len(shape) < 2:
+        return (lambda lo, hi: None), 1
+    if along == "last":
+        n = shape[-1]
+        return (lambda lo, hi: np.arange(lo, hi) // n), numel // n
+    stride = numel // shape[0]  # along the first dimension: entries j and j + stride share a vector
+    return (lambda lo, hi: np.arange(lo, hi) % stride), stride
+
+
+def _sums(x: np.ndarray, ids: np.ndarray | None, n: int) -> np.ndarray:
+    return np.array([x.sum()]) if ids is None else np.bincount(ids, weights=x, minlength=n)
+
+
+def _per_entry(values: np.ndarray, ids: np.ndarray | None, dtype: np.dtype) -> Any:
+    return dtype.type(values[0]) if ids is None else values[ids].astype(dtype)
+
+
 # --------------------------------------------------------------------------- NuSLERP
 
 
 def _nuslerp(
     p: TensorParams, models: Sequence[Reader], base: Reader | None, numel: int, dtype: np.dtype, chunk: int,
-    **_: Any,
+    *, shape: tuple[int, ...], **_: Any,
 ) -> Iterator[np.ndarray]:
-    """mergekit's NuSLERP (flattened): t = w₂ / (w₁ + w₂); with a base, of the two task vectors."""
+    """mergekit's NuSLERP: t = w₂ / (w₁ + w₂); with a base, of the two task vectors; one angle per tensor
+    (``nuslerp_flatten``) or per row (the last dimension, or the first with ``nuslerp_row_wise``)."""
     w0, w1 = (float(x) for x in p.weights)
     t = 0.5 if abs(w0 + w1) < 1e-6 else w1 / (w0 + w1)
+    along = "all" if p.nuslerp_flatten else "first" if p.nuslerp_row_wise else "last"
+    ids_of, nvec = _vectors(shape, along)
     a, b = models
 
     def vecs(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -307,26 +335,26 @@ def _nuslerp(
         z = base(lo, hi)
         return x - z, y - z, z
 
-    na2 = nb2 = dot = 0.0
-    for lo, hi in spans(numel, chunk):
+    na2, nb2, dot = np.zeros(nvec), np.zeros(nvec), np.zeros(nvec)
+    for lo, hi in spans(numel, chunk):  # pass 1: norms and angles, accumulated in float64
         x, y, _ = vecs(lo, hi)
         x64, y64 = x.astype(np.float64), y.astype(np.float64)
-        na2 += float(x64 @ x64)
-        nb2 += float(y64 @ y64)
-        dot += float(x64 @ y64)
-    na, nb = max(math.sqrt(na2), 1e-7), max(math.sqrt(nb2), 1e-7)
-    cos = min(1.0, max(-1.0, dot / (na * nb)))
-    if 1.0 - cos * cos <= 1e-16:
-        ca, cb = 1.0 - t, t
-    else:
-        theta = math.acos(cos)
-        s = math.sin(theta)
-        ca, cb = math.sin((1.0 - t) * theta) / s, math.sin(t * theta) / s
-    ca_, cb_ = dtype.type(ca), dtype.type(cb)
-    for lo, hi in spans(numel, chunk):
+        ids = ids_of(lo, hi)
+        na2 += _sums(x64 * x64, ids, nvec)
+        nb2 += _sums(y64 * y64, ids, nvec)
+        dot += _sums(x64 * y64, ids, nvec)
+    na, nb = np.maximum(np.sqrt(na2), 1e-7), np.maximum(np.sqrt(nb2), 1e-7)
+    cos = np.clip(dot / (na * nb), -1.0, 1.0)
+    colinear = 1.0 - cos * cos <= 1e-16
+    theta = np.arccos(np.where(colinear, 0.0, cos))
+    s = np.where(colinear, 1.0, np.sin(theta))
+    ca = np.where(colinear, 1.0 - t, np.sin((1.0 - t) * theta) / s)
+    cb = np.where(colinear, t, np.sin(t * theta) / s)
+    for lo, hi in spans(numel, chunk):  # pass 2: the interpolation
         x, y, z = vecs(lo, hi)
-        out = x * ca_
-        out += y * cb_
+        ids = ids_of(lo, hi)
+        out = x * _per_entry(ca, ids, dtype)
+        out += y * _per_entry(cb, ids, dtype)
         if z is not None:
             out += z
         yield out
@@ -337,28 +365,32 @@ def _nuslerp(
 
 def _model_stock(
     p: TensorParams, models: Sequence[Reader], base: Reader | None, numel: int, dtype: np.dtype, chunk: int,
-    **_: Any,
+    *, shape: tuple[int, ...], **_: Any,
 ) -> Iterator[np.ndarray]:
-    """Model Stock (as mergekit, not filter-wise): θ₀ + t (mean θᵢ − θ₀), t = N c / (1 + (N − 1) c), c the
-    mean pairwise cosine of the task vectors; t = 0 where the denominator vanishes."""
+    """Model Stock (as mergekit): θ₀ + t (mean θᵢ − θ₀), t = N c / (1 + (N − 1) c), c the mean pairwise
+    cosine of the task vectors, per tensor or (``filter_wise``) per row; t = 0 where the denominator
+    vanishes."""
     assert base is not None
     n = len(models)
-    norms2 = np.zeros(n)
-    dots = np.zeros((n, n))
+    ids_of, nvec = _vectors(shape, "last" if p.filter_wise else "all")
+    dots = np.zeros((n, n, nvec))
     for lo, hi in spans(numel, chunk):  # pass 1: norms and pairwise dot products, in float64
         z = base(lo, hi).astype(np.float64)
-        tv = np.stack([m(lo, hi).astype(np.float64) - z for m in models])
-        g = tv @ tv.T
-        dots += g
-        norms2 += np.diag(g)
-    norms = np.sqrt(norms2)
-    cosines = [min(1.0, max(-1.0, dots[i, j] / max(norms[i] * norms[j], 1e-6)))
+        tv = [m(lo, hi).astype(np.float64) - z for m in models]
+        ids = ids_of(lo, hi)
+        for i in range(n):
+            for j in range(i, n):
+                dots[i, j] += _sums(tv[i] * tv[j], ids, nvec)
+    norms = np.sqrt(np.stack([dots[i, i] for i in range(n)]))
+    cosines = [np.clip(dots[i, j] / np.maximum(norms[i] * norms[j], 1e-6), -1.0, 1.0)
                for i in range(n) for j in range(i + 1, n)]
-    c = float(np.mean(cosines))
+    c = np.mean(cosines, axis=0)
     den = 1.0 + (n - 1) * c
-    t = 0.0 if abs(den) < 1e-6 else n * c / den
-    t_ = dtype.type(t)
+    singular = np.abs(den) < 1e-6
+    t = np.where(singular, 0.0, n * c / np.where(singular, 1.0, den))
     for lo, hi in spans(numel, chunk):
+        ids = ids_of(lo, hi)
+        t_ = _per_entry(t, ids, dtype)
         acc = models[0](lo, hi).astype(dtype, copy=True)
         for m in models[1:]:
             acc += m(lo, hi)

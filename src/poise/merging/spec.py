@@ -14,7 +14,8 @@ Methods, defaults and arithmetic follow mergekit's, so a merge reads the same in
 * ``slerp`` — spherical interpolation of two models at ``t`` (0 gives the first), falling back to
   linear interpolation when the flattened tensors are nearly colinear (|cos| > ``dot_threshold``);
 * ``nuslerp`` — mergekit's NuSLERP: spherical interpolation of two models at t = w₂ / (w₁ + w₂) from
-  their weights, of their task vectors when a base is given;
+  their weights, of their task vectors when a base is given (one angle per tensor, or with
+  ``nuslerp_flatten = false`` one per row: the last dimension, or the first with ``nuslerp_row_wise``);
 * ``ties`` — trim each task vector to its ``density`` largest magnitudes, elect a sign per entry (sign of
   the weighted sum), average only the entries that agree with it (disjoint mean);
 * ``dare_linear`` / ``dare_ties`` — drop task-vector entries with probability p = 1 − ``density``
@@ -25,7 +26,8 @@ Methods, defaults and arithmetic follow mergekit's, so a merge reads the same in
   its magnitude rank in its row, from ``density − epsilon`` to ``density + epsilon`` (seeded), rescale
   the survivors to the task vector's L1 norm, then TIES-combine (della) or add (della_linear);
 * ``model_stock`` — Model Stock: θ_base + t (mean θᵢ − θ_base) with t = N cos / (1 + (N − 1) cos) from
-  the mean pairwise cosine of the task vectors (base plus at least two models).
+  the mean pairwise cosine of the task vectors (base plus at least two models); ``filter_wise`` takes
+  one t per row.
 
 ``normalize`` (divide by the sum of weights) defaults per method as in mergekit. ``scale`` is
 mergekit's ``lambda``.
@@ -51,9 +53,10 @@ OutDtype = Literal["auto", "float32", "float16", "bfloat16", "float64"]
 
 @dataclass(frozen=True)
 class Param:
-    """A numeric merge parameter: default, bounds (validated on every recipe, option and rule) and help."""
+    """A merge parameter (a number, or a switch when ``default`` is a bool): default, bounds (validated on
+    every recipe, option and rule) and help."""
 
-    default: float
+    default: float | bool
     help: str
     low: float | None = None
     high: float | None = None
@@ -69,7 +72,13 @@ class Param:
             out["lt" if self.high_open else "le"] = self.high
         return out
 
+    @property
+    def switch(self) -> bool:
+        return isinstance(self.default, bool)
+
     def field(self, *, optional: bool = False) -> Any:
+        if self.switch:
+            return Field(None if optional else self.default, description=self.help)
         return Field(None if optional else self.default, description=self.help, allow_inf_nan=False,
                      **self.bounds())
 
@@ -92,6 +101,11 @@ PARAMS: dict[str, Param] = {
                      0.0, 1.0, high_open=True),
     "dot_threshold": Param(0.9995, "slerp: |cos| above this interpolates linearly", 0.0, 1.0,
                            low_open=True, per_tensor=False),
+    "nuslerp_flatten": Param(True, "nuslerp: one angle for the whole tensor (else one per row)", per_tensor=False),
+    "nuslerp_row_wise": Param(False, "nuslerp without flatten: rows along the first dimension, not the last",
+                              per_tensor=False),
+    "filter_wise": Param(False, "model_stock: one t per row (last dimension) instead of per tensor",
+                         per_tensor=False),
 }
 RULE_KEYS: tuple[str, ...] = ("weights", *(k for k, p in PARAMS.items() if p.per_tensor))
 
@@ -153,7 +167,7 @@ METHOD_TABLE: tuple[MethodSpec, ...] = (
     MethodSpec("slerp", "spherical interpolation of two models at t", "slerp", "none", 2, 2, False,
                ("t", "dot_threshold"), weights=False, interpolate="t"),
     MethodSpec("nuslerp", "spherical interpolation at t = w2 / (w1 + w2), of task vectors with a base",
-               "nuslerp", "optional", 2, 2, False, interpolate="weights"),
+               "nuslerp", "optional", 2, 2, False, ("nuslerp_flatten", "nuslerp_row_wise"), interpolate="weights"),
     MethodSpec("ties", "trim to density, elect signs, disjoint mean", "task_vectors", "required", 1, None,
                True, _TV, sparsify="magnitude", consensus=True, reference="https://arxiv.org/abs/2306.01708"),
     MethodSpec("dare_linear", "random drop (1 - density), rescale, add", "task_vectors", "required", 1, None,
@@ -173,7 +187,7 @@ METHOD_TABLE: tuple[MethodSpec, ...] = (
                "required", 1, None, False, (*_TV, "epsilon"), sparsify="della", check=_della_check,
                reference="https://arxiv.org/abs/2406.11617"),
     MethodSpec("model_stock", "base + t (mean - base), t from the task vectors' mean cosine", "model_stock",
-               "required", 2, None, False, weights=False, reference="https://arxiv.org/abs/2403.19522"),
+               "required", 2, None, False, ("filter_wise",), weights=False, reference="https://arxiv.org/abs/2403.19522"),
 )
 REGISTRY: dict[str, MethodSpec] = {m.name: m for m in METHOD_TABLE}
 METHODS: tuple[str, ...] = tuple(REGISTRY)
@@ -263,6 +277,9 @@ class MergeParams(_Strict):
     epsilon: float = PARAMS["epsilon"].field()
     normalize: bool | None = Field(None, description="divide by the sum of weights; default per method")
     dot_threshold: float = PARAMS["dot_threshold"].field()
+    nuslerp_flatten: bool = PARAMS["nuslerp_flatten"].field()
+    nuslerp_row_wise: bool = PARAMS["nuslerp_row_wise"].field()
+    filter_wise: bool = PARAMS["filter_wise"].field()
     rules: list[TensorRule] = Field(default_factory=list, description="per-tensor parameters by name pattern")
     exclude: list[str] = Field(default_factory=list, description="tensors copied from the reference model")
     dtype: OutDtype = Field("auto", description="output dtype; auto keeps the reference model's")
@@ -299,7 +316,7 @@ class MergeParams(_Strict):
             if w is None:
                 continue
             if not spec.weights:
-                takes = f"takes {', '.join(spec.params)}, not weights" if spec.params else "takes no weights"
+                takes = "takes t, not weights" if spec.interpolate == "t" else "takes no weights"
                 raise UserError(f"method {m} {takes}", where=where, field=fld)
             if len(w) != n_models:
                 raise UserError(
