@@ -253,69 +253,48 @@ MIX_KEYS = ("utility.benign_acc", "safety.harmful_compliance", "safety.over_refu
 
 
 def mix_vs_merge(quick: bool) -> str:
-    """The shipped ``language/mix-vs-merge.toml`` over seeds: data mix vs objective- and language-based merges."""
+    """The shipped ``merging/mix-vs-merge.toml`` study: SFT and DPO checkpoints, merge weights searched on val,
+    seeds on test; the table of every model (mean ± 95 % interval) and the best merge per group vs the mix."""
     import json
-    import statistics
 
-    from language_lab import Lab, fmt
-    from language_lab import seeds as bench_seeds
+    from language_lab import Lab
 
-    seeds = bench_seeds(quick, "POISE_BENCH_MIX_SEEDS")
+    from poise.stats import Interval
+
     lab = Lab(quick)
-    tables = []
-    for seed in seeds:
-        run = lab.run("experiment", "language/mix-vs-merge.toml", {"seed": seed})
-        art = next(a for a in lab.store.artifacts(run.id) if a.name == "mix_vs_merge")
-        tables.append(json.loads(art.path.read_text()))
-    langs = tables[0]["languages"]
+    run = lab.run("experiment", "merging/mix-vs-merge.toml", {})
+    art = next(a for a in lab.store.artifacts(run.id) if a.name == "mix_vs_merge")
+    table = json.loads(art.path.read_text())
+    langs = table["languages"]
     keys = [*MIX_KEYS, *(f"safety.harmful_compliance_{lang}" for lang in langs)]
-    order: list[tuple[str, str, str]] = []
-    values: dict[tuple[str, str, str], dict[str, list[float]]] = {}
-    for t in tables:
-        for r in t["rows"]:
-            key = (r["group"], r["method"], r["label"])
-            if key not in values:
-                order.append(key)
-            for k in keys:
-                if k in r["metrics"]:
-                    values.setdefault(key, {}).setdefault(k, []).append(r["metrics"][k])
+
+    def cell(d: dict | None, scale: float = 100.0) -> str:
+        if not d:
+            return ""
+        iv = Interval(**{k: (float("nan") if v is None else v) for k, v in d["interval"].items()})
+        return iv.format(scale=scale, digits=3)
+
     lines = [
-        f"Mix vs merge on the safety world (`language/mix-vs-merge.toml`, {len(seeds)} seed(s)"
-        + (", [quick]" if quick else "")
-        + "): SFT of one base chat model on the general + safety data mix, vs merges of a general-only and a "
-        "safety-only SFT model (objective-based) and of one SFT model per language (language-based). Rates in % "
-        "(mean ± std over seeds); harm = harmful compliance (lower is better).",
+        f"Mix vs merge on the safety world (`merging/mix-vs-merge.toml`{', [quick]' if quick else ''}; seeds "
+        f"{table['seeds']}): SFT and DPO of one base chat model on the general + safety data mix, vs merges of "
+        "general-only and safety-only models (objective-based) and of one model per language (language-based); "
+        f"merge weights searched on val over {table['grid']} (weight of the focus model: safety, or the first "
+        "language), then every seed merged at the chosen weight and scored on test. Rates in % (mean ± 95 % "
+        "interval over seeds); harm = harmful compliance (lower is better).",
         "",
-        "| group | method | models | benign acc | harm | over-refusal | "
-        + " | ".join(f"harm {x}" for x in langs)
-        + " |",
-        "|---|---|---|" + "---|" * (3 + len(langs)),
+        "| stage | group | method | models | weight | benign acc | harm | over-refusal | "
+        + " | ".join(f"harm {x}" for x in langs) + " |",
+        "|---|---|---|---|---|" + "---|" * (3 + len(langs)),
     ]
-    for key in order:
-        v = values.get(key, {})
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(fmt(v.get(k, [])) for k in keys) + " |")
-
-    def mean(key: tuple[str, str, str], k: str) -> float | None:
-        x = values.get(key, {}).get(k)
-        return statistics.fmean(x) if x else None
-
-    mix = next(k for k in order if k[0] == "data mix")
-    acc0, harm0 = mean(mix, "utility.benign_acc"), mean(mix, "safety.harmful_compliance")
-    obj = [k for k in order if k[0] == "objective merge"]
-    wins = [k[1] for k in obj if (mean(k, "utility.benign_acc") or 0) >= acc0
-            and (mean(k, "safety.harmful_compliance") or 1) <= harm0]
-    lines += ["", f"Claim check — objective-based merging beats the data mix on both benign accuracy and harm: "
-              f"**{'yes' if wins else 'no'}** ({', '.join(wins) or 'no method'} of {len(obj)} methods)."]
-    base = next((k for k in order if k[0] == "base"), None)
-    lang_merges = [k for k in order if k[0] == "language merge"]
-    if base and lang_merges:
-        parts = []
-        for k in lang_merges:
-            lower = [x for x in langs if (mean(k, f"safety.harmful_compliance_{x}") or 1)
-                     < (mean(base, f"safety.harmful_compliance_{x}") or 0)]
-            parts.append(f"{k[1]}: {len(lower)} of {len(langs)}")
-        lines += [f"Claim check — language-based merging lowers harm across languages (below the base, per "
-                  f"language): {'; '.join(parts)}."]
+    for r in table["rows"]:
+        w = "" if r["method"] == "-" else ("equal" if r.get("weight") is None else f"{r['weight']:g}")
+        lines.append(f"| {r['stage']} | {r['group']} | {r['method']} | {r['label']} | {w} | "
+                     + " | ".join(cell(r["metrics"].get(k)) for k in keys) + " |")
+    lines += ["", "| claim | best merge (weight) | objective: merge − mix | verdict |", "|---|---|---|---|"]
+    for b in table["best"]:
+        diff = Interval(**{k: (float("nan") if v is None else v) for k, v in b["difference"].items()})
+        w = "equal" if b["weight"] is None else f"{b['weight']:g}"
+        lines.append(f"| {b['claim']} | {b['method']} ({w}) | {diff.format()} | **{b['verdict']}** |")
     return "\n".join(lines)
 
 

@@ -58,13 +58,15 @@ RECIPES = {
     "language.alphaalign": "language/alphaalign.toml",
     "merging.merge": None,  # built by `poise merge`, not a recipe file; merging.sweep runs it
     "merging.sweep": "merging/digits-sweep.toml",
-    "merging.mix_vs_merge": "language/mix-vs-merge.toml",
+    "merging.mix_vs_merge": "language/mix-vs-merge.toml",  # study.mix_vs_merge under its first name
+    "study.mix_vs_merge": None,  # the same kind as merging.mix_vs_merge (its alias): that row covers it
     "study.compare": None,  # tunes and reruns other kinds' recipes: their rows cover its GPU path
     "vision.robustbench": None,  # scores a RobustBench checkpoint from disk: there is none to load here
     "study.schedules": None,  # reruns other kinds' recipes under each schedule: their rows cover it
 }
 NOT_RUN = {"merging.merge": "no shipped recipe (poise merge builds it); merging.sweep runs merges and scores them",
            "study.compare": "runs other kinds' recipes (their rows cover it)",
+           "study.mix_vs_merge": "the same kind as merging.mix_vs_merge, its first name (that row runs it)",
            "vision.robustbench": "needs a RobustBench checkpoint on disk (trains nothing)",
            "study.schedules": "runs other kinds' recipes under each schedule (their rows cover it)"}
 # a ~0.5B-parameter Llama: 28 × (attention 3.9M + MLP 13.3M) + embeddings

@@ -227,6 +227,8 @@ def get_kind(name: str, *, where: str | Path | None = None) -> KindSpec:
         load_domain(name.split(".", 1)[0])
     if name not in _KINDS:
         _load_entry_points()
+    if name not in _KINDS:  # a kind another domain registers under an old name (an alias)
+        load_all_kinds()
     if name not in _KINDS:
         known = ", ".join(load_all_kinds()) or "none registered"
         raise UserError(f"unknown kind {name!r}; expected one of: {known}", where=where, field="kind")

@@ -104,6 +104,15 @@ def bad_cases(files: dict[str, Path], tmp_path: Path) -> list[tuple[list[object]
         (["--method", "linear", "--models", a, tmp_path / "nope.safetensors"], "no file, folder or run"),
         (["--method", "slerp", "--models", a, b, "--base", base], "takes no base"),
         (["--method", "linear", "--models", a, b, "--sweep", "t=0..2"], "--sweep"),
+        (["--method", "della", "--models", a, b, "--base", base, "--density", "0.9"], "--epsilon"),
+        (["--method", "della", "--models", a, b, "--base", base, "--epsilon", "-0.1"], "--epsilon"),
+        (["--method", "breadcrumbs", "--models", a, b, "--base", base, "--gamma", "1"], "--gamma"),
+        (["--method", "breadcrumbs", "--models", a, b, "--base", base, "--density", "0.5", "--gamma", "0.6"],
+         "density + gamma"),
+        (["--method", "model_stock", "--models", a, "--base", base], "at least 2 models"),
+        (["--method", "model_stock", "--models", a, b, "--base", base, "--weights", "1", "2"], "takes no weights"),
+        (["--method", "nuslerp", "--models", a, b, base], "exactly 2 models"),
+        (["--method", "ties", "--models", a, b, "--sweep", "t=0..1"], "linear or slerp or nuslerp"),
     ]
 
 
@@ -211,3 +220,23 @@ def test_merging_store_runs_records_lineage_and_scores_the_merge(runner, store, 
     assert any(t.startswith("sweep s") for t in titles) and "merged models" in titles
     merged_rows = next(b for b in blocks if b.title == "merged models").table[1]
     assert len(merged_rows) == 4  # the merge and the sweep's three points
+
+
+def test_help_lists_every_method_of_the_table_and_new_methods_run_from_the_cli(cli, files, tmp_path):
+    from poise.merging.spec import PARAMS, REGISTRY
+
+    code, out, _ = cli("merge", "-h")
+    assert code == 0
+    for name in REGISTRY:
+        assert f"  {name} " in out
+    for name in PARAMS:
+        assert f"--{name.replace('_', '-')} " in out
+    for method in ("della", "breadcrumbs", "model_stock", "nuslerp"):
+        out_file = tmp_path / f"{method}.safetensors"
+        code, stdout, err = cli("merge", "--method", method, "--models", files["a"], files["b"], "--base",
+                                files["base"], "--density", "0.5", "--epsilon", "0.1", "-o", out_file)
+        assert code == 0, err
+        want = merge_state_dicts([tiny(1), tiny(2)], base=tiny(0), method=method, density=0.5, epsilon=0.1)
+        got = load_file(out_file)
+        for k, v in want.items():
+            np.testing.assert_allclose(got[k], v.numpy(), rtol=1e-6, atol=1e-7)

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from poise.errors import UserError
 from poise.merging import merge_state_dicts
-from poise.merging.kernels import slerp_coefficients
+from poise.merging.kernels import KERNELS, slerp_coefficients
+from poise.merging.spec import METHODS, PARAMS, REGISTRY, MergeParams
 
 FAST = settings(max_examples=40, deadline=None)
 shapes = st.lists(st.integers(1, 7), min_size=1, max_size=3).map(tuple)
@@ -35,17 +36,17 @@ def rand_sd(shape: tuple[int, ...], seed: int, n: int = 1) -> list[dict[str, tor
 @given(
     shape=shapes,
     seed=seeds,
-    method=st.sampled_from(["linear", "ties", "dare_ties", "task_arithmetic", "slerp"]),
-    density=st.floats(0.1, 1.0),
+    method=st.sampled_from(METHODS),
+    density=st.floats(0.4, 1.0),
 )
 def test_merging_a_model_with_itself_returns_it(shape, seed, method, density):
     (m,) = rand_sd(shape, seed)
-    if method == "slerp":
-        out = merge_state_dicts([m, m], method="slerp", t=0.3)
+    if method in ("slerp", "nuslerp"):
+        out = merge_state_dicts([m, m], method=method)
     elif method == "linear":
         out = merge_state_dicts([m, m, m], method="linear", weights=[0.2, 0.5, 0.3])
     else:  # the task vectors against itself are zero
-        out = merge_state_dicts([m, m], base=m, method=method, density=density)
+        out = merge_state_dicts([m, m], base=m, method=method, density=density, epsilon=0.1 * density * (1 - density))
     for k in m:
         torch.testing.assert_close(out[k], m[k], rtol=1e-6, atol=1e-6)
         assert out[k].dtype == m[k].dtype
@@ -91,11 +92,11 @@ def test_ties_density_one_with_agreeing_signs_is_the_mean_task_vector(shape, see
     shape=shapes,
     seed=seeds,
     chunk=st.integers(1, 13),
-    method=st.sampled_from(["linear", "slerp", "task_arithmetic", "ties", "dare_linear", "dare_ties"]),
+    method=st.sampled_from(METHODS),
 )
 def test_chunking_never_changes_the_result(shape, seed, chunk, method):
     *models, base = rand_sd(shape, seed, 3)
-    kw = {"base": base} if method not in ("linear", "slerp") else {}
+    kw = {"base": base} if REGISTRY[method].base == "required" else {}
     whole = merge_state_dicts(models, method=method, density=0.5, seed=7, **kw)
     pieces = merge_state_dicts(models, method=method, density=0.5, seed=7, chunk=chunk, **kw)
     for k in whole:
@@ -177,12 +178,24 @@ def test_rules_and_excludes_pick_parameters_by_name():
         ({"method": "linear", "weights": [1.0]}, "expected 2 weights"),
         ({"method": "ties", "density": 0.0, "base": "x"}, "greater than 0"),
         ({"method": "ties", "density": 1.5, "base": "x"}, "less than or equal to 1"),
+        ({"method": "della", "density": 0.9, "base": "x"}, "density \\+- epsilon"),
+        ({"method": "della", "epsilon": 1.0, "base": "x"}, "less than 1"),
+        ({"method": "breadcrumbs", "density": 0.9, "gamma": 0.2, "base": "x"}, "density \\+ gamma"),
+        ({"method": "breadcrumbs", "gamma": -0.1, "base": "x"}, "greater than or equal to 0"),
+        ({"method": "model_stock", "weights": [1.0, 2.0], "base": "x"}, "takes no weights"),
+        ({"method": "model_stock"}, "needs a base"),
+        ({"method": "breadcrumbs", "density": 1.0, "gamma": 0.5, "base": "ok"}, None),
+        ({"method": "nuslerp", "weights": [1.0]}, "expected 2 weights"),
+        ({"method": "della", "rules": [{"pattern": "w", "density": 0.95}], "base": "x"}, "rules\\[0\\]"),
     ],
 )
 def test_bad_parameters_are_one_line_user_errors(kw, match):
     a, b, base = rand_sd((2, 3), 0, 3)
     if kw.pop("base", None):
         kw["base"] = base
+    if match is None:  # accepted
+        merge_state_dicts([a, b], **kw)
+        return
     with pytest.raises(UserError, match=match) as e:
         merge_state_dicts([a, b], **kw)
     assert "\n" not in str(e.value)
@@ -208,3 +221,76 @@ def test_numpy_and_torch_agree_on_a_hand_computed_task_arithmetic():
         scale=2.0,
     )["w"]
     assert np.allclose(out.numpy(), [1 + 2 * 0.5, 2 + 2 * 2.0])
+
+
+def test_every_method_in_the_table_has_a_kernel_and_valid_defaults():
+    for name, spec in REGISTRY.items():
+        assert spec.kernel in KERNELS, name
+        assert set(spec.params) <= set(PARAMS), name
+        if spec.check is not None:  # the defaults pass the method's own cross-parameter check
+            assert spec.check({k: p.default for k, p in PARAMS.items()} | {"density": 0.5}) is None, name
+
+
+def test_model_stock_needs_two_models_and_nuslerp_exactly_two():
+    a, b, c, base = rand_sd((2, 3), 0, 4)
+    with pytest.raises(UserError, match="model_stock merges at least 2 models"):
+        merge_state_dicts([a], base=base, method="model_stock")
+    with pytest.raises(UserError, match="nuslerp merges exactly 2 models"):
+        merge_state_dicts([a, b, c], method="nuslerp")
+
+
+def test_model_stock_of_orthogonal_task_vectors_keeps_the_base_and_of_equal_ones_takes_them():
+    base = {"w": torch.zeros(4)}
+    a, b = {"w": torch.tensor([1.0, 0, 0, 0])}, {"w": torch.tensor([0, 1.0, 0, 0])}
+    out = merge_state_dicts([a, b], base=base, method="model_stock")["w"]  # cos 0 → t 0
+    torch.testing.assert_close(out, torch.zeros(4))
+    out = merge_state_dicts([a, a], base=base, method="model_stock")["w"]  # cos 1 → t 1: their mean
+    torch.testing.assert_close(out, a["w"])
+
+
+def test_breadcrumbs_drops_the_largest_and_the_smallest_entries():
+    base = {"w": torch.zeros(10)}
+    m = {"w": torch.arange(1.0, 11.0)}
+    out = merge_state_dicts([m], base=base, method="breadcrumbs", density=0.5, gamma=0.2)["w"]
+    assert out.tolist() == [0, 0, 0, 4.0, 5.0, 6.0, 7.0, 8.0, 0, 0]
+
+
+def test_della_keeps_large_entries_more_often_and_is_seeded():
+    g = torch.Generator().manual_seed(0)
+    base = {"w": torch.zeros(64, 512)}
+    m = {"w": torch.randn(64, 512, generator=g)}
+    kw = {"base": base, "method": "della_linear", "density": 0.5, "epsilon": 0.3, "seed": 3}
+    out = merge_state_dicts([m], **kw)["w"]
+    assert torch.equal(out, merge_state_dicts([m], **kw)["w"])
+    assert not torch.equal(out, merge_state_dicts([m], **{**kw, "seed": 4})["w"])
+    kept = out != 0
+    mag = m["w"].abs()
+    order = mag.argsort(dim=1)
+    low, high = kept.gather(1, order[:, :128]).float().mean(), kept.gather(1, order[:, -128:]).float().mean()
+    assert abs(kept.float().mean() - 0.5) < 0.01
+    assert abs(low - 0.275) < 0.02 and abs(high - 0.725) < 0.02  # p: 0.2 → 0.8 by rank (quarters: ~0.275, ~0.725)
+    scale = out[kept] / m["w"][kept]  # survivors rescaled so the L1 norm is kept
+    torch.testing.assert_close(scale, torch.full_like(scale, float(mag.sum() / mag[kept].sum())))
+
+
+def test_parameters_of_the_table_are_recipe_fields_and_rule_keys():
+    from poise.merging.spec import RULE_KEYS, TensorRule, parse_rule
+
+    assert set(PARAMS) <= set(MergeParams.model_fields)
+    assert set(RULE_KEYS) <= set(TensorRule.model_fields)
+    assert parse_rule("mlp.*:gamma=0.1;epsilon=0.05") == {"pattern": "mlp.*", "gamma": 0.1, "epsilon": 0.05}
+
+
+def test_a_sweep_interpolates_with_the_methods_the_table_marks():
+    from pydantic import ValidationError
+
+    from poise.merging.spec import INTERPOLATING, interpolation_point
+    from poise.merging.sweep import SweepModelCfg
+
+    assert set(INTERPOLATING) == {"linear", "slerp", "nuslerp"}
+    for method in INTERPOLATING:
+        SweepModelCfg(models=["a", "b"], method=method)
+    assert interpolation_point("slerp", 0.3) == {"t": 0.3}
+    assert interpolation_point("nuslerp", 0.3) == {"weights": [0.7, 0.3]}
+    with pytest.raises(ValidationError):
+        SweepModelCfg(models=["a", "b"], method="ties")

@@ -1,10 +1,14 @@
 """Cross-check against mergekit on tiny Hugging Face Llama models written by the test (fp32, CPU).
 
-Linear, SLERP, task arithmetic and TIES must equal mergekit's output to 1e-5. DARE draws its masks
-from another generator (NumPy's PCG64 here, torch's Bernoulli in mergekit), so the two can only agree
-in distribution: for each tool we check that every entry of the merge is either the base or the base
-plus the weighted task vector rescaled by 1/density, that the share kept is the density (binomial
-bounds), and that for DARE-linear the average over seeds converges to plain task arithmetic.
+Linear, SLERP, NuSLERP, task arithmetic, TIES, breadcrumbs and Model Stock must equal mergekit's output
+to 1e-5. DELLA draws random masks: with both tools' uniform draws replaced by the same deterministic
+sequence (poise's mask stream, torch's Bernoulli in mergekit) it must equal mergekit to 1e-5 too, so
+the keep probabilities, the rescaling and the sign election are all checked. DARE draws its masks
+from another generator (NumPy's PCG64 here, torch's Bernoulli in mergekit) and rescales differently
+(1/density here, the L1 norm there), so the two can only agree in distribution: for each tool we
+check that every entry of the merge is either the base or the base plus the weighted task vector
+rescaled by 1/density, that the share kept is the density (binomial bounds), and that for DARE-linear
+the average over seeds converges to plain task arithmetic.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def llamas(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "base": write_llama(root / "base", 0),
         "a": write_llama(root / "a", 1),
         "b": write_llama(root / "b", 2),
+        "c": write_llama(root / "c", 3),
     }
 
 
@@ -129,6 +134,51 @@ CASES = {
         },
         {"method": "ties", "weights": [1.0, 0.5], "density": 0.7, "normalize": False, "base": True},
     ),
+    "nuslerp": (
+        {"merge_method": "nuslerp", "models": "ab", "params": [{"weight": 0.3}, {"weight": 0.9}]},
+        {"method": "nuslerp", "weights": [0.3, 0.9]},
+    ),
+    "nuslerp_base": (
+        {"merge_method": "nuslerp", "base_model": "base", "models": "ab",
+         "params": [{"weight": 0.6}, {"weight": 0.4}]},
+        {"method": "nuslerp", "weights": [0.6, 0.4], "base": True},
+    ),
+    "nuslerp_rows": (
+        {"merge_method": "nuslerp", "base_model": "base", "models": "ab",
+         "params": [{"weight": 0.6}, {"weight": 0.4}], "parameters": {"nuslerp_flatten": False}},
+        {"method": "nuslerp", "weights": [0.6, 0.4], "nuslerp_flatten": False, "base": True},
+    ),
+    "nuslerp_columns": (
+        {"merge_method": "nuslerp", "models": "ab", "params": [{"weight": 1.0}, {"weight": 2.0}],
+         "parameters": {"nuslerp_flatten": False, "nuslerp_row_wise": True}},
+        {"method": "nuslerp", "weights": [1.0, 2.0], "nuslerp_flatten": False, "nuslerp_row_wise": True},
+    ),
+    "breadcrumbs": (
+        {"merge_method": "breadcrumbs", "base_model": "base", "models": "ab",
+         "params": [{"weight": 0.7, "density": 0.6, "gamma": 0.05}, {"weight": 0.5, "density": 0.6, "gamma": 0.05}]},
+        {"method": "breadcrumbs", "weights": [0.7, 0.5], "density": 0.6, "gamma": 0.05, "base": True},
+    ),
+    "breadcrumbs_small_gamma": (  # int(gamma * n) is 0 for small tensors: only the smallest are dropped
+        {"merge_method": "breadcrumbs", "base_model": "base", "models": "ab",
+         "params": [{"weight": 1.0, "density": 0.5}, {"weight": 1.0, "density": 0.5}]},
+        {"method": "breadcrumbs", "density": 0.5, "base": True},
+    ),
+    "breadcrumbs_ties": (
+        {"merge_method": "breadcrumbs_ties", "base_model": "base", "models": "ab",
+         "params": [{"weight": 0.6, "density": 0.4, "gamma": 0.1}, {"weight": 0.4, "density": 0.4, "gamma": 0.1}],
+         "parameters": {"lambda": 0.8}},
+        {"method": "breadcrumbs_ties", "weights": [0.6, 0.4], "density": 0.4, "gamma": 0.1, "scale": 0.8,
+         "base": True},
+    ),
+    "model_stock": (
+        {"merge_method": "model_stock", "base_model": "base", "models": "abc", "params": [{}, {}, {}]},
+        {"method": "model_stock", "base": True, "third": True},
+    ),
+    "model_stock_filter_wise": (
+        {"merge_method": "model_stock", "base_model": "base", "models": "abc", "params": [{}, {}, {}],
+         "parameters": {"filter_wise": True}},
+        {"method": "model_stock", "filter_wise": True, "base": True, "third": True},
+    ),
 }
 
 
@@ -142,13 +192,66 @@ def test_exact_methods_match_mergekit(case: str, llamas: dict[str, Path], tmp_pa
     theirs = run_mergekit(config, tmp_path / "mergekit")
     ours = dict(ours)
     base = llamas["base"] if ours.pop("base", False) else None
-    merge_files([llamas["a"], llamas["b"]], tmp_path / "poise", base=base, **ours)
+    sources = [llamas["a"], llamas["b"]] + ([llamas["c"]] if ours.pop("third", False) else [])
+    merge_files(sources, tmp_path / "poise", base=base, **ours)
     mine = load(tmp_path / "poise")
     assert sorted(mine) == sorted(theirs)
     for k in theirs:
         assert mine[k].dtype == np.float32
         np.testing.assert_allclose(mine[k], theirs[k], rtol=1e-5, atol=1e-5, err_msg=k)
     assert (tmp_path / "poise" / "config.json").is_file()  # the reference folder's config travels with it
+
+
+def _uniforms(n: int) -> np.ndarray:
+    """A fixed, evenly spread sequence in [0, 1): the 'random' draws both tools see in the DELLA test."""
+    return (np.arange(n, dtype=np.float64) * 0.6180339887498949 + 0.1234) % 1.0
+
+
+class _Draws:
+    """Stands in for a tensor's mask stream: the first entries of ``_uniforms``, in flat order."""
+
+    def __init__(self, *_: object):
+        self.pos = 0
+
+    def random(self, n: int) -> np.ndarray:
+        out = _uniforms(self.pos + n)[self.pos :]
+        self.pos += n
+        return out
+
+
+@pytest.mark.parametrize("method", ["della", "della_linear"])
+def test_della_equals_mergekit_with_the_same_draws(method, llamas, tmp_path, monkeypatch):
+    import torch
+
+    import poise.merging.kernels as kernels
+
+    def bernoulli(probs: torch.Tensor) -> torch.Tensor:  # keep where u < p, u the shared sequence
+        u = torch.from_numpy(_uniforms(probs.numel())).reshape(probs.shape)
+        return (u < probs.double()).to(probs.dtype)
+
+    weights, density, epsilon = [0.7, 0.4], 0.5, 0.2
+    config = {
+        "merge_method": method,
+        "base_model": str(llamas["base"]),
+        "models": mk_models(llamas, ["a", "b"], [{"weight": w, "density": density, "epsilon": epsilon}
+                                                 for w in weights]),
+    }
+    with monkeypatch.context() as m:
+        m.setattr(torch, "bernoulli", bernoulli)
+        theirs = run_mergekit(config, tmp_path / "mergekit")
+    monkeypatch.setattr(kernels, "dare_rng", _Draws)
+    merge_files([llamas["a"], llamas["b"]], tmp_path / "poise", base=llamas["base"], method=method,
+                weights=weights, density=density, epsilon=epsilon, chunk=1000)
+    mine = load(tmp_path / "poise")
+    assert sorted(mine) == sorted(theirs)
+    base, a = load(llamas["base"]), load(llamas["a"])
+    dropped = total = 0
+    for k in theirs:
+        np.testing.assert_allclose(mine[k], theirs[k], rtol=1e-5, atol=1e-5, err_msg=k)
+        dropped += int(np.sum(mine[k] == base[k]))
+        total += base[k].size
+    assert dropped > 0.1 * total  # the masks did drop entries (the comparison is not of two task-arithmetic sums)
+    assert not np.allclose(mine["model.layers.0.mlp.up_proj.weight"], a["model.layers.0.mlp.up_proj.weight"])
 
 
 @pytest.mark.parametrize("method", ["dare_linear", "dare_ties"])

@@ -13,41 +13,53 @@ from typing import Any
 from pydantic import ValidationError
 
 from poise.errors import UserError
-from poise.merging.spec import METHODS, MergeParams, parse_rule
+from poise.merging.spec import INTERPOLATING, METHODS, PARAMS, RULE_KEYS, MergeParams, methods_help, parse_rule
 
 WHERE = "poise merge"
-USAGE = """poise merge --method M --models A B ... [--base BASE] [--weights W ...] [--density D] [-o OUT]
+
+
+def usage() -> str:
+    """The help text: the methods and the parameter options come from the method table."""
+    def option(name: str, p: Any) -> str:
+        flag = name.replace("_", "-")
+        if p.switch:
+            return f"  --{flag} / --no-{flag}\n  {'':<20}{p.help} (default: {'on' if p.default else 'off'})"
+        return f"  --{flag + ' ' + name[0].upper():<18}{p.help}" + (f"; in {p.range_text()}" if p.range_text() else "")
+
+    params = "\n".join(option(name, p) for name, p in PARAMS.items())
+    interp = " or ".join(INTERPOLATING)
+    return f"""poise merge --method M --models A B ... [--base BASE] [--weights W ...] [--density D] [-o OUT]
 
 Merge models: store runs (run:ID or an ID), recipe files, .safetensors files or Hugging Face model folders.
 
-  --method M          linear, task_arithmetic, slerp, ties, dare_linear or dare_ties
-  --models A B ...    the models to merge (slerp: exactly two, from t=0 to t=1)
-  --base BASE         the model task vectors are taken against (task_arithmetic, ties, dare_*)
+  --method M          one of the methods below
+  --models A B ...    the models to merge
+  --base BASE         the model task vectors are taken against
   --weights W ...     one weight per model (default: equal)
-  --density D         ties: share of each task vector kept; dare: 1 - drop rate (in (0, 1])
-  --t T               slerp: position between the two models (in [0, 1])
-  --scale L           multiplier of the combined task vector (mergekit's lambda)
+{params}
   --normalize / --no-normalize   divide by the sum of weights (default per method, as mergekit)
-  --rule 'PAT:k=v;..' parameters for tensors matching a glob (k: weights, density, t, scale; or PAT:skip)
+  --rule 'PAT:k=v;..' parameters for tensors matching a glob (k: {', '.join(RULE_KEYS)}; or PAT:skip)
   --exclude PAT       copy tensors matching a glob from the base (or first model)
   --dtype D           output dtype: auto, float32, float16, bfloat16, float64
-  --seed S            seed of DARE's drop masks
-  --sweep t=0..1      interpolate two store runs at --points values of t and score each point
+  --seed S            seed of random drop masks (dare, della)
+  --sweep t=0..1      interpolate two store runs at --points values of t and score each point ({interp})
   --points N          points of a t=START..STOP sweep (default 5)
   -o, --output OUT    write the merge here: a folder (HF layout) or a file ending in .safetensors
   --force             replace an existing OUT
   --no-eval           don't score the merge with the sources' evaluators
   --name NAME         name of the run
   --shard-gb G        largest output shard in GiB (default 5)
+
+Methods (models, base; parameters):
+{methods_help()}
 """
+
 
 OPTION_OF = {
     "models": "--models",
     "base": "--base",
     "weights": "--weights",
-    "density": "--density",
-    "t": "--t",
-    "scale": "--scale",
+    **{name: f"--{name.replace('_', '-')}" for name in PARAMS},
     "rules": "--rule",
     "exclude": "--exclude",
     "dtype": "--dtype",
@@ -65,15 +77,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="poise merge", add_help=False, usage=USAGE, allow_abbrev=False)
+    p = _Parser(prog="poise merge", add_help=False, usage=usage(), allow_abbrev=False)
     p.add_argument("-h", "--help", action="store_true")
     p.add_argument("--method", choices=METHODS)
     p.add_argument("--models", nargs="+", default=[])
     p.add_argument("--base")
     p.add_argument("--weights", nargs="+", type=float)
-    p.add_argument("--density", type=float)
-    p.add_argument("--t", type=float)
-    p.add_argument("--scale", type=float)
+    for name, spec in PARAMS.items():
+        if spec.switch:
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, action=argparse.BooleanOptionalAction,
+                           default=None)
+        else:
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float)
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--rule", action="append", default=[])
     p.add_argument("--exclude", action="append", default=[])
@@ -105,7 +120,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "rules": [parse_rule(r) for r in args.rule],
         "exclude": args.exclude,
     }
-    for key in ("weights", "density", "t", "scale", "normalize", "dtype"):
+    for key in ("weights", *PARAMS, "normalize", "dtype"):
         value = getattr(args, key)
         if value is not None:
             fields[key] = value
@@ -119,9 +134,10 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     if args.sweep:
         from poise.merging.sweep import parse_sweep
 
-        if args.method not in ("linear", "slerp"):
+        if args.method not in INTERPOLATING:
             raise UserError(
-                f"a sweep interpolates with linear or slerp (got {args.method})", where=WHERE, field="--sweep"
+                f"a sweep interpolates with {' or '.join(INTERPOLATING)} (got {args.method})", where=WHERE,
+                field="--sweep",
             )
         if len(args.models) != 2 or args.base or args.weights or args.output:
             raise UserError(

@@ -13,12 +13,12 @@ from poise.registry import command
 @command("merge", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
          add_help_option=False)
 def merge(ctx: typer.Context) -> None:
-    """Merge models (linear, task arithmetic, SLERP, TIES, DARE); --sweep t=0..1 traces a frontier (-h)."""
-    from poise.merging.command import USAGE, build, parser, preflight
+    """Merge models (linear, SLERP, TIES, DARE, DELLA, ...: -h lists them); --sweep t=0..1 traces a frontier."""
+    from poise.merging.command import build, parser, preflight, usage
 
     args = parser().parse_args(ctx.args)
     if args.help:
-        typer.echo(USAGE)
+        typer.echo(usage())
         return
     from poise.recipes import build_recipe
     from poise.runner import Runner

@@ -5,8 +5,9 @@ Two entry points share the checks and the arithmetic (:mod:`poise.merging.kernel
 * :func:`merge_state_dicts` — in-memory torch state dicts (any model: a vision classifier, an RL
   policy, an LLM); returns a new state dict with each tensor's dtype and device.
 * :func:`merge_files` — safetensors files or Hugging Face model folders, streamed: each tensor is read
-  a chunk at a time and written as soon as it is merged, so peak memory stays near the few chunks in
-  flight (plus one whole tensor for TIES's magnitude threshold), whatever the size of the model. The
+  a chunk at a time and written as soon as it is merged, so peak memory stays near the few chunks
+  in flight (plus one whole tensor for TIES's, breadcrumbs' and DELLA's magnitude statistics),
+  whatever the size of the model. The
   output is built under a temporary name and renamed into place at the end: an interrupted merge
   leaves no partial output behind.
 
@@ -143,13 +144,14 @@ def merged_chunks(
     *,
     seed: int,
     chunk: int,
+    shape: tuple[int, ...] | None = None,
 ) -> Iterator[np.ndarray] | None:
     """The merged entries of a float tensor, or None when a rule says to copy it from the reference."""
     p = params.for_tensor(name, len(models))
     if p.skip:
         return None
     return merge_tensor(
-        p, models, base, numel, name=name, seed=seed, dtype=_compute_dtype(dtypes), chunk=chunk
+        p, models, base, numel, name=name, seed=seed, dtype=_compute_dtype(dtypes), chunk=chunk, shape=shape
     )
 
 
@@ -204,6 +206,7 @@ def merge_state_dicts(
             [str(sd[name].dtype).removeprefix("torch.") for sd in sources],
             seed=seed,
             chunk=chunk,
+            shape=tuple(ref.shape),
         )
         if gen is None:
             merged = ref.detach().clone()
@@ -420,6 +423,7 @@ def _write_streamed(
                         [i.dtype for i in infos],
                         seed=seed,
                         chunk=chunk,
+                        shape=tuple(info.shape),
                     )
                 if gen is None:
                     convert = info.is_float and _out_dtype(info, params) != info.dtype

@@ -32,7 +32,7 @@ from poise.context import RunContext
 from poise.errors import UserError
 from poise.evaluators import run_evaluators
 from poise.merging.engine import DEFAULT_SHARD_BYTES, MergeResult, merge_files
-from poise.merging.spec import MergeParams
+from poise.merging.spec import METHODS, REGISTRY, MergeParams
 from poise.recipes import EvalEntry, ModelCfg, Recipe, Section, build_recipe, kind
 from poise.registry import get_rebuilder
 from poise.store import RunRecord
@@ -78,6 +78,38 @@ class MergeModelCfg(ModelCfg, MergeParams):
 
 class MergeRecipe(Recipe):
     model: MergeModelCfg
+
+    @classmethod
+    def method_names(cls) -> tuple[str, ...]:
+        return METHODS
+
+    @classmethod
+    def weighted(
+        cls, method: str, models: list[str], weights: list[float], base: str | None, *,
+        density: float | None = None, where: str = "merge", field: str = "methods",
+    ) -> dict[str, Any] | None:
+        """The ``model`` table of a merge of ``models`` with ``weights`` (summing to 1), against ``base``
+        when the method takes one, for callers that know no method (a study asks the kind registry for
+        this class): the method table says whether two weights become SLERP's t, whether the base and
+        ``density`` go in. None when the method cannot merge this many models."""
+        spec = REGISTRY.get(method)
+        if spec is None:
+            raise UserError(f"unknown merge method {method!r}; expected one of: {', '.join(METHODS)}",
+                            where=where, field=field)
+        n = len(models)
+        if n < spec.min_models or (spec.max_models is not None and n > spec.max_models):
+            return None
+        out: dict[str, Any] = {"method": method, "models": list(models)}
+        if spec.interpolate == "t":
+            total = weights[0] + weights[1]
+            out["t"] = 0.5 if abs(total) < 1e-12 else weights[1] / total
+        elif spec.weights:
+            out["weights"] = [float(w) for w in weights]
+        if base is not None and spec.base != "none":
+            out["base"] = base
+        if density is not None and "density" in spec.params:
+            out["density"] = density
+        return out
 
 
 @dataclass
@@ -168,7 +200,7 @@ def _stats(result: MergeResult) -> dict[str, Any]:
 
 @kind("merging.merge", MergeRecipe)
 def run(cfg: MergeRecipe, ctx: RunContext) -> None:
-    """Merge models (linear, task arithmetic, SLERP, TIES, DARE) into an artifact with its lineage."""
+    """Merge models with any method of the method table into an artifact with its lineage."""
     m = cfg.model
     models = [resolve(ctx, r, f"model.models[{i}]") for i, r in enumerate(m.models)]
     base = resolve(ctx, m.base, "model.base") if m.base is not None else None
@@ -313,7 +345,8 @@ def evaluate_merge(
     entries = eval_entries([r.run for r in models if r.run is not None])
     if not entries:
         return {}
-    source_cfg = build_recipe(first.config, where=f"run {first.id}")
+    # the merge's own eval_split (a search scores merges on val) applies to the sources' evaluators
+    source_cfg = build_recipe({**first.config, "eval_split": cfg.eval_split}, where=f"run {first.id}")
     tensors, meta = ctx.load_artifact(ctx.run_id, "model")
     model, data = rebuild(source_cfg, tensors, ctx.device, meta)
     return run_evaluators(entries, model, data, _SourceView(ctx, source_cfg), step=0)

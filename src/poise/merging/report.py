@@ -70,12 +70,6 @@ def merges_section(store: Store, runs: list[RunRecord]) -> list[Block]:
                 ),
             )
         )
-    for r in runs:
-        if r.kind != "merging.mix_vs_merge" or r.status != "done":
-            continue
-        table = _json_artifact(store, r, "mix_vs_merge")
-        if table:
-            blocks.append(mix_vs_merge_block(r, table))
     rows = []
     for r in runs:
         if r.kind != "merging.merge" or r.status != "done":
@@ -93,23 +87,3 @@ def merges_section(store: Store, runs: list[RunRecord]) -> list[Block]:
             )
         )
     return blocks
-
-
-MIX_COLUMNS = ("utility.benign_acc", "safety.harmful_compliance", "safety.harmful_compliance_global",
-               "safety.harmful_compliance_local", "safety.over_refusal")
-
-
-def mix_vs_merge_block(run: RunRecord, table: dict[str, Any]) -> Block:
-    """One row per model of a mix-vs-merge experiment: its group, method, scores and harm per language."""
-    langs = table.get("languages", [])
-    cols = [*MIX_COLUMNS, *(f"safety.harmful_compliance_{lang}" for lang in langs)]
-    rows = [
-        [r["group"], r["method"], r["label"], r["run"], *[r["metrics"].get(c) for c in cols]] for r in table["rows"]
-    ]
-    short = [c.split(".", 1)[1].replace("harmful_compliance", "harm") for c in cols]
-    return Block(
-        f"mix vs merge {run.name} [{run.id[:6]}]",
-        table=(["group", "method", "models", "run", *short], rows),
-        note="data mix vs objective-based and language-based merges of SFT models (lower harm and "
-        "over-refusal are better)",
-    )

@@ -1,6 +1,7 @@
 """``merging.sweep``: interpolate two models at several points and score each, tracing a frontier.
 
-Each point t is its own ``merging.merge`` run (linear: weights (1 − t, t); slerp: t), a child of the
+Each point t is its own ``merging.merge`` run (linear, nuslerp: weights (1 − t, t); slerp: t — any method
+the method table marks as interpolating), a child of the
 sweep, scored with the evaluators of the two source runs on the first source's data. The points are
 ordinary runs, so they take their place on any frontier next to trained models (for example clean vs
 robust accuracy between a clean and an adversarially trained classifier); the sweep keeps a ``sweep``
@@ -18,13 +19,14 @@ from pydantic import Field, model_validator
 from poise.context import RunContext
 from poise.errors import UserError
 from poise.merging.merge import MergeModelCfg, child_merge, resolve
+from poise.merging.spec import INTERPOLATING, interpolation_point
 from poise.recipes import Recipe, kind
 
 
 class SweepModelCfg(MergeModelCfg):
     """Two models, interpolated at each of ``points`` (0 is the first model, 1 the second)."""
 
-    method: Literal["linear", "slerp"] = "linear"
+    method: Literal[INTERPOLATING] = "linear"  # type: ignore[valid-type]
     points: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=2
     )
@@ -68,7 +70,7 @@ def parse_sweep(text: str, points: int = 5) -> tuple[str, list[float]]:
 
 @kind("merging.sweep", SweepRecipe)
 def run(cfg: SweepRecipe, ctx: RunContext) -> None:
-    """Interpolate two trained models (linear or SLERP) and score each point with their evaluators."""
+    """Interpolate two trained models (linear, SLERP, NuSLERP) and score each point with their evaluators."""
     m = cfg.model
     sources = [resolve(ctx, r, f"model.models[{i}]") for i, r in enumerate(m.models)]
     for s in sources:
@@ -88,7 +90,7 @@ def run(cfg: SweepRecipe, ctx: RunContext) -> None:
             "method": m.method,
             "models": refs,
             "evaluate": True,
-            **({"weights": [1.0 - t, t]} if m.method == "linear" else {"t": t}),
+            **interpolation_point(m.method, t),
         }
         point = child_merge(ctx, cfg, f"{cfg.display_name} t={t:g}", model, f"{cfg.source or 'sweep'} (t={t:g})")
         finals = ctx.final_metrics(point)

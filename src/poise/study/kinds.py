@@ -1,3 +1,3 @@
-"""Registers the study kinds and their report sections (Claims; schedules under a budget)."""
+"""Registers the study kinds and their report sections (Claims; schedules under a budget; mix vs merge)."""
 
-from poise.study import compare, report, schedules, schedules_report  # noqa: F401
+from poise.study import compare, mix_vs_merge, mix_vs_merge_report, report, schedules, schedules_report  # noqa: F401
