@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
-from poise.vision.attacks import TrainAttackCfg, pgd
+from poise.vision.attacks import TrainAttackCfg
 from poise.vision.base import (
     VisionModelCfg,
     VisionRecipe,
@@ -96,7 +96,7 @@ def run(cfg: MtardRecipe, ctx: RunContext) -> None:
     t_nat_model = load_teacher(ctx, cfg.model.clean_teacher, "model.clean_teacher", data)
     t_adv_model = load_teacher(ctx, cfg.model.robust_teacher, "model.robust_teacher", data)
     model = build_model(cfg.model, data).to(ctx.device)
-    n, bs, atk, threat, t = len(data.train[0]), cfg.train.batch_size, cfg.train.attack, cfg.threat, cfg.train
+    n, bs, t, attack = len(data.train[0]), cfg.train.batch_size, cfg.train, cfg.train_attack()
     meter = ctx.meter(steps_per_epoch(n, bs))
     opt = ctx.optimizer(model.parameters())
     sched = ctx.scheduler(opt, meter)
@@ -106,16 +106,7 @@ def run(cfg: MtardRecipe, ctx: RunContext) -> None:
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
         with ctx.count_flops():
             with ctx.autocast():
-                x_adv = pgd(
-                    model,
-                    xb,
-                    yb,
-                    eps=threat.eps,
-                    norm=threat.norm,
-                    steps=atk.steps,
-                    step_size=atk.step_size,
-                    start=atk.start,
-                )
+                x_adv = attack(model, xb, yb)
                 with torch.no_grad():
                     logits_t_adv, logits_t_nat = t_adv_model(x_adv), t_nat_model(xb)
                 model.train()
