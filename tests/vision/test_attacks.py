@@ -140,6 +140,8 @@ def test_train_attack_object_is_bit_identical_to_the_keyword_call(trained_cnn, d
     )
     assert torch.equal(new, old)
     # fast-AT: FGSM-RS, one step of 1.25·eps from a uniform start
+    # a partial [train.attack] table (steps only) keeps the kind's own start
+    assert cfg.train_attack().start == "gaussian"
     cfg, new, old = _legacy_and_object(
         "fast-at-digits", trained_cnn, x, y, steps=1, step_size=1.25 * 0.2, start="uniform"
     )
@@ -155,7 +157,7 @@ def test_every_adversarial_trainer_builds_its_attack_from_the_recipe():
                         ("mtard", "gaussian")]:
         cfg = load_recipe(RECIPES / "vision" / f"{name}-cifar10.toml")
         atk = cfg.train_attack()
-        assert (atk.name, atk.eps, atk.norm, atk.n_steps) == ("pgd", 8 / 255, "linf", 10), name
+        assert (atk.name, atk.eps, atk.norm, atk.n_steps, atk.start) == ("pgd", 8 / 255, "linf", 10, start), name
         assert atk.step_size == pytest.approx(2 / 255), name
     fast = load_recipe(RECIPES / "vision" / "fast-at-cifar10.toml").train_attack()
     assert (fast.name, fast.n_steps, fast.start) == ("fgsm", 1, "uniform")

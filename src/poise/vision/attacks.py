@@ -81,6 +81,13 @@ class TrainAttackCfg(Section):
                       start=self.start)
 
 
+class GaussianStartAttackCfg(TrainAttackCfg):
+    """The training attack of TRADES, RSLAD and MTARD: from x + 0.001·N(0, 1) as in the authors' code (a
+    default of the section's class, so a recipe's partial ``[train.attack]`` table keeps it)."""
+
+    start: Start = Field("gaussian", description="x + 0.001·N(0, 1) (the authors' code), uniform, or none")
+
+
 def default_step_size(eps: float, steps: int) -> float:
     """Madry et al.'s rule 2.5·eps/steps (one step: eps)."""
     return eps if steps == 1 else 2.5 * eps / steps

@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
-from poise.vision.attacks import TrainAttackCfg
+from poise.vision.attacks import GaussianStartAttackCfg
 from poise.vision.base import (
     VisionModelCfg,
     VisionRecipe,
@@ -50,7 +50,7 @@ class MtardModelCfg(VisionModelCfg):
 
 
 class MtardTrainCfg(TrainCfg):
-    attack: TrainAttackCfg = Field(default_factory=lambda: TrainAttackCfg(start="gaussian"))
+    attack: GaussianStartAttackCfg = Field(default_factory=GaussianStartAttackCfg)
     weight_lr: float = Field(
         0.025, ge=0.0, le=1.0, description="λ_w of Normalization Loss Balance (0: fixed)"
     )

@@ -15,14 +15,14 @@ from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
 from poise.vision.ard import DistillModelCfg
-from poise.vision.attacks import TrainAttackCfg, kl_to
+from poise.vision.attacks import GaussianStartAttackCfg, kl_to
 from poise.vision.base import VisionRecipe, build_model, finish, load_data, load_teacher
 from poise.vision.data import train_batch
 from poise.vision.losses import KLReduction, soft_kl
 
 
 class RsladTrainCfg(TrainCfg):
-    attack: TrainAttackCfg = Field(default_factory=lambda: TrainAttackCfg(start="gaussian"))
+    attack: GaussianStartAttackCfg = Field(default_factory=GaussianStartAttackCfg)
     adv_weight: float = Field(
         5 / 6, ge=0.0, le=1.0, description="weight of the adversarial term (clean: 1 − it)"
     )

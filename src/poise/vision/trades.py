@@ -14,14 +14,14 @@ from pydantic import Field
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
-from poise.vision.attacks import TrainAttackCfg, attack_mode, kl_to
+from poise.vision.attacks import GaussianStartAttackCfg, attack_mode, kl_to
 from poise.vision.base import VisionRecipe, build_model, finish, load_data
 from poise.vision.data import train_batch
 from poise.vision.losses import KLReduction, soft_kl
 
 
 class TradesTrainCfg(TrainCfg):
-    attack: TrainAttackCfg = Field(default_factory=lambda: TrainAttackCfg(start="gaussian"))
+    attack: GaussianStartAttackCfg = Field(default_factory=GaussianStartAttackCfg)
     beta: float = Field(6.0, ge=0.0, description="weight of the robustness (KL) term")
     kl_reduction: KLReduction = Field("batchmean", description="batchmean as in the TRADES code")
 
