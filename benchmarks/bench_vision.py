@@ -156,7 +156,7 @@ def speed(quick: bool) -> str:
     import torchattacks
 
     from poise.batching import batch_indices
-    from poise.vision.attacks import pgd
+    from poise.vision.attacks import Attack
     from poise.vision.data import VisionDataCfg, load_digits_data
     from poise.vision.losses import soft_kl
     from poise.vision.models import build_classifier
@@ -191,9 +191,8 @@ def speed(quick: bool) -> str:
     ]:
         ta = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=10, random_start=True)
         t_ref = _timeit(lambda m=model, a=ta, bx=bx, by=by: a(bx, by), reps)
-        t_ours = _timeit(
-            lambda m=model, bx=bx, by=by: pgd(m, bx, by, eps=eps, steps=10, step_size=eps / 4), reps
-        )
+        ours = Attack("pgd", eps=eps, steps=10, step_size=eps / 4)
+        t_ours = _timeit(lambda m=model, a=ours, bx=bx, by=by: a(m, bx, by), reps)
         rows.append(
             f"| our PGD-10 vs torchattacks PGD-10 ({label}) | {t_ref / t_ours:.2f}× faster | ≥ 1.0× |"
         )
@@ -208,7 +207,7 @@ def speed(quick: bool) -> str:
             idx = batch_indices(step, n, bs, 0)
             bx, by = x[idx], y[idx]
             if adv_steps:
-                bx = pgd(model, bx, by, eps=eps, steps=adv_steps)
+                bx = Attack("pgd", eps=eps, steps=adv_steps)(model, bx, by)
             model.train()
             loss = F.cross_entropy(model(bx), by)
             opt.zero_grad(set_to_none=True)
@@ -230,7 +229,7 @@ def speed(quick: bool) -> str:
     bx, by = x[:bs], y[:bs]
 
     def ard_step() -> None:
-        x_adv = pgd(student, bx, by, eps=eps, steps=10)
+        x_adv = Attack("pgd", eps=eps, steps=10)(student, bx, by)
         with torch.no_grad():
             soft = F.softmax(t_adv(bx) / 30.0, dim=1)
         student.train()
@@ -240,7 +239,7 @@ def speed(quick: bool) -> str:
         opt.step()
 
     def mtard_step() -> None:
-        x_adv = pgd(student, bx, by, eps=eps, steps=10, start="gaussian")
+        x_adv = Attack("pgd", eps=eps, steps=10, start="gaussian")(student, bx, by)
         with torch.no_grad():
             la, ln = t_adv(x_adv), t_nat(bx)
         student.train()
