@@ -83,5 +83,5 @@ def test_tiny_study_runs_end_to_end(runner, store, tmp_path):
     for name, flag in (("MTARD", True), ("MTARD w/o entropy balance", False)):
         run = store.get_run(rows[name]["runs"]["0"])
         assert run.config["train"]["entropy_balance"] is flag
-    assert len(result["claims"]) == 5
+    assert len(result["claims"]) == 6
     assert all(c["verdict"] in ("held", "not held", "inconclusive") for c in result["claims"])
