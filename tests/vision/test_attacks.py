@@ -106,3 +106,65 @@ def test_attack_rejects_bad_names_and_eps():
         Attack("deepfool")
     with pytest.raises(ValueError, match="eps"):
         Attack("pgd", eps=1.5)
+
+
+def _legacy_and_object(recipe: str, model, x, y, objective=None, **legacy):
+    """The adversarial batch of the recipe's attack object and of the old keyword call, same seed."""
+    from poise.recipes import load_recipe
+
+    from ..conftest import RECIPES
+
+    cfg = load_recipe(RECIPES / "vision" / f"{recipe}.toml", quick=True)
+    torch.manual_seed(7)
+    new = cfg.train_attack()(model, x, y, objective=objective)
+    torch.manual_seed(7)
+    if "start" not in legacy:
+        legacy["start"] = cfg.train.attack.start
+    old = pgd(model, x, y, eps=cfg.threat.eps, norm=cfg.threat.norm, **legacy)
+    return cfg, new, old
+
+
+def test_train_attack_object_is_bit_identical_to_the_keyword_call(trained_cnn, digits):
+    x, y = digits.train[0][:64], digits.train[1][:64]
+    cfg, new, old = _legacy_and_object("pgd-at-digits", trained_cnn, x, y, steps=3, step_size=None, start="uniform")
+    assert cfg.train.attack.steps == 3 and torch.equal(new, old) and not torch.equal(new, x)
+    # TRADES: its KL to the model's own clean prediction is the objective; gaussian start
+    with torch.no_grad():
+        p_nat = torch.softmax(trained_cnn(x), dim=1)
+    from poise.vision.attacks import kl_to
+    from poise.vision.losses import soft_kl
+
+    cfg, new, old = _legacy_and_object(
+        "trades-digits", trained_cnn, x, y, objective=kl_to(p_nat), steps=3, step_size=None,
+        loss=lambda logits, _y: soft_kl(p_nat, logits, "none"),
+    )
+    assert torch.equal(new, old)
+    # fast-AT: FGSM-RS, one step of 1.25·eps from a uniform start
+    # a partial [train.attack] table (steps only) keeps the kind's own start
+    assert cfg.train_attack().start == "gaussian"
+    cfg, new, old = _legacy_and_object(
+        "fast-at-digits", trained_cnn, x, y, steps=1, step_size=1.25 * 0.2, start="uniform"
+    )
+    assert cfg.threat.eps == 0.2 and torch.equal(new, old)
+
+
+def test_every_adversarial_trainer_builds_its_attack_from_the_recipe():
+    from poise.recipes import load_recipe
+
+    from ..conftest import RECIPES
+
+    for name, start in [("pgd-at", "uniform"), ("trades", "gaussian"), ("ard", "uniform"), ("rslad", "gaussian"),
+                        ("mtard", "gaussian")]:
+        cfg = load_recipe(RECIPES / "vision" / f"{name}-cifar10.toml")
+        atk = cfg.train_attack()
+        assert (atk.name, atk.eps, atk.norm, atk.n_steps, atk.start) == ("pgd", 8 / 255, "linf", 10, start), name
+        assert atk.step_size == pytest.approx(2 / 255), name
+    fast = load_recipe(RECIPES / "vision" / "fast-at-cifar10.toml").train_attack()
+    assert (fast.name, fast.n_steps, fast.start) == ("fgsm", 1, "uniform")
+    assert fast.step_size == pytest.approx(1.25 * 8 / 255)
+
+
+def test_autoattack_takes_no_objective(trained_cnn, digits):
+    x, y = digits.test[0][:4], digits.test[1][:4]
+    with pytest.raises(ValueError, match="objective"):
+        Attack("autoattack", eps=0.1)(trained_cnn, x, y, objective=lambda logits, _y: logits.sum(1))

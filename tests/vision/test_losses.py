@@ -56,3 +56,27 @@ def test_temperature_balance_stays_in_range_and_moves_oppositely(t_adv, t_nat, h
         assert a <= t_adv and n >= t_nat
     elif h_adv > h_nat:
         assert a >= t_adv and n <= t_nat
+
+
+@settings(max_examples=60, deadline=None)
+@given(t_adv=st.floats(1, 10), t_nat=st.floats(1, 10), h_adv=st.floats(-1, -1e-6), h_nat=st.floats(-1, -1e-6))
+def test_temperature_balance_is_the_ratio_rule_for_nonzero_entropies(t_adv, t_nat, h_adv, h_nat):
+    sign = lambda v: (v > 0) - (v < 0)  # noqa: E731
+    ref_a = min(max(t_adv - 0.01 * sign(h_adv / h_nat - 1.0), 1.0), 10.0)
+    ref_n = min(max(t_nat - 0.01 * sign(h_nat / h_adv - 1.0), 1.0), 10.0)
+    assert balance_temperatures(t_adv, t_nat, h_adv, h_nat, 0.01, 1.0, 10.0) == (ref_a, ref_n)
+
+
+def test_saturated_teacher_raises_its_temperature_instead_of_dividing_by_zero():
+    saturated = torch.zeros(4, 10)
+    saturated[:, 3] = 1000.0  # one-hot soft labels: p·log p is exactly 0
+    soft = torch.randn(4, 10, generator=torch.Generator().manual_seed(0))
+    h_sat, h_soft = mean_plogp(saturated).item(), mean_plogp(soft).item()
+    assert h_sat == 0.0 and h_soft < 0
+    # the clean teacher saturated: τ_nat rises to soften it, τ_adv falls
+    assert balance_temperatures(5.0, 5.0, h_soft, h_sat, 0.5, 1.0, 10.0) == (4.5, 5.5)
+    # the robust teacher saturated: the other way round
+    assert balance_temperatures(5.0, 5.0, h_sat, h_soft, 0.5, 1.0, 10.0) == (5.5, 4.5)
+    # both saturated, or a non-finite entropy: nothing to balance
+    assert balance_temperatures(5.0, 3.0, 0.0, 0.0, 0.5, 1.0, 10.0) == (5.0, 3.0)
+    assert balance_temperatures(5.0, 3.0, float("nan"), h_soft, 0.5, 1.0, 10.0) == (5.0, 3.0)

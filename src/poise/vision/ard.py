@@ -15,7 +15,7 @@ from pydantic import Field
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
-from poise.vision.attacks import TrainAttackCfg, pgd
+from poise.vision.attacks import TrainAttackCfg
 from poise.vision.base import (
     VisionModelCfg,
     VisionRecipe,
@@ -52,7 +52,7 @@ def run(cfg: ArdRecipe, ctx: RunContext) -> None:
     data = load_data(ctx, cfg)
     teacher = load_teacher(ctx, cfg.model.teacher, "model.teacher", data)
     model = build_model(cfg.model, data).to(ctx.device)
-    n, bs, atk, threat, t = len(data.train[0]), cfg.train.batch_size, cfg.train.attack, cfg.threat, cfg.train
+    n, bs, t, attack = len(data.train[0]), cfg.train.batch_size, cfg.train, cfg.train_attack()
     meter = ctx.meter(steps_per_epoch(n, bs))
     opt = ctx.optimizer(model.parameters())
     sched = ctx.scheduler(opt, meter)
@@ -61,16 +61,7 @@ def run(cfg: ArdRecipe, ctx: RunContext) -> None:
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
         with ctx.count_flops():
             with ctx.autocast():
-                x_adv = pgd(
-                    model,
-                    xb,
-                    yb,
-                    eps=threat.eps,
-                    norm=threat.norm,
-                    steps=atk.steps,
-                    step_size=atk.step_size,
-                    start=atk.start,
-                )
+                x_adv = attack(model, xb, yb)
                 with torch.no_grad():
                     soft = F.softmax(teacher(xb) / t.temperature, dim=1)
                 model.train()

@@ -1,4 +1,11 @@
-"""Adversarial attacks with one API: ``Attack(...)(model, x, y) -> x_adv``, inputs and outputs in [0, 1].
+"""Adversarial attacks with one API: ``Attack(...)(model, x, y, objective=None) -> x_adv``, in [0, 1].
+
+Trainers and evaluators build and call attacks the same way. A trainer builds its attack from the
+recipe's ``[threat]`` and ``[train.attack]`` sections with ``cfg.train_attack()`` (or
+``Attack.from_recipe(cfg)``) and calls ``attack(model, x, y)``; a trainer whose attack maximises
+something other than cross-entropy against the labels passes it as ``objective`` (TRADES' KL to the
+model's clean prediction, RSLAD's KL to the teacher's soft labels). Evaluators build theirs from the
+evaluator entry plus ``[threat]``.
 
 * ``fgsm`` — one signed-gradient step of size eps (L2: one step of length eps along the gradient).
 * ``pgd`` — projected gradient ascent on cross-entropy (Madry et al.), batched, L∞ or L2, random
@@ -27,9 +34,10 @@ import torch.nn.functional as F
 from pydantic import BeforeValidator, Field
 
 from poise.recipes import Section
-from poise.vision.losses import cw_margin_loss
+from poise.vision.losses import cw_margin_loss, soft_kl
 
 Norm = Literal["linf", "l2"]
+Start = Literal["uniform", "gaussian", "none"]
 ATTACKS = ("fgsm", "pgd", "cw", "autoattack")
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, y) -> per-example loss to maximise
 
@@ -63,9 +71,21 @@ class TrainAttackCfg(Section):
     step_size: StepSize | None = Field(
         None, description="default 2.5·eps/steps (eps/4 at 10 steps: 2/255 at 8/255)"
     )
-    start: Literal["uniform", "gaussian", "none"] = Field(
+    start: Start = Field(
         "uniform", description="uniform in the eps ball (Madry), or x + 0.001·N(0, 1) (TRADES, RSLAD, MTARD)"
     )
+
+    def build(self, threat: ThreatCfg) -> Attack:
+        """The PGD attack this section and the recipe's threat model describe."""
+        return Attack("pgd", eps=threat.eps, norm=threat.norm, steps=self.steps, step_size=self.step_size,
+                      start=self.start)
+
+
+class GaussianStartAttackCfg(TrainAttackCfg):
+    """The training attack of TRADES, RSLAD and MTARD: from x + 0.001·N(0, 1) as in the authors' code (a
+    default of the section's class, so a recipe's partial ``[train.attack]`` table keeps it)."""
+
+    start: Start = Field("gaussian", description="x + 0.001·N(0, 1) (the authors' code), uniform, or none")
 
 
 def default_step_size(eps: float, steps: int) -> float:
@@ -118,6 +138,12 @@ def _project(x: torch.Tensor, delta: torch.Tensor, eps: float, norm: Norm) -> to
 
 def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, reduction="none")
+
+
+def kl_to(target_probs: torch.Tensor) -> LossFn:
+    """The objective ``KL(target ‖ softmax(logits))`` per example, labels unused: TRADES' attack (target:
+    the model's own clean prediction) and RSLAD's (target: the teacher's clean soft labels)."""
+    return lambda logits, _y: soft_kl(target_probs, logits, "none")
 
 
 def pgd(
@@ -241,14 +267,18 @@ def autoattack(
 
 @dataclass(frozen=True)
 class Attack:
-    """One attack, configured once and applied as ``attack(model, x, y) -> x_adv``."""
+    """One attack, configured once and applied as ``attack(model, x, y, objective=None) -> x_adv``.
+
+    ``objective`` is the per-example loss ``fn(logits, y)`` the attack maximises; by default
+    cross-entropy against ``y`` (``cw``: the CW margin loss). AutoAttack takes no objective.
+    """
 
     name: str = "pgd"
     eps: float = 8 / 255
     norm: Norm = "linf"
     steps: int | None = None  # default: fgsm 1, pgd/cw 20, autoattack 100
     step_size: float | None = None  # default 2.5·eps/steps (fgsm: eps)
-    random_start: bool | None = None  # default: True for pgd and cw, False for fgsm
+    start: Start | None = None  # default: uniform for pgd and cw, none for fgsm
     restarts: int = 1
     n_targets: int | None = None  # autoattack: target classes of APGD-T and FAB-T
     square_queries: int = 5000  # autoattack: Square's query budget
@@ -259,6 +289,13 @@ class Attack:
             raise ValueError(f"unknown attack {self.name!r}; expected one of: {', '.join(ATTACKS)}")
         if not 0.0 <= self.eps <= 1.0:
             raise ValueError(f"eps must lie in [0, 1] (got {self.eps})")
+        if self.start is not None and self.start not in ("uniform", "gaussian", "none"):
+            raise ValueError(f"unknown start {self.start!r}; expected uniform, gaussian or none")
+
+    @classmethod
+    def from_recipe(cls, cfg: Any) -> Attack:
+        """The training attack of a recipe: ``[train.attack]`` in the eps ball of ``[threat]``."""
+        return cfg.train.attack.build(cfg.threat)
 
     @property
     def n_steps(self) -> int:
@@ -271,8 +308,12 @@ class Attack:
         """Metric-style name: ``fgsm``, ``pgd20``, ``cw20``, ``autoattack``."""
         return {"fgsm": "fgsm", "autoattack": "autoattack"}.get(self.name, f"{self.name}{self.n_steps}")
 
-    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, objective: LossFn | None = None
+    ) -> torch.Tensor:
         if self.name == "autoattack":
+            if objective is not None:
+                raise ValueError("autoattack runs its own losses; it takes no objective")
             return autoattack(
                 model,
                 x,
@@ -285,7 +326,7 @@ class Attack:
                 restarts=self.restarts,
                 seed=self.seed,
             )
-        rand = self.random_start if self.random_start is not None else self.name != "fgsm"
+        start = self.start if self.start is not None else ("none" if self.name == "fgsm" else "uniform")
         return pgd(
             model,
             x,
@@ -294,7 +335,7 @@ class Attack:
             norm=self.norm,
             steps=self.n_steps,
             step_size=self.step_size,
-            start="uniform" if rand else "none",
+            start=start,
             restarts=self.restarts,
-            loss="cw" if self.name == "cw" else "ce",
+            loss=objective if objective is not None else ("cw" if self.name == "cw" else "ce"),
         )

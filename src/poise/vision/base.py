@@ -11,7 +11,7 @@ from poise.context import RunContext
 from poise.errors import UserError
 from poise.recipes import ModelCfg, Recipe
 from poise.vision import robustbench_zoo
-from poise.vision.attacks import ThreatCfg
+from poise.vision.attacks import Attack, ThreatCfg
 from poise.vision.data import VisionData, VisionDataCfg, load_vision_data
 from poise.vision.models import Classifier, build_classifier, model_names
 
@@ -50,6 +50,11 @@ class VisionRecipe(Recipe):
 
     # every vision kind stores a classifier in the same format, so merged weights are scored the same way
     rebuilder: ClassVar[Any] = staticmethod(rebuild)
+
+    def train_attack(self) -> Attack:
+        """The attack this recipe trains against: ``[train.attack]`` in the eps ball of ``[threat]``,
+        called as ``attack(model, x, y, objective=None)`` like every evaluator's attack."""
+        return Attack.from_recipe(self)
 
 
 def load_data(ctx: RunContext, cfg: VisionRecipe) -> VisionData:

@@ -140,7 +140,7 @@ def robust_accuracy_eval(
         norm=norm or (threat.norm if threat is not None else "linf"),
         steps=steps,
         step_size=step_size,
-        random_start=random_start,
+        start=None if random_start is None else ("uniform" if random_start else "none"),
         restarts=restarts,
         n_targets=n_targets,
         square_queries=square_queries,

@@ -21,7 +21,7 @@ from pydantic import Field
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
-from poise.vision.attacks import Attack, pgd
+from poise.vision.attacks import Attack
 from poise.vision.base import VisionRecipe, build_model, finish, load_data
 from poise.vision.data import train_batch
 from poise.vision.evaluators import robust_accuracy
@@ -38,13 +38,18 @@ class FastAtTrainCfg(TrainCfg):
 class FastAtRecipe(VisionRecipe):
     train: FastAtTrainCfg = Field(default_factory=FastAtTrainCfg)
 
+    def train_attack(self) -> Attack:
+        """FGSM-RS: a uniform start in the eps ball, one signed step of step_factor·eps."""
+        eps = self.threat.eps
+        return Attack("fgsm", eps=eps, norm=self.threat.norm, step_size=self.train.step_factor * eps, start="uniform")
+
 
 @kind("vision.fast_at", FastAtRecipe)
 def run(cfg: FastAtRecipe, ctx: RunContext) -> None:
     """Fast FGSM-RS adversarial training with a per-epoch PGD check for catastrophic overfitting."""
     data = load_data(ctx, cfg)
     model = build_model(cfg.model, data).to(ctx.device)
-    n, bs, threat, t = len(data.train[0]), cfg.train.batch_size, cfg.threat, cfg.train
+    n, bs, threat, t, attack = len(data.train[0]), cfg.train.batch_size, cfg.threat, cfg.train, cfg.train_attack()
     per_epoch = steps_per_epoch(n, bs)
     meter = ctx.meter(per_epoch)
     opt = ctx.optimizer(model.parameters())
@@ -61,16 +66,7 @@ def run(cfg: FastAtRecipe, ctx: RunContext) -> None:
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
         with ctx.count_flops():
             with ctx.autocast():
-                x_adv = pgd(
-                    model,
-                    xb,
-                    yb,
-                    eps=threat.eps,
-                    norm=threat.norm,
-                    steps=1,
-                    step_size=t.step_factor * threat.eps,
-                    start="uniform",
-                )
+                x_adv = attack(model, xb, yb)
                 model.train()
                 loss = F.cross_entropy(model(x_adv), yb)
             ctx.optimizer_step(loss, opt, sched)

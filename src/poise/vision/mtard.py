@@ -11,9 +11,13 @@ Per batch, as in the authors' code:
 3. **Normalization Loss Balance**: with each term's first-batch value L⁰ and r = L/L⁰,
    ``w_nat ← w_nat − λ_w·(w_nat − r_nat/(r_adv + r_nat))``, ``w_adv = 1 − w_nat`` (start 0.5/0.5):
    the term that has fallen less (relative to its start) gets more weight;
-4. **Entropy-Based Balance** (``entropy_balance = true``, B-MTARD): with H = batch × class mean of
+4. **Entropy-Based Balance** (``entropy_balance = true``, the default): with H = batch × class mean of
    p·log p of each tempered teacher, ``τ_adv ← τ_adv − λ_τ·sign(H_adv/H_nat − 1)`` and symmetrically
    for τ_nat, both clamped to [τ_min, τ_max] = [1, 10]: it pulls the teachers' output entropies together.
+   The seed's abstract names both balances, so both are on; ``entropy_balance = false`` is the ablation
+   "without entropy balance" (the ECCV version's fixed temperatures). A saturated teacher (one-hot soft
+   labels) has H = 0 exactly; the ratio's sign is taken as ``sign(H_nat − H_adv)`` (the same for H < 0, and
+   defined at 0), so the saturated teacher's temperature rises instead of the update dividing by zero.
 
 Open detail, our choice: the authors cut λ_w and λ_τ by 10 at each learning-rate milestone. With
 poise's budget-aware schedules we scale both by lr_t / lr_max at every step (``balance_follows_lr``),
@@ -22,6 +26,8 @@ which is the same thing for the step schedule and its natural extension for the 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
@@ -29,7 +35,7 @@ from pydantic import Field, model_validator
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
-from poise.vision.attacks import TrainAttackCfg, pgd
+from poise.vision.attacks import GaussianStartAttackCfg
 from poise.vision.base import (
     VisionModelCfg,
     VisionRecipe,
@@ -50,12 +56,14 @@ class MtardModelCfg(VisionModelCfg):
 
 
 class MtardTrainCfg(TrainCfg):
-    attack: TrainAttackCfg = Field(default_factory=lambda: TrainAttackCfg(start="gaussian"))
+    attack: GaussianStartAttackCfg = Field(default_factory=GaussianStartAttackCfg)
     weight_lr: float = Field(
         0.025, ge=0.0, le=1.0, description="λ_w of Normalization Loss Balance (0: fixed)"
     )
     init_nat_weight: float = Field(0.5, ge=0.0, le=1.0, description="w_nat at the start (w_adv = 1 − w_nat)")
-    entropy_balance: bool = Field(False, description="B-MTARD's Entropy-Based Balance of the temperatures")
+    entropy_balance: bool = Field(
+        True, description="Entropy-Based Balance of the temperatures (false: the ablation without it)"
+    )
     temp_lr: float = Field(0.001, ge=0.0, description="λ_τ of Entropy-Based Balance")
     temp_min: float = Field(1.0, gt=0.0)
     temp_max: float = Field(10.0, gt=0.0)
@@ -82,10 +90,16 @@ def balance_weights(w_nat: float, r_adv: float, r_nat: float, lam: float) -> flo
 def balance_temperatures(
     t_adv: float, t_nat: float, h_adv: float, h_nat: float, lam: float, lo: float, hi: float
 ) -> tuple[float, float]:
-    """One Entropy-Based Balance update of (τ_adv, τ_nat) from the teachers' mean p·log p."""
+    """One Entropy-Based Balance update of (τ_adv, τ_nat) from the teachers' mean p·log p (each ≤ 0).
+
+    ``sign(H_adv/H_nat − 1)`` equals ``sign(H_nat − H_adv)`` whenever both are negative; the difference
+    form is also defined when a saturated teacher's H is 0 (its temperature then rises, the other's falls;
+    both saturated: no change). A non-finite H leaves the temperatures as they are."""
+    if not (math.isfinite(h_adv) and math.isfinite(h_nat)):
+        return t_adv, t_nat
     sign = lambda v: (v > 0) - (v < 0)  # noqa: E731
-    t_adv = t_adv - lam * sign(h_adv / h_nat - 1.0)
-    t_nat = t_nat - lam * sign(h_nat / h_adv - 1.0)
+    t_adv = t_adv - lam * sign(h_nat - h_adv)
+    t_nat = t_nat - lam * sign(h_adv - h_nat)
     return min(max(t_adv, lo), hi), min(max(t_nat, lo), hi)
 
 
@@ -96,7 +110,7 @@ def run(cfg: MtardRecipe, ctx: RunContext) -> None:
     t_nat_model = load_teacher(ctx, cfg.model.clean_teacher, "model.clean_teacher", data)
     t_adv_model = load_teacher(ctx, cfg.model.robust_teacher, "model.robust_teacher", data)
     model = build_model(cfg.model, data).to(ctx.device)
-    n, bs, atk, threat, t = len(data.train[0]), cfg.train.batch_size, cfg.train.attack, cfg.threat, cfg.train
+    n, bs, t, attack = len(data.train[0]), cfg.train.batch_size, cfg.train, cfg.train_attack()
     meter = ctx.meter(steps_per_epoch(n, bs))
     opt = ctx.optimizer(model.parameters())
     sched = ctx.scheduler(opt, meter)
@@ -106,16 +120,7 @@ def run(cfg: MtardRecipe, ctx: RunContext) -> None:
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
         with ctx.count_flops():
             with ctx.autocast():
-                x_adv = pgd(
-                    model,
-                    xb,
-                    yb,
-                    eps=threat.eps,
-                    norm=threat.norm,
-                    steps=atk.steps,
-                    step_size=atk.step_size,
-                    start=atk.start,
-                )
+                x_adv = attack(model, xb, yb)
                 with torch.no_grad():
                     logits_t_adv, logits_t_nat = t_adv_model(x_adv), t_nat_model(xb)
                 model.train()

@@ -13,7 +13,7 @@ from pydantic import Field
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
-from poise.vision.attacks import TrainAttackCfg, pgd
+from poise.vision.attacks import TrainAttackCfg
 from poise.vision.base import VisionRecipe, build_model, finish, load_data
 from poise.vision.data import train_batch
 
@@ -31,7 +31,7 @@ def run(cfg: PgdAtRecipe, ctx: RunContext) -> None:
     """PGD adversarial training (Madry): minimise cross-entropy on the PGD example of each batch."""
     data = load_data(ctx, cfg)
     model = build_model(cfg.model, data).to(ctx.device)
-    n, bs, atk, threat = len(data.train[0]), cfg.train.batch_size, cfg.train.attack, cfg.threat
+    n, bs, attack = len(data.train[0]), cfg.train.batch_size, cfg.train_attack()
     meter = ctx.meter(steps_per_epoch(n, bs))
     opt = ctx.optimizer(model.parameters())
     sched = ctx.scheduler(opt, meter)
@@ -40,16 +40,7 @@ def run(cfg: PgdAtRecipe, ctx: RunContext) -> None:
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
         with ctx.count_flops():
             with ctx.phase("attack"), ctx.autocast():
-                x_adv = pgd(
-                    model,
-                    xb,
-                    yb,
-                    eps=threat.eps,
-                    norm=threat.norm,
-                    steps=atk.steps,
-                    step_size=atk.step_size,
-                    start=atk.start,
-                )
+                x_adv = attack(model, xb, yb)
             with ctx.phase("update"):
                 with ctx.autocast():
                     model.train()

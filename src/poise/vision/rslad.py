@@ -15,14 +15,14 @@ from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
 from poise.vision.ard import DistillModelCfg
-from poise.vision.attacks import TrainAttackCfg, pgd
+from poise.vision.attacks import GaussianStartAttackCfg, kl_to
 from poise.vision.base import VisionRecipe, build_model, finish, load_data, load_teacher
 from poise.vision.data import train_batch
 from poise.vision.losses import KLReduction, soft_kl
 
 
 class RsladTrainCfg(TrainCfg):
-    attack: TrainAttackCfg = Field(default_factory=lambda: TrainAttackCfg(start="gaussian"))
+    attack: GaussianStartAttackCfg = Field(default_factory=GaussianStartAttackCfg)
     adv_weight: float = Field(
         5 / 6, ge=0.0, le=1.0, description="weight of the adversarial term (clean: 1 − it)"
     )
@@ -40,7 +40,7 @@ def run(cfg: RsladRecipe, ctx: RunContext) -> None:
     data = load_data(ctx, cfg)
     teacher = load_teacher(ctx, cfg.model.teacher, "model.teacher", data)
     model = build_model(cfg.model, data).to(ctx.device)
-    n, bs, atk, threat, t = len(data.train[0]), cfg.train.batch_size, cfg.train.attack, cfg.threat, cfg.train
+    n, bs, t, attack = len(data.train[0]), cfg.train.batch_size, cfg.train, cfg.train_attack()
     meter = ctx.meter(steps_per_epoch(n, bs))
     opt = ctx.optimizer(model.parameters())
     sched = ctx.scheduler(opt, meter)
@@ -51,17 +51,7 @@ def run(cfg: RsladRecipe, ctx: RunContext) -> None:
             with ctx.autocast():
                 with torch.no_grad():
                     soft = F.softmax(teacher(xb), dim=1)
-                x_adv = pgd(
-                    model,
-                    xb,
-                    yb,
-                    eps=threat.eps,
-                    norm=threat.norm,
-                    steps=atk.steps,
-                    step_size=atk.step_size,
-                    start=atk.start,
-                    loss=lambda logits, _y, p=soft: soft_kl(p, logits, "none"),
-                )
+                x_adv = attack(model, xb, yb, objective=kl_to(soft))
                 model.train()
                 adv = soft_kl(soft, model(x_adv), t.kl_reduction)
                 nat = soft_kl(soft, model(xb), t.kl_reduction)

@@ -14,14 +14,14 @@ from pydantic import Field
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import TrainCfg, kind
-from poise.vision.attacks import TrainAttackCfg, attack_mode, pgd
+from poise.vision.attacks import GaussianStartAttackCfg, attack_mode, kl_to
 from poise.vision.base import VisionRecipe, build_model, finish, load_data
 from poise.vision.data import train_batch
 from poise.vision.losses import KLReduction, soft_kl
 
 
 class TradesTrainCfg(TrainCfg):
-    attack: TrainAttackCfg = Field(default_factory=lambda: TrainAttackCfg(start="gaussian"))
+    attack: GaussianStartAttackCfg = Field(default_factory=GaussianStartAttackCfg)
     beta: float = Field(6.0, ge=0.0, description="weight of the robustness (KL) term")
     kl_reduction: KLReduction = Field("batchmean", description="batchmean as in the TRADES code")
 
@@ -35,7 +35,7 @@ def run(cfg: TradesRecipe, ctx: RunContext) -> None:
     """TRADES: clean cross-entropy plus β times the KL between clean and adversarial predictions."""
     data = load_data(ctx, cfg)
     model = build_model(cfg.model, data).to(ctx.device)
-    n, bs, atk, threat = len(data.train[0]), cfg.train.batch_size, cfg.train.attack, cfg.threat
+    n, bs, attack = len(data.train[0]), cfg.train.batch_size, cfg.train_attack()
     meter = ctx.meter(steps_per_epoch(n, bs))
     opt = ctx.optimizer(model.parameters())
     sched = ctx.scheduler(opt, meter)
@@ -46,17 +46,7 @@ def run(cfg: TradesRecipe, ctx: RunContext) -> None:
             with ctx.autocast():
                 with attack_mode(model), torch.no_grad():
                     p_nat = F.softmax(model(xb), dim=1)
-                x_adv = pgd(
-                    model,
-                    xb,
-                    yb,
-                    eps=threat.eps,
-                    norm=threat.norm,
-                    steps=atk.steps,
-                    step_size=atk.step_size,
-                    start=atk.start,
-                    loss=lambda logits, _y, p=p_nat: soft_kl(p, logits, "none"),
-                )
+                x_adv = attack(model, xb, yb, objective=kl_to(p_nat))
                 model.train()
                 logits_nat = model(xb)
                 natural = F.cross_entropy(logits_nat, yb)
