@@ -59,19 +59,20 @@ def run(cfg: ArdRecipe, ctx: RunContext) -> None:
     ctx.track(model=model, optimizer=opt, scheduler=sched)
     for step in ctx.steps(meter):
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
-        with ctx.count_flops():
+        with ctx.count_flops(), ctx.phase("update"):
             with ctx.autocast():
-                x_adv = pgd(
-                    model,
-                    xb,
-                    yb,
-                    eps=threat.eps,
-                    norm=threat.norm,
-                    steps=atk.steps,
-                    step_size=atk.step_size,
-                    start=atk.start,
-                )
-                with torch.no_grad():
+                with ctx.phase("attack"):
+                    x_adv = pgd(
+                        model,
+                        xb,
+                        yb,
+                        eps=threat.eps,
+                        norm=threat.norm,
+                        steps=atk.steps,
+                        step_size=atk.step_size,
+                        start=atk.start,
+                    )
+                with ctx.phase("teacher"), torch.no_grad():
                     soft = F.softmax(teacher(xb) / t.temperature, dim=1)
                 model.train()
                 distill = soft_kl(soft, model(x_adv) / t.temperature, t.kl_reduction) * t.temperature**2

@@ -47,21 +47,22 @@ def run(cfg: RsladRecipe, ctx: RunContext) -> None:
     ctx.track(model=model, optimizer=opt, scheduler=sched)
     for step in ctx.steps(meter):
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
-        with ctx.count_flops():
+        with ctx.count_flops(), ctx.phase("update"):
             with ctx.autocast():
-                with torch.no_grad():
+                with ctx.phase("teacher"), torch.no_grad():
                     soft = F.softmax(teacher(xb), dim=1)
-                x_adv = pgd(
-                    model,
-                    xb,
-                    yb,
-                    eps=threat.eps,
-                    norm=threat.norm,
-                    steps=atk.steps,
-                    step_size=atk.step_size,
-                    start=atk.start,
-                    loss=lambda logits, _y, p=soft: soft_kl(p, logits, "none"),
-                )
+                with ctx.phase("attack"):
+                    x_adv = pgd(
+                        model,
+                        xb,
+                        yb,
+                        eps=threat.eps,
+                        norm=threat.norm,
+                        steps=atk.steps,
+                        step_size=atk.step_size,
+                        start=atk.start,
+                        loss=lambda logits, _y, p=soft: soft_kl(p, logits, "none"),
+                    )
                 model.train()
                 adv = soft_kl(soft, model(x_adv), t.kl_reduction)
                 nat = soft_kl(soft, model(xb), t.kl_reduction)

@@ -42,21 +42,22 @@ def run(cfg: TradesRecipe, ctx: RunContext) -> None:
     ctx.track(model=model, optimizer=opt, scheduler=sched)
     for step in ctx.steps(meter):
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
-        with ctx.count_flops():
+        with ctx.count_flops(), ctx.phase("update"):
             with ctx.autocast():
-                with attack_mode(model), torch.no_grad():
+                with ctx.phase("attack"), attack_mode(model), torch.no_grad():
                     p_nat = F.softmax(model(xb), dim=1)
-                x_adv = pgd(
-                    model,
-                    xb,
-                    yb,
-                    eps=threat.eps,
-                    norm=threat.norm,
-                    steps=atk.steps,
-                    step_size=atk.step_size,
-                    start=atk.start,
-                    loss=lambda logits, _y, p=p_nat: soft_kl(p, logits, "none"),
-                )
+                with ctx.phase("attack"):
+                    x_adv = pgd(
+                        model,
+                        xb,
+                        yb,
+                        eps=threat.eps,
+                        norm=threat.norm,
+                        steps=atk.steps,
+                        step_size=atk.step_size,
+                        start=atk.start,
+                        loss=lambda logits, _y, p=p_nat: soft_kl(p, logits, "none"),
+                    )
                 model.train()
                 logits_nat = model(xb)
                 natural = F.cross_entropy(logits_nat, yb)
