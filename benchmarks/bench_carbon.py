@@ -6,7 +6,10 @@
    than the T4 on the transformer job.
 2. One run per domain trained here (vision PGD-AT, restoration SR, control SAC, the tiny LM's
    pretraining), each projected onto the GPUs from its own counted FLOPs (``poise carbon compare``).
-3. Each run's time and energy per phase (``ctx.phase``; kinds not yet split show only ``other``).
+3. Each run's time and energy per phase (``ctx.phase``), one run per domain: attack/update (vision),
+   degradation/update (restoration), rollout/learn (control), update (the LM's pretraining) and
+   generation/reward/update (language RL: AlphaAlign PPO on that LM), io/compute (merging three
+   safetensors files of random weights with TIES).
 4. Each run's predicted final time and energy at 5 % and 25 % of its budget, and the error against
    the loop's end and the run's final figure (evaluation included).
 
@@ -72,7 +75,29 @@ RUNS: list[tuple[str, str, bool, dict[str, Any], dict[str, Any]]] = [
      {"train.budget": {"steps": 2000}}, {"train.budget": {"steps": 400}}),
     ("language base LM", "language/base.toml", True,
      {"train.budget": {"steps": 200}}, {"train.budget": {"steps": 40}}),
+    ("language RL (AlphaAlign PPO)", "language/alphaalign.toml", True,
+     {"train.budget": {"steps": 40}}, {"train.budget": {"steps": 8}}),
 ]
+MERGE_SHAPES = {"full": [(1024, 1024)] * 6, "quick": [(256, 256)] * 3}  # float32 tensors per model
+
+
+def _merge_recipe(folder: Path, quick: bool) -> Any:
+    """A ``merging.merge`` of two random models onto a random base (TIES), files in ``folder``."""
+    import torch
+    from safetensors.torch import save_file
+
+    from poise.recipes import build_recipe
+
+    g = torch.Generator().manual_seed(0)
+    paths = []
+    for name in ("base", "a", "b"):
+        shapes = MERGE_SHAPES["quick" if quick else "full"]
+        save_file({f"layer{i}.weight": torch.randn(s, generator=g) for i, s in enumerate(shapes)},
+                  str(folder / f"{name}.safetensors"))
+        paths.append(str(folder / f"{name}.safetensors"))
+    return build_recipe({"kind": "merging.merge", "name": "merge-ties", "model": {
+        "method": "ties", "density": 0.5, "models": paths[1:], "base": paths[0],
+        "output": str(folder / "merged")}}, where="bench_carbon")
 
 
 def measured(quick: bool) -> str:
@@ -85,10 +110,17 @@ def measured(quick: bool) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(root=Path(tmp) / ".poise")
         runner = Runner(store, UI(quiet=True), device="cpu")
-        for label, path, use_quick, full, small in RUNS:
-            cfg = load_recipe(ROOT / path, {**(small if quick else full), "train.checkpoint_every": 100_000},
-                              quick=use_quick)
-            rec = runner.run(cfg)
+        base_lm = None
+        for label, path, use_quick, full, small in [*RUNS, ("merging (TIES, files)", "", False, {}, {})]:
+            if not path:
+                rec = runner.run(_merge_recipe(Path(tmp), quick))
+            else:
+                over = {**(small if quick else full), "train.checkpoint_every": 100_000}
+                if "alphaalign" in path and base_lm is not None:
+                    over["model.base"] = f"run:{base_lm}"  # RL on the LM pretrained just above
+                rec = runner.run(load_recipe(ROOT / path, over, quick=use_quick))
+                if "base.toml" in path:
+                    base_lm = rec.id
             cost = store.cost(rec.id)
             flops = store.final_metrics([rec.id]).get(rec.id, {}).get("cost.flops")
             if flops is not None and label in ("vision PGD-AT", "language base LM"):
@@ -105,6 +137,8 @@ def measured(quick: bool) -> str:
             for p in store.phase_costs(rec.id):
                 out_phases.append(f"| {label} | {p.phase} | {p.wall_s:.2f} ({100 * p.wall_s / cost.wall_s:.0f} %) | "
                                   f"{p.energy_kwh * 3.6e6:.3g} ({100 * p.energy_kwh / total_kwh:.0f} %) | {p.label} |")
+            if not path:
+                continue  # a merge has no budget loop to predict
             data = prediction.load(store, rec.id)
             for mark in (0.05, 0.25):
                 p = next((q for q in (data or {}).get("predictions", []) if abs(q["mark"] - mark) < 1e-9), None)

@@ -16,6 +16,8 @@ Sized for a 2-core CPU; environment variables shrink or grow it:
 * ``POISE_BENCH_SCHED_SCHEDULES`` / ``POISE_BENCH_SCHED_PHI`` / ``POISE_BENCH_SCHED_BUDGETS`` — the
   study's rows and columns (default all eight schedules, φ 0.5,1,2,4, budgets 0.25,0.5,1; --quick:
   uba,cosine,constant, φ 1,2, budgets 0.5,1)
+* ``POISE_BENCH_SCHED_STORE`` — keep the study's runs in this folder instead of a temporary one: a
+  killed benchmark rerun with the same settings resumes its study (finished runs are reused)
 """
 
 from __future__ import annotations
@@ -84,9 +86,14 @@ def main(quick: bool) -> str:
     data = {"kind": "study.schedules", "name": "bench-schedules", "schedules": {
         "targets": targets, "budgets": budgets, "schedules": schedules, "phi": phis, "seeds": list(range(seeds)),
         "trials": tune}}
+    keep = _env("POISE_BENCH_SCHED_STORE", "")
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(root=Path(tmp) / ".poise")
-        rec = Runner(store, UI(quiet=True), device="cpu").run(build_recipe(data, where="bench_schedules"))
+        store = Store(root=Path(keep or tmp) / ".poise")
+        recipe = build_recipe(data, where="bench_schedules")
+        runner = Runner(store, UI(quiet=True), device="cpu")
+        unfinished = [r for r in store.list_runs(kind="study.schedules")
+                      if r.config_hash == recipe.config_hash() and r.status != "done"]
+        rec = runner.resume(unfinished[0].id) if keep and unfinished else runner.run(recipe)
         study = load_schedules(store, rec)
     assert study is not None
     lines = [f"Rows: {', '.join(schedules)} (UBA φ ∈ {{{', '.join(f'{p:g}' for p in phis)}}}) × budgets "

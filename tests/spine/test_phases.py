@@ -58,8 +58,8 @@ def test_split_adds_up_to_the_measured_totals(phases, extra_wall, extra_cpu, cpu
         assert sum(r.energy_kwh for r in rows) == pytest.approx(total, abs=1e-12)
         assert sum(r.co2_g for r in rows) == pytest.approx(total * 50.0, abs=1e-9)
         for r in rows:  # CPU energy follows CPU time, RAM and GPU energy follow wall time
-            assert r.cpu_kwh == pytest.approx(cpu_kwh * r.cpu_s / total_cpu, abs=1e-12)
-            assert r.gpu_kwh == pytest.approx(gpu_kwh * r.wall_s / total_wall, abs=1e-12)
+            assert r.cpu_kwh == pytest.approx(cpu_kwh * (r.cpu_s / total_cpu), abs=1e-12)
+            assert r.gpu_kwh == pytest.approx(gpu_kwh * (r.wall_s / total_wall), abs=1e-12)
 
 
 def test_tracker_splits_its_measured_energy_over_phases():

@@ -19,6 +19,11 @@ metrics as an uninterrupted one. For envs whose state is not plain data (Box2D, 
 reset at the resume point with seeds derived from the run seed and the step: the episodes in flight
 are cut (their transitions stay in the replay buffer), everything else resumes as above. SB3's
 logger and episode-statistics window (logging only) start afresh.
+
+**Phases** — the run's time and energy are split (``ctx.phase``) into ``rollout`` (SB3's
+``collect_rollouts`` between the callbacks' ``on_rollout_start`` and ``on_rollout_end``: acting in the
+envs, the adversary included) and ``learn`` (from the end of a rollout to the start of the next: the
+gradient updates); checkpoints and evaluation fall in ``other``.
 """
 
 from __future__ import annotations
@@ -161,11 +166,30 @@ def lr_callable(schedule: Any, lr_max: float, meter: Any, clock: dict[str, Any])
 
 
 class _PoiseCallback(BaseCallback):
-    """Feeds the meter and progress bar, logs episode returns, stops a resource budget when spent."""
+    """Feeds the meter and progress bar, logs episode returns, stops a resource budget when spent, and
+    charges time to the phases ``rollout`` and ``learn``."""
 
     def __init__(self, ctx: RunContext, meter: Any, bar: Any, lr: Any):
         super().__init__(verbose=0)
         self.ctx, self.meter, self.bar, self.lr = ctx, meter, bar, lr
+        self.open: Any = None
+
+    def enter(self, name: str | None) -> None:
+        """Leave the open phase, if any, and enter ``name`` (``None``: none)."""
+        if self.open is not None:
+            self.open.__exit__(None, None, None)
+        self.open = self.ctx.phase(name) if name else None
+        if self.open is not None:
+            self.open.__enter__()
+
+    def _on_rollout_start(self) -> None:
+        self.enter("rollout")
+
+    def _on_rollout_end(self) -> None:
+        self.enter("learn")
+
+    def _on_training_end(self) -> None:
+        self.enter(None)
 
     def _on_step(self) -> bool:
         t = int(self.model.num_timesteps)
@@ -192,8 +216,10 @@ def learn(ctx: RunContext, model: Any, meter: Any, state: SB3State, *, lr: Any, 
     every = ctx.cfg.train.checkpoint_every
     marks = {"next": (start // every + 1) * every}
     original = model.collect_rollouts
+    poise_cb = _PoiseCallback(ctx, meter, None, lr)
 
     def collect_rollouts(*args: Any, **kwargs: Any) -> Any:
+        poise_cb.enter(None)  # the update is over: a checkpoint is not learning
         t = int(model.num_timesteps)
         if t >= marks["next"]:
             ctx.checkpoint(t)
@@ -218,10 +244,12 @@ def learn(ctx: RunContext, model: Any, meter: Any, state: SB3State, *, lr: Any, 
             bar.update(start, total)
             remaining = (total - start) if total is not None else 10**12
             if remaining > 0:
-                cb = CallbackList([_PoiseCallback(ctx, meter, bar, lr), *callbacks])
+                poise_cb.bar = bar
+                cb = CallbackList([poise_cb, *callbacks])
                 model.learn(total_timesteps=remaining, callback=cb, reset_num_timesteps=start == 0,
                             log_interval=None)
     finally:
+        poise_cb.enter(None)  # a budget stop ends SB3's loop inside a rollout
         del model.collect_rollouts
         if noise_state is not None:
             del model._setup_learn

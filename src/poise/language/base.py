@@ -133,7 +133,7 @@ def run(cfg: BaseRecipe, ctx: RunContext) -> None:
         width = int((xb != lm.tokenizer.pad_token_id).sum(1).max())  # trim the batch's shared padding
         xb, yb = xb[:, :width].to(ctx.device), yb[:, :width].to(ctx.device)
         model.train()
-        with ctx.count_flops(), ctx.autocast():
+        with ctx.count_flops(), ctx.phase("update"), ctx.autocast():
             loss = model(
                 input_ids=xb, attention_mask=(xb != lm.tokenizer.pad_token_id).long(), labels=yb
             ).loss

@@ -214,7 +214,7 @@ def train_steps(cfg: TuneRecipe, ctx: RunContext, steps: TRLSteps) -> None:
     for step in ctx.steps(meter):
         idx = batch_indices(step, n, bs, cfg.seed).tolist()
         model.train()
-        with ctx.count_flops(), ctx.autocast():
+        with ctx.count_flops(), ctx.phase("update"), ctx.autocast():
             loss, metrics = steps.loss(idx)
             ctx.optimizer_step(loss, opt, sched)
         if step % cfg.log_every == 0 or meter.done(step + 1):

@@ -13,6 +13,10 @@ Two entry points share the checks and the arithmetic (:mod:`poise.merging.kernel
 
 Tensors that are not floating point (step counters, index buffers) and tensors excluded by a rule
 are copied from the *reference* model: the base when there is one, else the first model.
+
+:func:`merge_files` takes ``phase`` (a run's ``ctx.phase``) to split a merge's time and energy into
+``io`` (reading chunks, converting and writing them, the final fsync) and ``compute`` (the merge
+arithmetic on chunks already read).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +137,25 @@ def make_params(params: MergeParams | None, overrides: Mapping[str, Any]) -> Mer
 
 def _compute_dtype(dtypes: Sequence[str]) -> np.dtype:
     return np.dtype(np.float64) if any(d in ("F64", "float64") for d in dtypes) else np.dtype(np.float32)
+
+
+PhaseFn = Callable[[str], AbstractContextManager[Any]]
+
+
+def no_phase(_name: str) -> AbstractContextManager[None]:
+    """The default ``phase`` outside a run: counts nothing."""
+    return nullcontext()
+
+
+def _computed(chunks: Iterator[np.ndarray], phase: PhaseFn) -> Iterator[np.ndarray]:
+    """``chunks`` with the time spent producing each one charged to ``compute`` (reads nest as ``io``)."""
+    it = iter(chunks)
+    while True:
+        with phase("compute"):
+            c = next(it, None)
+        if c is None:
+            return
+        yield c
 
 
 def merged_chunks(
@@ -298,6 +322,7 @@ def merge_files(
     force: bool = False,
     lineage: Mapping[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    phase: PhaseFn = no_phase,
     **kwargs: Any,
 ) -> MergeResult:
     """Merge safetensors files or HF folders into ``output``, streaming tensor by tensor.
@@ -321,7 +346,7 @@ def merge_files(
         try:
             if single:
                 written, nbytes, merged = _write_streamed(
-                    srcs, b, params, [tmp], [list(ref.tensors)], seed, chunk, metadata, progress
+                    srcs, b, params, [tmp], [list(ref.tensors)], seed, chunk, metadata, progress, phase
                 )
                 files = [out]
             else:
@@ -333,7 +358,7 @@ def merge_files(
                     else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
                 )
                 written, nbytes, merged = _write_streamed(
-                    srcs, b, params, [tmp / n for n in names], shards, seed, chunk, metadata, progress
+                    srcs, b, params, [tmp / n for n in names], shards, seed, chunk, metadata, progress, phase
                 )
                 if len(shards) > 1:
                     weight_map = {t: n for n, shard in zip(names, shards, strict=True) for t in shard}
@@ -397,6 +422,7 @@ def _write_streamed(
     chunk: int,
     metadata: Mapping[str, str] | None,
     progress: Callable[[int, int], None] | None,
+    phase: PhaseFn = no_phase,
 ) -> tuple[int, int, int]:
     ref = base if base is not None else srcs[0]
     everything = [*srcs, *([base] if base is not None else [])]
@@ -413,7 +439,7 @@ def _write_streamed(
                 if info.is_float:
                     infos = [s.tensors[name] for s in everything]
                     dt = _compute_dtype([i.dtype for i in infos])
-                    readers = [_file_reader(s, i, dt) for s, i in zip(everything, infos, strict=True)]
+                    readers = [_file_reader(s, i, dt, phase) for s, i in zip(everything, infos, strict=True)]
                     gen = merged_chunks(
                         name,
                         params,
@@ -427,22 +453,29 @@ def _write_streamed(
                     )
                 if gen is None:
                     convert = info.is_float and _out_dtype(info, params) != info.dtype
-                    writer.write(name, _copy_chunks(ref, info, chunk, convert=convert))
+                    with phase("io"):
+                        writer.write(name, _copy_chunks(ref, info, chunk, convert=convert))
                 else:
-                    writer.write(name, gen)
+                    with phase("io"):
+                        writer.write(name, _computed(gen, phase))
                     merged += 1
                 done += 1
                 if progress:
                     progress(done, total)
-            writer.finish()
+            with phase("io"):
+                writer.finish()
             nbytes += writer.total
         finally:
             writer.close()
     return total, nbytes, merged
 
 
-def _file_reader(src: Source, info: TensorInfo, dtype: np.dtype) -> Reader:
-    return lambda lo, hi: src.read(info, lo, hi, dtype)
+def _file_reader(src: Source, info: TensorInfo, dtype: np.dtype, phase: PhaseFn = no_phase) -> Reader:
+    def read(lo: int, hi: int) -> np.ndarray:
+        with phase("io"):
+            return src.read(info, lo, hi, dtype)
+
+    return read
 
 
 def _copy_chunks(src: Source, info: TensorInfo, chunk: int, *, convert: bool) -> Iterator[np.ndarray]:

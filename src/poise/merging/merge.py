@@ -235,6 +235,7 @@ def run(cfg: MergeRecipe, ctx: RunContext) -> None:
                 labels=labels,
                 progress=progress,
                 metadata={"poise": json.dumps(meta, sort_keys=True, default=str)},
+                phase=ctx.phase,
             )
             art = ctx.adopt_file("model", tmp, "safetensors", meta)
             lineage = {
@@ -256,6 +257,7 @@ def run(cfg: MergeRecipe, ctx: RunContext) -> None:
                 force=m.force,
                 lineage={"run": ctx.run_id},
                 progress=progress,
+                phase=ctx.phase,
             )
             lineage = {
                 **lineage,

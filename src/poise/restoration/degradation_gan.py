@@ -156,17 +156,18 @@ def run(cfg: DegradationGanRecipe, ctx: RunContext) -> None:
         real = data.real_lr_train[torch.randint(0, len(data.real_lr_train), (len(hr),), generator=g)].to(dev)
         z = torch.randn((len(hr), 1, *hr.shape[2:]), generator=g).to(dev)
         gen.train()
-        with ctx.count_flops(), ctx.autocast():
+        with ctx.count_flops(), ctx.phase("generator"), ctx.autocast():
             fake = gen(hr, z)
             adv = g_loss(disc(fake), cfg.loss.adv_loss)
             pix = F.mse_loss(fake, resize(hr, faces.lr_size, "area"))
             loss = cfg.loss.adversarial * adv + cfg.loss.pixel * pix
             ctx.optimizer_step(loss, opt, sched)
-        with ctx.autocast():
-            dl = d_loss(disc(real), disc(fake.detach()), cfg.loss.adv_loss)
-        d_opt.zero_grad(set_to_none=True)
-        dl.backward()
-        d_opt.step()
+        with ctx.phase("discriminator"):
+            with ctx.autocast():
+                dl = d_loss(disc(real), disc(fake.detach()), cfg.loss.adv_loss)
+            d_opt.zero_grad(set_to_none=True)
+            dl.backward()
+            d_opt.step()
         if step % 10 == 0:
             ctx.log_metrics(
                 {

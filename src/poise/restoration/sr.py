@@ -158,12 +158,13 @@ def run(cfg: SRRecipe, ctx: RunContext) -> None:
         g_deg = generator(cfg.seed * 1_000_003 + step + 7_777_777, dev)
         hr = data.train_batch(batch_indices(step, n, bs, cfg.seed), g_data).to(dev)
         clean = bicubic_down(hr, scale)
-        degraded = source(hr, g_deg, lr_side) if source is not None else clean
+        with ctx.phase("degradation"):
+            degraded = source(hr, g_deg, lr_side) if source is not None else clean
         lam = sample_lambda(len(hr), cfg.mix, g_data).to(dev)[:, None, None, None]
         x = lam * degraded + (1 - lam) * clean
         model.train()
         logs: dict[str, float] = {}
-        with ctx.count_flops(), ctx.autocast():
+        with ctx.count_flops(), ctx.phase("update"), ctx.autocast():
             f = model.features(x)
             sr = model.upsample(f, x)
             loss = torch.zeros((), device=dev)
@@ -182,11 +183,12 @@ def run(cfg: SRRecipe, ctx: RunContext) -> None:
                 logs["sinkhorn"] = sk.item()
             ctx.optimizer_step(loss, opt, sched)
         if disc is not None:
-            with ctx.autocast():
-                dl = d_loss(disc(hr), disc(sr.detach()), cfg.loss.adv_loss)
-            d_opt.zero_grad(set_to_none=True)
-            dl.backward()
-            d_opt.step()
+            with ctx.phase("discriminator"):
+                with ctx.autocast():
+                    dl = d_loss(disc(hr), disc(sr.detach()), cfg.loss.adv_loss)
+                d_opt.zero_grad(set_to_none=True)
+                dl.backward()
+                d_opt.step()
             logs["d_loss"] = dl.item()
         if step % 10 == 0:
             ctx.log_metrics({"loss": loss.item(), **logs, "lr": sched.get_last_lr()[0]}, step=step)

@@ -59,10 +59,11 @@ def run(cfg: ArdRecipe, ctx: RunContext) -> None:
     ctx.track(model=model, optimizer=opt, scheduler=sched)
     for step in ctx.steps(meter):
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
-        with ctx.count_flops():
+        with ctx.count_flops(), ctx.phase("update"):
             with ctx.autocast():
-                x_adv = attack(model, xb, yb)
-                with torch.no_grad():
+                with ctx.phase("attack"):
+                    x_adv = attack(model, xb, yb)
+                with ctx.phase("teacher"), torch.no_grad():
                     soft = F.softmax(teacher(xb) / t.temperature, dim=1)
                 model.train()
                 distill = soft_kl(soft, model(x_adv) / t.temperature, t.kl_reduction) * t.temperature**2

@@ -33,7 +33,7 @@ def run(cfg: ErmRecipe, ctx: RunContext) -> None:
     ctx.track(model=model, optimizer=opt, scheduler=sched)
     for step in ctx.steps(meter):
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
-        with ctx.count_flops():
+        with ctx.count_flops(), ctx.phase("update"):
             model.train()
             with ctx.autocast():
                 loss = F.cross_entropy(model(xb), yb)

@@ -64,9 +64,10 @@ def run(cfg: FastAtRecipe, ctx: RunContext) -> None:
     x_val, y_val = data.val if len(data.val[0]) else data.train
     for step in ctx.steps(meter):
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
-        with ctx.count_flops():
+        with ctx.count_flops(), ctx.phase("update"):
             with ctx.autocast():
-                x_adv = attack(model, xb, yb)
+                with ctx.phase("attack"):
+                    x_adv = attack(model, xb, yb)
                 model.train()
                 loss = F.cross_entropy(model(x_adv), yb)
             ctx.optimizer_step(loss, opt, sched)

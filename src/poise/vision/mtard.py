@@ -118,10 +118,11 @@ def run(cfg: MtardRecipe, ctx: RunContext) -> None:
     ctx.track(model=model, optimizer=opt, scheduler=sched, balance=bal)
     for step in ctx.steps(meter):
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
-        with ctx.count_flops():
+        with ctx.count_flops(), ctx.phase("update"):
             with ctx.autocast():
-                x_adv = attack(model, xb, yb)
-                with torch.no_grad():
+                with ctx.phase("attack"):
+                    x_adv = attack(model, xb, yb)
+                with ctx.phase("teacher"), torch.no_grad():
                     logits_t_adv, logits_t_nat = t_adv_model(x_adv), t_nat_model(xb)
                 model.train()
                 kl_adv = soft_kl(

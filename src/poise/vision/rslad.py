@@ -47,11 +47,12 @@ def run(cfg: RsladRecipe, ctx: RunContext) -> None:
     ctx.track(model=model, optimizer=opt, scheduler=sched)
     for step in ctx.steps(meter):
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
-        with ctx.count_flops():
+        with ctx.count_flops(), ctx.phase("update"):
             with ctx.autocast():
-                with torch.no_grad():
+                with ctx.phase("teacher"), torch.no_grad():
                     soft = F.softmax(teacher(xb), dim=1)
-                x_adv = attack(model, xb, yb, objective=kl_to(soft))
+                with ctx.phase("attack"):
+                    x_adv = attack(model, xb, yb, objective=kl_to(soft))
                 model.train()
                 adv = soft_kl(soft, model(x_adv), t.kl_reduction)
                 nat = soft_kl(soft, model(xb), t.kl_reduction)

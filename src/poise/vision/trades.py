@@ -42,11 +42,12 @@ def run(cfg: TradesRecipe, ctx: RunContext) -> None:
     ctx.track(model=model, optimizer=opt, scheduler=sched)
     for step in ctx.steps(meter):
         xb, yb = train_batch(data, batch_indices(step, n, bs, cfg.seed), cfg.data, ctx.device)
-        with ctx.count_flops():
+        with ctx.count_flops(), ctx.phase("update"):
             with ctx.autocast():
-                with attack_mode(model), torch.no_grad():
+                with ctx.phase("attack"), attack_mode(model), torch.no_grad():
                     p_nat = F.softmax(model(xb), dim=1)
-                x_adv = attack(model, xb, yb, objective=kl_to(p_nat))
+                with ctx.phase("attack"):
+                    x_adv = attack(model, xb, yb, objective=kl_to(p_nat))
                 model.train()
                 logits_nat = model(xb)
                 natural = F.cross_entropy(logits_nat, yb)

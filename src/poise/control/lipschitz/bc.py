@@ -156,7 +156,7 @@ def run(cfg: BCRecipe, ctx: RunContext) -> None:
     for step in ctx.steps(meter):
         idx = batch_indices(step, n, bs, cfg.seed).to(ctx.device)
         policy.train()
-        with ctx.count_flops(), ctx.autocast():
+        with ctx.count_flops(), ctx.phase("update"), ctx.autocast():
             loss = (policy(obs[idx]) - act[idx]).square().sum(-1).mean()
             total = loss
             if laplacian:

@@ -22,12 +22,13 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import Field
 
 from poise.language.alphaalign.ppo import StepResult
-from poise.language.alphaalign.rl import RewardFn, Rewards, StepTiming, as_rewards, timed
+from poise.language.alphaalign.rl import PhaseFn, RewardFn, Rewards, StepTiming, as_rewards, no_phase, timed
 from poise.recipes import Section
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -71,6 +72,7 @@ class GRPOAdapter:
         seed: int = 0,
         output_dir: str | Path | None = None,
         on_step: Callable[[StepResult], None] | None = None,
+        phase: PhaseFn = no_phase,
     ):
         from datasets import Dataset
         from transformers import PrinterCallback, TrainerCallback
@@ -81,6 +83,8 @@ class GRPOAdapter:
             raise ValueError(f"got {len(prompts)} prompts and {len(labels)} labels")
         self.reward_fn = reward_fn
         self.on_step = on_step
+        self.phase = phase  # ctx.phase in a run: generation and reward nest inside each step's update
+        self._step_phase: Any = None
         self.results: list[StepResult] = []
         self._timing = StepTiming()
         self._reward_metrics: dict[str, float] = {}
@@ -133,7 +137,7 @@ class GRPOAdapter:
 
         class _Timed(GRPOTrainer):
             def _generate(self, prompts):  # sampling + decoding, as in PPOTrainer's generation phase
-                with timed(self.accelerator.device) as t:
+                with adapter.phase("generation"), timed(self.accelerator.device) as t:
                     out = super()._generate(prompts)
                 adapter._timing.generation += t[0]
                 return out
@@ -141,13 +145,18 @@ class GRPOAdapter:
         class _Steps(TrainerCallback):
             def on_step_begin(self, args, state, control, **kw):
                 adapter._timing = StepTiming()
+                adapter._step_phase = adapter.phase("update")
+                adapter._step_phase.__enter__()
                 adapter._step_start = _now(cuda)
 
             def on_step_end(self, args, state, control, **kw):
-                adapter._finish_step(state.global_step, _now(cuda) - adapter._step_start)
+                seconds = _now(cuda) - adapter._step_start
+                adapter._step_phase.__exit__(None, None, None)
+                adapter._step_phase = None
+                adapter._finish_step(state.global_step, seconds)
 
         def alphaalign_reward(prompts, completions, label, **kw):
-            with timed(model.device) as t:
+            with adapter.phase("reward"), timed(model.device) as t:
                 out = reward_fn(list(prompts), list(completions), [int(y) for y in label])
                 rewards: Rewards = as_rewards(out, len(completions))
             adapter._timing.reward += t[0]
@@ -197,7 +206,12 @@ class GRPOAdapter:
             self.on_step(result)
 
     def train(self) -> list[StepResult]:
-        self.trainer.train()
+        try:
+            self.trainer.train()
+        finally:
+            if self._step_phase is not None:  # a step that raised leaves its phase open
+                self._step_phase.__exit__(None, None, None)
+                self._step_phase = None
         return self.results
 
     @property

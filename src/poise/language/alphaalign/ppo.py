@@ -33,7 +33,15 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from poise.language.alphaalign.rl import NonFiniteRewardError, RewardFn, StepTiming, as_rewards, timed
+from poise.language.alphaalign.rl import (
+    NonFiniteRewardError,
+    PhaseFn,
+    RewardFn,
+    StepTiming,
+    as_rewards,
+    no_phase,
+    timed,
+)
 from poise.recipes import Section
 
 
@@ -183,8 +191,10 @@ class PPOTrainer:
         scheduler: torch.optim.lr_scheduler.LRScheduler
         | Callable[[torch.optim.Optimizer], Any]
         | None = None,
+        phase: PhaseFn = no_phase,
     ):
         self.cfg = cfg = cfg or PPOConfig()
+        self.phase = phase  # ctx.phase in a run: generation, reward and update are charged to phases
         self.model = model
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
@@ -245,7 +255,7 @@ class PPOTrainer:
         # 1. rollouts: n completions per prompt, grouped (prompt i's rollouts are rows i*n .. i*n+n-1)
         rep_prompts = [p for p in prompts for _ in range(n)]
         rep_labels = [int(y) for y in labels for _ in range(n)]
-        with timed(self.device) as t:
+        with self.phase("generation"), timed(self.device) as t:
             batch = self._generate(rep_prompts)
             completions = self.tokenizer.batch_decode(
                 batch.input_ids[:, batch.prompt_len :] * batch.completion_mask
@@ -255,12 +265,12 @@ class PPOTrainer:
         timing.generation = t[0]
 
         # 2. rewards (one per completion), checked finite before anything is updated
-        with timed(self.device) as t:
+        with self.phase("reward"), timed(self.device) as t:
             rewards = as_rewards(self.reward_fn(rep_prompts, completions, rep_labels), len(completions))
         timing.reward = t[0]
 
         # 3-5. log-probs, values, advantages and the PPO update
-        with timed(self.device) as t:
+        with self.phase("update"), timed(self.device) as t:
             scores = torch.tensor(rewards.total, dtype=torch.float32, device=self.device)
             if cfg.missing_eos_penalty is not None:
                 scores = scores - cfg.missing_eos_penalty * (~self._has_eos(batch)).float()

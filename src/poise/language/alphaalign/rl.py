@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -83,6 +84,15 @@ def summarize_timings(timings: Sequence[StepTiming]) -> dict[str, float]:
     for part in ("generation", "reward", "update"):
         mean[f"share_{part}"] = mean[f"time_{part}"] / total
     return mean
+
+
+PhaseFn = Callable[[str], AbstractContextManager[Any]]
+"""``phase(name)`` → a context manager charging its block to phase ``name`` (a run's ``ctx.phase``)."""
+
+
+def no_phase(_name: str) -> AbstractContextManager[None]:
+    """The default :data:`PhaseFn` outside a run: counts nothing."""
+    return nullcontext()
 
 
 @contextmanager

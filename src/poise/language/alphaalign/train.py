@@ -164,6 +164,7 @@ def run(cfg: AlphaAlignRecipe, ctx: RunContext) -> None:
             seed=cfg.seed,
             output_dir=out_dir,
             on_step=lambda r: log_step(ctx, r, r.step - 1),
+            phase=ctx.phase,
         )
         adapter.train()
         ctx.step = steps
@@ -178,6 +179,7 @@ def run(cfg: AlphaAlignRecipe, ctx: RunContext) -> None:
             ppo,
             optimizer=ctx.optimizer,
             scheduler=lambda opt: ctx.scheduler(opt, meter),
+            phase=ctx.phase,
         )
         ctx.track(ppo=trainer)
         for step in ctx.steps(meter):
