@@ -125,7 +125,8 @@ def test_domains_import_only_the_spine():
 def test_kinds_use_the_run_context_as_their_only_door():
     offenders = []
     for path in SRC.rglob("*.py"):
-        if any(part in DOMAINS for part in path.relative_to(SRC).parts[:-1]):  # a folder of the package, not of the checkout
+        # a folder inside the package, not one of the checkout's own path
+        if any(part in DOMAINS for part in path.relative_to(SRC).parts[:-1]):
             text = path.read_text(encoding="utf-8")
             for m in re.finditer(r"\bctx\.(store|runner|_store|_host|_cost)\b", text):
                 offenders.append(f"{path.relative_to(SRC)}: ctx.{m.group(1)}")
