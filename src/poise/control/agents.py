@@ -120,6 +120,9 @@ class AgentCfg(ModelCfg):
                                   description="SB3 constructor arguments over the zoo defaults, plus n_envs, "
                                               "noise_type (normal | ornstein-uhlenbeck) and noise_std")
     init_from: str = Field("", description="recipe (or run:<id>) of an agent to start from, e.g. the nominal expert")
+    init_seed: Literal["same", "recipe"] = Field(
+        "same", description="seed of the init_from recipe's run: 'same' as this run (a fine-tune of seed s starts "
+                            "from the expert of seed s, so rows pair seed by seed) or the one its recipe names")
     threads: int | None = Field(1, ge=0, description="torch intra-op threads while training and attacking "
                                                      "(1: fastest for small MLPs on CPU; 0 or null: torch's default)")
 
