@@ -165,3 +165,23 @@ def test_the_robust_recipe_trains_its_gan_in_the_seed_form(runner, store, tmp_pa
     runner.run(load_recipe(tmp_path / "sr-robust.toml", over | {"degrade.gan_input": "hr"}))
     gans = [r for r in store.list_runs() if r.kind == "restoration.degradation_gan"]
     assert sorted(r.config["model"]["input"] for r in gans) == ["bicubic_lr", "hr"]
+
+
+def test_residual_learning_starts_exactly_at_the_bicubic_upsample():
+    from poise.restoration.degradations import bicubic_up
+
+    lr = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(4))
+    model = SmoothSR(1, 2, width=8, feature_blocks=1, sr_blocks=1, global_skip=True)
+    with torch.no_grad():
+        assert torch.equal(model(lr), bicubic_up(lr, 2))
+    plain = SmoothSR(1, 2, width=8, feature_blocks=1, sr_blocks=1)
+    assert plain.sr.up[-1].weight.abs().sum() > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sr-clean.toml", "sr-robust.toml"])
+def test_the_quick_sr_models_pass_bicubic_on_clean_faces(runner, store, name):
+    bic = runner.run(load_recipe(RECIPES / "bicubic.toml", quick=True))
+    rec = runner.run(load_recipe(RECIPES / name, {"eval": [{"name": "restoration.clean"}]}, quick=True))
+    finals = store.final_metrics([bic.id, rec.id])
+    assert finals[rec.id]["utility.psnr_y"].value > finals[bic.id]["utility.psnr_y"].value

@@ -31,8 +31,9 @@ class SRModelCfg(ModelCfg):
     sr_blocks: int = Field(2, ge=0, description="residual blocks in the SR module before upsampling")
     global_skip: bool = Field(
         False,
-        description="add bicubic-upsampled input to the output (off: the output "
-        "depends on the input only through the aligned features)",
+        description="add the bicubic-upsampled input to the output, the SR module's last layer starting at 0 "
+        "(residual learning: the model starts as bicubic); off: the output depends on the input only "
+        "through the aligned features, as in the paper",
     )
 
 
@@ -102,6 +103,9 @@ class SmoothSR(nn.Module):
         self.global_skip = global_skip
         self.extractor = FeatureExtractor(channels, width, feature_blocks)
         self.sr = SRModule(channels, width, sr_blocks, scale)
+        if global_skip:  # residual learning: start exactly at the bicubic upsample
+            nn.init.zeros_(self.sr.up[-1].weight)
+            nn.init.zeros_(self.sr.up[-1].bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.extractor(x)
