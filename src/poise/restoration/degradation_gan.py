@@ -32,7 +32,14 @@ from poise.context import RunContext
 from poise.errors import UserError
 from poise.evaluators import MetricSpec, evaluator
 from poise.recipes import BudgetCfg, ModelCfg, Recipe, Section, TrainCfg, kind
-from poise.restoration.data import FaceData, FaceDataCfg, list_images, load_faces, read_face
+from poise.restoration.data import (
+    FaceData,
+    FaceDataCfg,
+    list_images,
+    load_faces,
+    read_face,
+    small_image_threads,
+)
 from poise.restoration.degradations import FAMILIES, bicubic_down, check_family, generator, quantize, resize
 from poise.restoration.losses import d_loss, g_loss
 from poise.restoration.models import BicubicToDegraded, HighToLow, PatchDiscriminator
@@ -165,6 +172,11 @@ def load_learned_degradation(ctx: RunContext, run: Any) -> LearnedDegradation:
 @kind("restoration.degradation_gan", DegradationGanRecipe)
 def run(cfg: DegradationGanRecipe, ctx: RunContext) -> None:
     """Degradation GAN learned from unpaired LR faces (a shared degradation source), in either form."""
+    with small_image_threads(ctx.device, cfg.data.hr_size):
+        _run(cfg, ctx)
+
+
+def _run(cfg: DegradationGanRecipe, ctx: RunContext) -> None:
     data = load_gan_data(cfg)
     faces, dev = data.faces, ctx.device
     gen = build_generator(cfg.model, faces.channels, faces.scale).to(dev)

@@ -41,7 +41,7 @@ from pydantic import Field, field_validator, model_validator
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.recipes import BudgetCfg, ModelCfg, Recipe, Section, TrainCfg, kind
-from poise.restoration.data import FaceDataCfg, load_faces
+from poise.restoration.data import FaceDataCfg, load_faces, small_image_threads
 from poise.restoration.degradation_gan import load_learned_degradation
 from poise.restoration.degradations import (
     FAMILIES,
@@ -168,6 +168,11 @@ def degradation_source(cfg: SRRecipe, ctx: RunContext) -> Op | None:
 @kind("restoration.sr", SRRecipe)
 def run(cfg: SRRecipe, ctx: RunContext) -> None:
     """Face SR with smooth features: λ-interpolated inputs, pixel + adversarial + Sinkhorn losses."""
+    with small_image_threads(ctx.device, cfg.data.hr_size):
+        _run(cfg, ctx)
+
+
+def _run(cfg: SRRecipe, ctx: RunContext) -> None:
     data = load_faces(cfg.data)
     dev, scale, lr_side = ctx.device, data.scale, data.lr_size
     model = build_sr(cfg.model, data.channels, scale).to(dev)
@@ -259,5 +264,6 @@ class BicubicRecipe(Recipe):
 @kind("restoration.bicubic", BicubicRecipe)
 def run_bicubic(cfg: BicubicRecipe, ctx: RunContext) -> None:
     """Bicubic upsampling of the LR faces, evaluated like the trained models (the no-learning floor)."""
-    data = load_faces(cfg.data)
-    ctx.evaluate(Bicubic(data.scale).to(ctx.device), data)
+    with small_image_threads(ctx.device, cfg.data.hr_size):
+        data = load_faces(cfg.data)
+        ctx.evaluate(Bicubic(data.scale).to(ctx.device), data)
