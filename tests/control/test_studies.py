@@ -92,3 +92,27 @@ def test_validation_episodes_are_not_the_test_episodes(runner, store, tmp_path):
         rec = runner.run(load_recipe(tmp_path / "nominal.toml", {"eval_split": split}))
         seeds[split] = json.loads(store.read_bytes(rec.id, "eval_nominal.json"))["reset_seeds"]
     assert seeds["test"] == [1000 * 1000] and not set(seeds["val"]) & set(seeds["test"])
+
+
+def test_the_attacker_copies_a_gsde_agent_after_it_has_acted():
+    """gSDE (SAC on MountainCarContinuous) keeps tensors of an autograd graph on its actor; the attacker's
+    frozen copy must still be made and synced."""
+    import numpy as np
+
+    from poise.control.agents import AgentView, build_model
+    from poise.control.training import build_envs, resolved_train
+
+    cfg = load_recipe(RECIPES / "sac-mountaincar-mas-at.toml",
+                      {"model.hyper": {"batch_size": 16, "train_freq": 8, "gradient_steps": 2}}, quick=True)
+    h, _ = resolved_train(cfg)
+    assert h["use_sde"] is True
+    model = build_model("sac", build_envs(cfg, 1), h, lr=1e-3, seed=0, device="cpu")
+    model.learn(24)
+    live = AgentView.of(model)
+    frozen = live.frozen()
+    obs = np.zeros((3, 2))
+    np.testing.assert_array_equal(frozen.act(obs), live.act(obs))
+    assert not any(p.requires_grad for p in frozen.policy.parameters())
+    model.learn(16, reset_num_timesteps=False)
+    frozen.sync(live)
+    np.testing.assert_array_equal(frozen.act(obs), live.act(obs))
