@@ -185,3 +185,19 @@ def test_the_quick_sr_models_pass_bicubic_on_clean_faces(runner, store, name):
     rec = runner.run(load_recipe(RECIPES / name, {"eval": [{"name": "restoration.clean"}]}, quick=True))
     finals = store.final_metrics([bic.id, rec.id])
     assert finals[rec.id]["utility.psnr_y"].value > finals[bic.id]["utility.psnr_y"].value
+
+
+def test_tuning_runs_score_the_validation_faces_never_the_test_faces(runner, store):
+    from poise.restoration.data import FaceDataCfg, load_faces
+    from poise.restoration.degradations import bicubic_up
+    from poise.restoration.metrics import psnr_ssim
+
+    data = load_faces(FaceDataCfg())
+    expect = {split: psnr_ssim(bicubic_up(bicubic_down(hr, 2), 2), hr, 2)[0]
+              for split, hr in (("val", data.val), ("test", data.test))}
+    assert abs(expect["val"] - expect["test"]) > 1e-3
+    for split in ("val", "test"):
+        rec = runner.run(load_recipe(RECIPES / "bicubic.toml", {"eval_split": split, "eval": [
+            {"name": "restoration.clean"}, {"name": "restoration.held_out", "families": ["motion_blur"]}]}))
+        finals = store.final_metrics([rec.id])[rec.id]
+        assert finals["utility.psnr_y"].value == pytest.approx(expect[split], abs=1e-6), split
