@@ -22,6 +22,8 @@ ADV = RECIPES / "control" / "sac-pendulum-las-at.toml"
     (ADV, "adversary.norm=l3", "1, 2 or inf"),
     (ADV, "adversary.horizon=0", "adversary.horizon"),
     (AGENT, "model.hyper={learning_rate = 0.1}", "train.lr"),
+    (ADV, "model.init_seed=other", "model.init_seed"),
+    (AGENT, "eval.0.split=train", "split"),
 ])
 def test_bad_control_input_is_one_line(cli, recipe, setting, needle):
     code, _, err = cli("run", str(recipe), "--quick", "--set", setting)

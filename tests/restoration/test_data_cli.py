@@ -109,3 +109,9 @@ def test_cli_bad_inputs_are_one_line_exit_2(cli, tmp_path):
         cli, "run", SR, "--set", "loss.pixel=0", "--set", "loss.adversarial=0", "--set", "loss.sinkhorn=0"
     )
     assert "every loss weight is 0" in line
+    line = _one_line_error(
+        cli, "run", SR, "--set", "sinkhorn.clean_term=false", "--set", "sinkhorn.degraded_term=false"
+    )
+    assert "sinkhorn.clean_term and sinkhorn.degraded_term are both false" in line
+    line = _one_line_error(cli, "run", SR, "--set", "degrade.gan_input=lr")
+    assert "degrade.gan_input" in line

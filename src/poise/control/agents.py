@@ -120,6 +120,9 @@ class AgentCfg(ModelCfg):
                                   description="SB3 constructor arguments over the zoo defaults, plus n_envs, "
                                               "noise_type (normal | ornstein-uhlenbeck) and noise_std")
     init_from: str = Field("", description="recipe (or run:<id>) of an agent to start from, e.g. the nominal expert")
+    init_seed: Literal["same", "recipe"] = Field(
+        "same", description="seed of the init_from recipe's run: 'same' as this run (a fine-tune of seed s starts "
+                            "from the expert of seed s, so rows pair seed by seed) or the one its recipe names")
     threads: int | None = Field(1, ge=0, description="torch intra-op threads while training and attacking "
                                                      "(1: fastest for small MLPs on CPU; 0 or null: torch's default)")
 
@@ -298,7 +301,7 @@ class AgentView:
 
     def frozen(self) -> AgentView:
         """A detached copy (for the attacker during adversarial training); refresh it with :meth:`sync`."""
-        policy = copy.deepcopy(self.policy)
+        policy = copy.deepcopy(self.policy, _graph_tensor_memo(self.policy))
         policy.set_training_mode(False)
         for p in policy.parameters():
             p.requires_grad_(False)
@@ -312,3 +315,36 @@ class AgentView:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.policy.load_state_dict(state)
+
+
+def _graph_tensor_memo(module: torch.nn.Module) -> dict[int, Any]:
+    """A deepcopy memo mapping every non-leaf tensor a policy keeps outside its parameters to a detached
+    copy. gSDE (``use_sde``) stores its exploration matrices and last distribution, computed from
+    ``log_std``, on the actor's ``action_dist``; deepcopy refuses tensors inside an autograd graph, and a
+    frozen copy has no use for the graph."""
+    memo: dict[int, Any] = {}
+    seen: set[int] = set()
+
+    def walk(obj: Any, depth: int) -> None:
+        if id(obj) in seen or depth > 4:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            if not obj.is_leaf:
+                memo[id(obj)] = obj.detach().clone()
+            return
+        if isinstance(obj, (list, tuple)):
+            for v in obj:
+                walk(v, depth + 1)
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                walk(v, depth + 1)
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            for v in vars(obj).values():
+                walk(v, depth + 1)
+
+    for m in module.modules():
+        for key, v in vars(m).items():
+            if key not in ("_parameters", "_buffers", "_modules"):
+                walk(v, 0)
+    return memo

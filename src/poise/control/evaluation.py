@@ -1,7 +1,9 @@
 """Evaluators of control agents: nominal return (utility) and return under action attacks (robustness).
 
 Protocol: ``seeds`` evaluation seeds (``seed_base``, ``seed_base + 1``, …) × ``episodes`` episodes each;
-episode ``e`` of seed ``s`` starts from ``env.reset(seed=s·1000 + e)``. The agent acts
+episode ``e`` of seed ``s`` starts from ``env.reset(seed=s·1000 + e)``. The validation split (a tuning
+run's ``eval_split = "val"``) shifts the seeds by ``VAL_SEED_SHIFT``, so tuning never sees the episodes
+the final test numbers come from. The agent acts
 deterministically. All episodes of one (attack, budget) run in lockstep as one batch, the attacker's
 random draws seeded from ``seed_base``, so every number is reproducible; the seeds, reset seeds and
 every episode's return are stored with the run (``eval_nominal.json``, ``eval_attacks.json``).
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -32,6 +34,14 @@ from poise.evaluators import MetricSpec, evaluator
 from poise.recipes import ModelCfg, Recipe, kind
 
 DEFAULT_BUDGETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+
+
+VAL_SEED_SHIFT = 500_000
+
+
+def split_base(seed_base: int, split: str) -> int:
+    """The first evaluation seed of ``split``: ``seed_base`` on test, shifted out of its range on val."""
+    return seed_base + VAL_SEED_SHIFT if split == "val" else seed_base
 
 
 def reset_seeds(seeds: int, episodes: int, seed_base: int) -> list[int]:
@@ -101,6 +111,7 @@ class ReturnParams(BaseModel):
     seeds: int = Field(5, ge=1, description="evaluation seeds")
     episodes: int = Field(10, ge=1, description="episodes per seed")
     seed_base: int = Field(1000, ge=0, description="first evaluation seed")
+    split: Literal["val", "test"] = Field("test", description="val: episodes disjoint from test (tuning)")
 
 
 class AttackParams(ReturnParams):
@@ -147,8 +158,9 @@ def _save_json(ctx: RunContext, name: str, payload: dict[str, Any]) -> None:
                     MetricSpec("return_median", "utility", "max", "median episode return, no attack")],
            params=ReturnParams)
 def nominal_return(view: AgentView, env_cfg: EnvCfg, ctx: RunContext, *, seeds: int, episodes: int,
-                   seed_base: int) -> dict[str, float]:
+                   seed_base: int, split: str = "test") -> dict[str, float]:
     """Return of the deterministic agent over seeds × episodes (utility)."""
+    seed_base = split_base(seed_base, split)
     rs = reset_seeds(seeds, episodes, seed_base)
     out = rollout(view, env_cfg, rs)
     _save_json(ctx, "eval_nominal.json", {"env": env_cfg.env, "seeds": [seed_base + s for s in range(seeds)],
@@ -165,8 +177,9 @@ def nominal_return(view: AgentView, env_cfg: EnvCfg, ctx: RunContext, *, seeds: 
 def attacked_return(view: AgentView, env_cfg: EnvCfg, ctx: RunContext, *, seeds: int, episodes: int,
                     seed_base: int, attacks: list[str], budgets: list[float], norm: float, steps: int,
                     step_size: float | None, random_start: bool, horizon: int, temporal_norm: float,
-                    copy_mode: str) -> dict[str, float]:
+                    copy_mode: str, split: str = "test") -> dict[str, float]:
     """Return under random δ, MAS and LAS at each budget, and the area under each curve (robustness)."""
+    seed_base = split_base(seed_base, split)
     rs = reset_seeds(seeds, episodes, seed_base)
     box = view.box
     nominal = np.asarray(rollout(view, env_cfg, rs)["returns"])

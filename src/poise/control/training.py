@@ -4,7 +4,8 @@ loop the adversarial kinds reuse.
 Reads top to bottom: resolve hyper-parameters (zoo defaults, then the recipe), the budget in
 environment steps, the envs (wrapped by an adversary when there is one), the model with a poise
 learning-rate schedule, an optional warm start from another agent's artifact (``model.init_from``, a
-shared artifact trained once through ``ctx.dependency``), then SB3's loop under poise's budget and
+shared artifact trained once through ``ctx.dependency``, with this run's seed unless ``model.init_seed``
+says otherwise), then SB3's loop under poise's budget and
 checkpoints (:mod:`poise.control.sb3_loop`), the recipe's evaluators and the agent artifact.
 """
 
@@ -79,9 +80,11 @@ def resolved_train(cfg: ControlRecipe) -> tuple[dict[str, Any], TrainCfg]:
 
 
 def warm_start(cfg: ControlRecipe, ctx: RunContext, model: Any, h: dict[str, Any]) -> str:
-    """Load the weights of ``model.init_from`` (trained first if the store has no such run)."""
+    """Load the weights of ``model.init_from`` (trained first if the store has no such run), by default the
+    run of that recipe with this run's seed (``model.init_seed``)."""
     where = cfg.source or "recipe"
-    start = ctx.dependency(cfg.model.init_from, field="model.init_from")
+    same = cfg.model.init_seed == "same" and not cfg.model.init_from.startswith("run:")
+    start = ctx.dependency(cfg.model.init_from, field="model.init_from", overrides={"seed": cfg.seed} if same else None)
     tensors, meta = ctx.load_artifact(start, "model")
     mine = agent_meta(cfg.model.algo, h, cfg.data)
     for key in ("algo", "env", "policy_kwargs", "use_sde"):

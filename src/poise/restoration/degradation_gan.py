@@ -1,13 +1,19 @@
-"""The learned degradation: a high-to-low GAN (after Bulat et al., ECCV 2018) that turns clean HR faces
-into LR faces that look like an *unpaired* set of real LR faces, usable as one more degradation source.
+"""The learned degradation: a GAN that makes LR faces look like an *unpaired* set of real LR faces, usable
+as one more degradation source. Two forms (``model.input``):
+
+* ``"bicubic_lr"`` — the seed's form: the generator turns the **bicubically downsampled clean** LR face
+  (plus a noise map) into a degraded LR face, a residual on its input; its pixel term is
+  ``MSE(G(lr, z), lr)``. The robust SR recipe uses this form (``degrade.gan_input``).
+* ``"hr"`` (the kind's default) — high-to-low after Bulat et al. (ECCV 2018): HR face + noise → LR, a
+  residual on top of area downsampling; its pixel term is ``MSE(G(hr, z), area_down(hr))``.
 
 Unpaired data: the training faces are split in two halves by the data split. The generator sees HR faces
 of one half; the discriminator sees real LR faces made from the other half — either a folder of real LR
 images (``target.root``: any size, centre-cropped and resized to the LR side) or, by default, the other
 half's faces (8 crops/flips each) degraded once by the ``target.family`` pipeline (``sensor``), standing
 in for camera LR faces whose degradation nobody wrote down. The generator's loss is
-``adversarial · GAN + pixel · MSE(G(hr, z), area_down(hr))``, the GAN term dominant as in the paper (its
-β = 0.05 on the pixel term); its output is a residual on top of area downsampling.
+``adversarial · GAN + pixel · MSE(...)`` (above), the GAN term dominant as in Bulat et al. (their
+β = 0.05 on the pixel term).
 """
 
 from __future__ import annotations
@@ -26,14 +32,24 @@ from poise.context import RunContext
 from poise.errors import UserError
 from poise.evaluators import MetricSpec, evaluator
 from poise.recipes import BudgetCfg, ModelCfg, Recipe, Section, TrainCfg, kind
-from poise.restoration.data import FaceData, FaceDataCfg, list_images, load_faces, read_face
+from poise.restoration.data import (
+    FaceData,
+    FaceDataCfg,
+    list_images,
+    load_faces,
+    read_face,
+    small_image_threads,
+)
 from poise.restoration.degradations import FAMILIES, bicubic_down, check_family, generator, quantize, resize
 from poise.restoration.losses import d_loss, g_loss
-from poise.restoration.models import HighToLow, PatchDiscriminator
+from poise.restoration.models import BicubicToDegraded, HighToLow, PatchDiscriminator
 
 
 class GanModelCfg(ModelCfg):
     name: str = "high_to_low"
+    input: Literal["hr", "bicubic_lr"] = Field(
+        "hr", description="what the generator degrades: the HR face (high-to-low) or the bicubic clean LR"
+    )
     width: int = Field(32, gt=0)
     blocks: int = Field(2, ge=0)
     d_width: int = Field(32, gt=0, description="width of the LR discriminator")
@@ -112,34 +128,58 @@ def load_gan_data(cfg: DegradationGanRecipe) -> GanData:
     return GanData(faces, hr_half.contiguous(), real_train, real_test)
 
 
-class LearnedDegradation(torch.nn.Module):
-    """A trained high-to-low generator as a degradation op ``(hr, g, lr) -> lr`` (8-bit output)."""
+def build_generator(cfg: GanModelCfg, channels: int, scale: int) -> HighToLow | BicubicToDegraded:
+    if cfg.input == "bicubic_lr":
+        return BicubicToDegraded(channels, cfg.width, cfg.blocks)
+    return HighToLow(channels, scale, cfg.width, cfg.blocks)
 
-    def __init__(self, net: HighToLow):
+
+def generate(
+    net: torch.nn.Module, hr: torch.Tensor, scale: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(G's LR output, the input it degraded)`` for a batch of HR faces, in either form; the noise map
+    has the size of the generator's input."""
+    x = bicubic_down(hr, scale) if isinstance(net, BicubicToDegraded) else hr
+    z = torch.randn((x.shape[0], 1, *x.shape[2:]), generator=g, device=g.device).to(x.device)
+    return net(x, z), x
+
+
+class LearnedDegradation(torch.nn.Module):
+    """A trained degradation generator as an op ``(hr, g, lr) -> lr`` (8-bit output), in either form."""
+
+    def __init__(self, net: HighToLow | BicubicToDegraded, scale: int):
         super().__init__()
         self.net = net
+        self.scale = scale
+
+    @property
+    def input(self) -> str:
+        return "bicubic_lr" if isinstance(self.net, BicubicToDegraded) else "hr"
 
     @torch.no_grad()
     def forward(self, hr: torch.Tensor, g: torch.Generator, lr: int | None = None) -> torch.Tensor:
         self.net.eval()
-        z = torch.randn((hr.shape[0], 1, *hr.shape[2:]), generator=g, device=g.device).to(hr.device)
-        return quantize(self.net(hr, z))
+        return quantize(generate(self.net, hr, self.scale, g)[0])
 
 
 def load_learned_degradation(ctx: RunContext, run: Any) -> LearnedDegradation:
     tensors, meta = ctx.load_artifact(run, "model")
-    m = meta["model"]
-    net = HighToLow(meta["channels"], meta["scale"], m["width"], m["blocks"])
+    net = build_generator(GanModelCfg(**meta["model"]), meta["channels"], meta["scale"])
     net.load_state_dict(tensors)
-    return LearnedDegradation(net.to(ctx.device)).eval()
+    return LearnedDegradation(net.to(ctx.device), meta["scale"]).eval()
 
 
 @kind("restoration.degradation_gan", DegradationGanRecipe)
 def run(cfg: DegradationGanRecipe, ctx: RunContext) -> None:
-    """High-to-low degradation GAN learned from unpaired LR faces (a shared degradation source)."""
+    """Degradation GAN learned from unpaired LR faces (a shared degradation source), in either form."""
+    with small_image_threads(ctx.device, cfg.data.hr_size):
+        _run(cfg, ctx)
+
+
+def _run(cfg: DegradationGanRecipe, ctx: RunContext) -> None:
     data = load_gan_data(cfg)
     faces, dev = data.faces, ctx.device
-    gen = HighToLow(faces.channels, faces.scale, cfg.model.width, cfg.model.blocks).to(dev)
+    gen = build_generator(cfg.model, faces.channels, faces.scale).to(dev)
     disc = PatchDiscriminator(faces.channels, cfg.model.d_width).to(dev)
     n, bs = len(data.hr_train), cfg.train.batch_size
     meter = ctx.meter(steps_per_epoch(n, bs))
@@ -154,12 +194,13 @@ def run(cfg: DegradationGanRecipe, ctx: RunContext) -> None:
         g = generator(cfg.seed * 1_000_003 + step)
         hr = hr_pool.train_batch(batch_indices(step, n, bs, cfg.seed), g).to(dev)
         real = data.real_lr_train[torch.randint(0, len(data.real_lr_train), (len(hr),), generator=g)].to(dev)
-        z = torch.randn((len(hr), 1, *hr.shape[2:]), generator=g).to(dev)
         gen.train()
         with ctx.count_flops(), ctx.phase("generator"), ctx.autocast():
-            fake = gen(hr, z)
+            fake, src = generate(gen, hr, faces.scale, g)
             adv = g_loss(disc(fake), cfg.loss.adv_loss)
-            pix = F.mse_loss(fake, resize(hr, faces.lr_size, "area"))
+            # the pixel term keeps the face: the clean LR itself (LR form), area-downsampled HR (HR form)
+            keep = src if cfg.model.input == "bicubic_lr" else resize(hr, faces.lr_size, "area")
+            pix = F.mse_loss(fake, keep)
             loss = cfg.loss.adversarial * adv + cfg.loss.pixel * pix
             ctx.optimizer_step(loss, opt, sched)
         with ctx.phase("discriminator"):
@@ -179,7 +220,7 @@ def run(cfg: DegradationGanRecipe, ctx: RunContext) -> None:
                 step=step,
             )
     gen.eval()
-    ctx.evaluate(LearnedDegradation(gen), data)
+    ctx.evaluate(LearnedDegradation(gen, faces.scale), data)
     ctx.save_artifact(
         "model",
         gen.state_dict(),

@@ -2,12 +2,14 @@
 under each held-out degradation family and under PGD (robustness), and feature smoothness.
 
 Every degraded test set is made with a fixed seed, so all runs are scored on the very same LR images.
-Clean LR is antialiased bicubic downsampling of the HR test faces, 8-bit.
+Clean LR is antialiased bicubic downsampling of the HR test faces, 8-bit. A tuning run
+(``eval_split = "val"``) scores the validation faces instead, so the test faces are read only for final
+numbers (the sample-photograph patches of ``restoration.photos`` are the same for both splits).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -23,6 +25,18 @@ from poise.restoration.metrics import psnr_ssim
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
     batch_size: int = Field(256, gt=0)
+    split: Literal["val", "test"] = Field("test", description="faces scored: validation (tuning) or test")
+
+
+def faces(data: FaceData, split: str = "test") -> torch.Tensor:
+    """The HR faces a split is scored on (validation faces for tuning runs, else the test faces)."""
+    if split != "val":
+        return data.test
+    if not len(data.val):
+        from poise.errors import UserError
+
+        raise UserError("a tuning run scores the validation faces; expected data.val_frac > 0", field="data.val_frac")
+    return data.val
 
 
 class FamilyParams(_Params):
@@ -54,9 +68,9 @@ def super_resolve(
     return torch.cat(out)
 
 
-def degraded_test(data: FaceData, family: str, seed: int, index: int = 0) -> torch.Tensor:
-    """The test faces through ``family``: the same LR images for every run with the same seed."""
-    return degrade(data.test, family, data.scale, generator(seed + 1009 * index))
+def degraded_test(data: FaceData, family: str, seed: int, index: int = 0, split: str = "test") -> torch.Tensor:
+    """The test (or validation) faces through ``family``: the same LR images for every run with the same seed."""
+    return degrade(faces(data, split), family, data.scale, generator(seed + 1009 * index))
 
 
 def _score(
@@ -73,9 +87,10 @@ def _score(
         MetricSpec("ssim", "utility", "max", "SSIM on Y, clean bicubic LR test faces"),
     ],
 )
-def clean(model: Any, data: FaceData, ctx: Any, *, batch_size: int) -> dict[str, float]:
+def clean(model: Any, data: FaceData, ctx: Any, *, batch_size: int, split: str = "test") -> dict[str, float]:
     """PSNR-Y and SSIM on the clean (bicubic-downsampled) LR test faces."""
-    p, s = _score(model, bicubic_down(data.test, data.scale), data.test, data.scale, ctx, batch_size)
+    hr = faces(data, split)
+    p, s = _score(model, bicubic_down(hr, data.scale), hr, data.scale, ctx, batch_size)
     return {"psnr_y": p, "ssim": s}
 
 
@@ -91,7 +106,7 @@ def clean(model: Any, data: FaceData, ctx: Any, *, batch_size: int) -> dict[str,
         ),
     ],
 )
-def photos(model: Any, data: FaceData, ctx: Any, *, batch_size: int) -> dict[str, float]:
+def photos(model: Any, data: FaceData, ctx: Any, *, batch_size: int, split: str = "test") -> dict[str, float]:
     """PSNR-Y and SSIM on clean LR patches of scikit-image's sample photographs (a non-face check)."""
     hr = data.photos()
     p, s = _score(model, bicubic_down(hr, data.scale), hr, data.scale, ctx, batch_size)
@@ -111,12 +126,13 @@ def photos(model: Any, data: FaceData, ctx: Any, *, batch_size: int) -> dict[str
     ],
 )
 def held_out(
-    model: Any, data: FaceData, ctx: Any, *, families: list[str], seed: int, batch_size: int
+    model: Any, data: FaceData, ctx: Any, *, families: list[str], seed: int, batch_size: int, split: str = "test"
 ) -> dict[str, float]:
     """PSNR-Y and SSIM on the test faces degraded by each held-out family, and their means."""
     out: dict[str, float] = {}
+    hr = faces(data, split)
     for i, fam in enumerate(families):
-        p, s = _score(model, degraded_test(data, fam, seed, i), data.test, data.scale, ctx, batch_size)
+        p, s = _score(model, degraded_test(data, fam, seed, i, split), hr, data.scale, ctx, batch_size)
         out[f"psnr_y_{fam}"], out[f"ssim_{fam}"] = p, s
     out["psnr_y_held_out"] = float(np.mean([out[f"psnr_y_{f}"] for f in families]))
     out["ssim_held_out"] = float(np.mean([out[f"ssim_{f}"] for f in families]))
@@ -142,9 +158,10 @@ def pgd(
     random_start: bool,
     seed: int,
     batch_size: int,
+    split: str = "test",
 ) -> dict[str, float]:
     """PSNR-Y and SSIM when an L-inf PGD perturbation of the clean LR input minimises the output's PSNR."""
-    hr = data.test
+    hr = faces(data, split)
     lr = bicubic_down(hr, data.scale)
     g = generator(seed, ctx.device)
     advs = []
@@ -200,15 +217,15 @@ def smoothness_ratios(
     ],
 )
 def smoothness(
-    model: Any, data: FaceData, ctx: Any, *, families: list[str], seed: int, batch_size: int
+    model: Any, data: FaceData, ctx: Any, *, families: list[str], seed: int, batch_size: int, split: str = "test"
 ) -> dict[str, float]:
     """Feature smoothness of the extractor between clean LR and LR degraded by each family (no metric for
     models without features, such as bicubic)."""
     model.eval()
-    clean_lr = bicubic_down(data.test, data.scale)
+    clean_lr = bicubic_down(faces(data, split), data.scale)
     abs_r, rel_r = [], []
     for i, fam in enumerate(families):
-        r = smoothness_ratios(model, clean_lr, degraded_test(data, fam, seed, i), ctx.device)
+        r = smoothness_ratios(model, clean_lr, degraded_test(data, fam, seed, i, split), ctx.device)
         if r is None:
             return {}
         abs_r.append(r[0])

@@ -1,18 +1,28 @@
 """Training losses of robust SR: the λ interpolation of inputs, the Sinkhorn feature alignment (geomloss)
 and the adversarial terms.
 
+The seed's alignment has **two terms**: the features of the clean LR and the features of the degraded
+LR are each pulled towards the features of the *interpolated* LR (the training input)::
+
+    L_align = S(f(clean), f(interp)) · [sinkhorn.clean_term] + S(f(degraded), f(interp)) · [sinkhorn.degraded_term]
+
+weighted by ``loss.sinkhorn`` (a recipe field, searched by the sweep space
+``spaces/restoration/sr-robust.toml``). Each term is switched by its own field; both on is the seed's
+method, one off is an ablation.
+
 Open choices, written down and exposed as recipe fields:
 
 * λ (share of the degraded image in ``λ·degraded + (1 − λ)·clean``) is drawn per sample, uniform on
   ``[low, high]`` by default or Beta(a, b) rescaled to it; ``low = high = 0`` trains on clean LR only,
   ``low = high = 1`` on degraded LR only (the two network baselines).
 * Sinkhorn points: ``image`` (default) makes one point per image — its whole feature map, flattened —
-  so the term compares the *distribution over the batch* of clean features with that of the features
-  of the interpolated (or purely degraded, ``against = "degraded"``) inputs; ``location`` makes one
-  point per pixel position (the feature vector there) and averages a per-image divergence. Points are
-  divided by √dim so squared distances are per-coordinate means and the blur is on a fixed scale.
-* Gradients flow through both sides unless ``detach_clean``; the debiased Sinkhorn divergence of
-  geomloss (``SamplesLoss("sinkhorn", p, blur, scaling)``) is ≥ 0 and 0 for identical clouds.
+  so a term compares the *distribution over the batch* of clean (or degraded) features with that of
+  the features of the interpolated inputs; ``location`` makes one point per pixel position (the
+  feature vector there) and averages a per-image divergence. Points are divided by √dim so squared
+  distances are per-coordinate means and the blur is on a fixed scale.
+* Gradients flow through both sides unless ``detach_anchor`` (then the interpolated features are a
+  fixed target); the debiased Sinkhorn divergence of geomloss (``SamplesLoss("sinkhorn", p, blur,
+  scaling)``) is ≥ 0 and 0 for identical clouds.
 """
 
 from __future__ import annotations
@@ -44,18 +54,16 @@ class MixCfg(Section):
 
 
 class SinkhornCfg(Section):
-    """Entropy-regularised Wasserstein (Sinkhorn divergence) between clean and degraded feature clouds."""
+    """Entropy-regularised Wasserstein (Sinkhorn divergence) terms between feature clouds: clean ↔
+    interpolated and degraded ↔ interpolated (each switchable)."""
 
     p: Literal[1, 2] = 2
     blur: float = Field(0.05, gt=0.0, description="entropic blur ε^(1/p) of geomloss")
     scaling: float = Field(0.9, gt=0.0, lt=1.0, description="ε-scaling annealing ratio of geomloss")
     points: Literal["image", "location"] = "image"
-    against: Literal["mixed", "degraded"] = Field(
-        "mixed",
-        description="align clean features with those of the "
-        "training (interpolated) input or the fully degraded one",
-    )
-    detach_clean: bool = False
+    clean_term: bool = Field(True, description="term S(f(clean LR), f(interpolated LR))")
+    degraded_term: bool = Field(True, description="term S(f(degraded LR), f(interpolated LR))")
+    detach_anchor: bool = Field(False, description="no gradient through f(interpolated LR), the shared target")
 
 
 class LossCfg(Section):
@@ -85,7 +93,7 @@ def sample_lambda(n: int, cfg: MixCfg, g: torch.Generator) -> torch.Tensor:
 
 
 class SinkhornAlign:
-    """Sinkhorn divergence between the feature clouds of clean and degraded inputs (geomloss)."""
+    """Sinkhorn divergence between a feature cloud and the anchor cloud (the interpolated inputs'), geomloss."""
 
     def __init__(self, cfg: SinkhornCfg):
         from geomloss import SamplesLoss
@@ -103,11 +111,22 @@ class SinkhornAlign:
         pts = f.flatten(2).transpose(1, 2)  # [B, h*w, C]
         return (pts / pts.shape[2] ** 0.5).contiguous()  # geomloss views its inputs
 
-    def __call__(self, f_clean: torch.Tensor, f_degraded: torch.Tensor) -> torch.Tensor:
-        if self.cfg.detach_clean:
-            f_clean = f_clean.detach()
-        value = self.loss(self.points(f_clean), self.points(f_degraded))
+    def __call__(self, f: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        if self.cfg.detach_anchor:
+            anchor = anchor.detach()
+        value = self.loss(self.points(f), self.points(anchor))
         return value.mean()
+
+    def terms(
+        self, f_clean: torch.Tensor | None, f_degraded: torch.Tensor | None, f_interp: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The switched-on alignment terms, by name (``sinkhorn_clean``, ``sinkhorn_degraded``)."""
+        out: dict[str, torch.Tensor] = {}
+        if self.cfg.clean_term and f_clean is not None:
+            out["sinkhorn_clean"] = self(f_clean, f_interp)
+        if self.cfg.degraded_term and f_degraded is not None:
+            out["sinkhorn_degraded"] = self(f_degraded, f_interp)
+        return out
 
 
 def d_loss(real: torch.Tensor, fake: torch.Tensor, kind: str) -> torch.Tensor:

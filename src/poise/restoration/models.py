@@ -1,5 +1,6 @@
-"""Networks: the smooth-feature SR model (feature extractor + SR module), discriminators, the HR → LR
-generator of the degradation GAN, and bicubic upsampling wrapped as a model.
+"""Networks: the smooth-feature SR model (feature extractor + SR module), discriminators, the two
+generator forms of the degradation GAN (HR → LR, and bicubic clean LR → degraded LR), and bicubic
+upsampling wrapped as a model.
 
 Sizes are open in the paper; the defaults suit 24×24 faces on a CPU (EDSR-style residual blocks without
 batch norm, PixelShuffle upsampling, ~50k parameters at width 32). Every SR model exposes
@@ -30,8 +31,9 @@ class SRModelCfg(ModelCfg):
     sr_blocks: int = Field(2, ge=0, description="residual blocks in the SR module before upsampling")
     global_skip: bool = Field(
         False,
-        description="add bicubic-upsampled input to the output (off: the output "
-        "depends on the input only through the aligned features)",
+        description="add the bicubic-upsampled input to the output, the SR module's last layer starting at 0 "
+        "(residual learning: the model starts as bicubic); off: the output depends on the input only "
+        "through the aligned features, as in the paper",
     )
 
 
@@ -101,6 +103,9 @@ class SmoothSR(nn.Module):
         self.global_skip = global_skip
         self.extractor = FeatureExtractor(channels, width, feature_blocks)
         self.sr = SRModule(channels, width, sr_blocks, scale)
+        if global_skip:  # residual learning: start exactly at the bicubic upsample
+            nn.init.zeros_(self.sr.up[-1].weight)
+            nn.init.zeros_(self.sr.up[-1].bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.extractor(x)
@@ -182,3 +187,21 @@ class HighToLow(nn.Module):
         if h.shape[-1] != side:
             h = F.interpolate(h, size=(side, side), mode="area")
         return resize(hr, side, "area") + self.lr_body(h)
+
+
+class BicubicToDegraded(nn.Module):
+    """The degradation GAN's generator in the seed's form: bicubic clean LR + a noise map → degraded LR.
+
+    Works at LR resolution and predicts a residual on its input, so it starts as the identity (the clean
+    LR) and learns what the unpaired real LR faces add (blur, noise, compression).
+    """
+
+    def __init__(self, channels: int, width: int = 32, blocks: int = 2):
+        super().__init__()
+        self.head = nn.Conv2d(channels + 1, width, 3, padding=1)
+        self.body = nn.Sequential(
+            *[ResBlock(width) for _ in range(blocks)], nn.Conv2d(width, channels, 3, padding=1)
+        )
+
+    def forward(self, lr: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return lr + self.body(self.head(torch.cat([lr, z], dim=1)))

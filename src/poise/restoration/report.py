@@ -15,7 +15,14 @@ from poise.report import Block, report_section
 from poise.report.figures import png_bytes
 from poise.store import RunRecord, Store
 
-VARIANT_ORDER = ("clean-trained", "degraded-trained", "robust", "robust w/o Sinkhorn")
+VARIANT_ORDER = (
+    "clean-trained",
+    "degraded-trained",
+    "robust",
+    "robust w/o Sinkhorn",
+    "robust (clean term only)",
+    "robust (degraded term only)",
+)
 TABLE_METRICS = (
     ("utility.psnr_y", "PSNR-Y clean"),
     ("utility.ssim", "SSIM clean"),
