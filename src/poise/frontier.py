@@ -21,6 +21,7 @@ import numpy as np
 
 from poise.errors import UserError
 from poise.store import RunRecord, Store
+from poise.ui import TextTable, get_ui
 
 _FRONTIER_PAIRS: list[tuple[str, str]] = []
 
@@ -97,6 +98,14 @@ class Frontier:
         }
 
 
+def _run_config_value(run: object, dotted: str) -> object:
+    """A config field of a run; a listing's run whose config text does not mention the field is not parsed."""
+    text = getattr(run, "config_text", None)
+    if text is not None and f'"{dotted.rsplit(".", 1)[-1]}"' not in text:
+        return None
+    return _config_value(run.config, dotted)  # type: ignore[attr-defined]
+
+
 def _config_value(config: dict, dotted: str) -> object:
     node: object = config
     for part in dotted.split("."):
@@ -106,31 +115,50 @@ def _config_value(config: dict, dotted: str) -> object:
     return node
 
 
+FILTER_FIELDS = ("kind", "name", "status", "id", "quick", "seed", "study")
+
+
 def parse_filters(filters: Sequence[str]) -> list[tuple[str, str, str]]:
-    """``kind=vision.*`` (glob), ``name!=x``, ``config.train.lr>0.01`` → (key, op, value)."""
+    """``kind=vision.*`` (glob), ``name!=x``, ``config.train.lr>0.01`` → (key, op, value).
+
+    Checked whole before any run is read: a field that is not a run field or ``config.<path>``, a
+    predicate without an operator or a field, and an order comparison with a value that is not a number
+    are each one ``UserError`` (exit 2)."""
     out = []
     for f in filters:
         for op in ("!=", ">=", "<=", "=", ">", "<"):
             if op in f:
-                key, value = f.split(op, 1)
-                if not key:
-                    break
-                out.append((key.strip(), op, value.strip()))
+                key, value = (p.strip() for p in f.split(op, 1))
                 break
         else:
             raise UserError(f"expected KEY=VALUE, KEY!=VALUE, KEY>VALUE or KEY<VALUE (got {f!r})", where="--filter")
+        if not key:
+            raise UserError(f"expected a field before {op!r} (got {f!r})", where="--filter")
+        if key not in FILTER_FIELDS and not (key.startswith("config.") and len(key) > len("config.")):
+            raise UserError(f"unknown filter field {key!r}; expected {', '.join(FILTER_FIELDS)} or config.<path>",
+                            where="--filter")
+        if op in (">", "<", ">=", "<="):
+            try:
+                float(value)
+            except ValueError:
+                raise UserError(f"expected a number after {op!r} (got {f!r})", where="--filter") from None
+        out.append((key, op, value))
     return out
 
 
+def needs_config(filters: Sequence[tuple[str, str, str]]) -> bool:
+    return any(key.startswith("config.") for key, _, _ in filters)
+
+
 def match_run(run: RunRecord, filters: list[tuple[str, str, str]]) -> bool:
+    """Whether a run (a :class:`RunRecord` or a listing's :class:`RunSummary`) passes every filter."""
     for key, op, value in filters:
-        if key in ("kind", "name", "status", "id", "quick", "seed"):
+        if key in FILTER_FIELDS:
             actual: object = getattr(run, key)
         elif key.startswith("config."):
-            actual = _config_value(run.config, key.removeprefix("config."))
+            actual = _run_config_value(run, key.removeprefix("config."))
         else:
-            raise UserError(f"unknown filter key {key!r}; expected kind, name, status, id, quick, seed or "
-                            "config.<path>",
+            raise UserError(f"unknown filter field {key!r}; expected {', '.join(FILTER_FIELDS)} or config.<path>",
                             where="--filter")
         text = json.dumps(actual) if not isinstance(actual, str) else actual
         if op in ("=", "!="):
@@ -158,8 +186,14 @@ def build_frontier(store: Store, objectives: Sequence[str], *, filters: Sequence
     parsed = parse_filters(filters)
     if not any(key == "config.eval_split" for key, _, _ in parsed):  # tuning runs scored val, not test
         parsed.append(("config.eval_split", "!=", "val"))
-    pool = [r for r in (runs if runs is not None else store.list_runs(status="done")) if match_run(r, parsed)]
-    finals = store.final_metrics([r.id for r in pool])
+    if runs is None:  # only the objectives' final values, then only the runs that have them all
+        finals = store.final_metrics(names=objectives)
+        ids = [rid for rid, m in finals.items() if all(o in m for o in objectives)]
+        pool: list = [r for r in store.runs_by_id(ids, status="done", with_config=needs_config(parsed))
+                      if match_run(r, parsed)]
+    else:
+        pool = [r for r in runs if match_run(r, parsed)]
+        finals = store.final_metrics([r.id for r in pool], names=objectives)
     kept, rows, directions = [], [], {}
     for r in pool:
         m = finals.get(r.id, {})
@@ -169,7 +203,7 @@ def build_frontier(store: Store, objectives: Sequence[str], *, filters: Sequence
             for o in objectives:
                 directions[o] = m[o].direction
     if not kept:
-        known = sorted({k for m in finals.values() for k in m})
+        known = store.metric_keys()
         raise UserError(f"no finished run has all of {', '.join(objectives)}; metrics present: "
                         f"{', '.join(known[:30]) or 'none'}", where="frontier")
     maximise = [directions[o] == "max" for o in objectives]
@@ -180,3 +214,33 @@ def build_frontier(store: Store, objectives: Sequence[str], *, filters: Sequence
     return Frontier(list(objectives), maximise, kept, values, mask,
                     hypervolume(values[mask], maximise, ref if ref is not None else
                                 np.where(np.asarray(maximise), values.min(axis=0), values.max(axis=0))), knee)
+
+
+FRONTIER_ROWS = 40  # rows of the terminal table beyond which only the front is listed
+
+
+def print_frontier(store: Store, objectives: list[str], *, filters: Sequence[str] = (),
+                   runs: list[RunRecord] | None = None) -> None:
+    ui = get_ui()
+    fr = build_frontier(store, objectives, filters=filters, runs=runs)
+    if ui.json:
+        ui.emit(fr.as_dict())
+        return
+    order = sorted(range(len(fr.runs)), key=lambda i: (not fr.on_front[i], -fr.values[i, 0] if fr.maximise[0]
+                                                       else fr.values[i, 0]))
+    t = TextTable(title=f"frontier {' × '.join(objectives)} — hypervolume {fr.hypervolume:.4g}")
+    t.add_column("run")
+    t.add_column("name")
+    t.add_column("kind")
+    for o, m in zip(fr.objectives, fr.maximise, strict=True):
+        t.add_column(f"{o} {'↑' if m else '↓'}", justify="right")
+    t.add_column("front")
+    shown = order[:max(FRONTIER_ROWS, int(fr.on_front.sum()))]  # the front always, then the best of the rest
+    for i in shown:
+        r = fr.runs[i]
+        mark = ("★ knee" if i == fr.knee else "●") if fr.on_front[i] else ""
+        t.add_row(r.id, r.name, r.kind, *[f"{v:.4g}" for v in fr.values[i]], mark)
+    ui.print(t)
+    if len(order) > len(shown):
+        ui.print(f"{len(fr.runs)} runs, {int(fr.on_front.sum())} on the front; {len(order) - len(shown)} more behind "
+                 "it not shown (--json lists every run)")

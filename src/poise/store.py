@@ -616,6 +616,26 @@ class Store:
             if left is not None:
                 left -= len(rows)
 
+    def runs_by_id(self, ids: Iterable[str], *, status: str | None = None, with_config: bool = False
+                   ) -> list[RunSummary]:
+        """The listing view of these runs (in start order), read in chunks of IN queries."""
+        ids = list(ids)
+        cols = [runs_t.c[k] for k in SUMMARY_COLUMNS] + ([runs_t.c.config] if with_config else [])
+        out: list[RunSummary] = []
+        for i in range(0, len(ids), 5000):
+            q = sa.select(*cols).where(runs_t.c.id.in_(ids[i:i + 5000]))
+            if status:
+                q = q.where(runs_t.c.status == status)
+            for r in self._read(lambda c, q=q: c.execute(q).fetchall()):
+                out.append(RunSummary(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9],
+                                      r[10] if with_config else None))
+        return sorted(out, key=lambda r: (r.started, r.id))
+
+    def metric_keys(self) -> list[str]:
+        """Every ``axis.name`` some run has a final value of, sorted."""
+        q = sa.select(finals_t.c.axis, finals_t.c.name).distinct()
+        return sorted({f"{a}.{n}" for a, n in self._read(lambda c: c.execute(q).fetchall())})
+
     def find_done(self, config_hash: str, *, eval_split: str | None = None) -> RunRecord | None:
         """The newest finished run that trained exactly this config (for reuse of shared artifacts); with
         ``eval_split``, only one whose evaluators scored that split (a tuning run scored ``val``)."""
