@@ -497,11 +497,29 @@ def frontier(
 def report(
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("poise-report"),
     filter_: Annotated[list[str] | None, typer.Option("--filter", help="Only runs matching (repeatable).")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only this kind (glob).")] = None,
+    study: Annotated[str | None, typer.Option(help="Only the trials of this sweep study.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only runs started since an ISO date or a duration ago "
+                                              "(2h, 3d).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="The newest N matching runs.")] = 500,
+    all_: Annotated[bool, typer.Option("--all", help="Every matching run (no --limit).")] = False,
+    run_ids: Annotated[list[str] | None, typer.Option("--run", help="Also draw this run's own figures (ID or "
+                                                      "prefix, repeatable).")] = None,
 ) -> None:
-    """Write the self-contained HTML report (plus PNG copies of its plots)."""
+    """Write the self-contained HTML report (plus PNG copies of its plots) of the newest runs.
+
+    Frontiers plot every run in scope; per-run figures are drawn for the runs on a front, those given
+    with --run and the newest of each kind."""
     from poise.report import write_report
 
-    path = write_report(_store(), output, filters=filter_ or [])
+    if limit < 1:
+        raise UserError(f"expected a positive number of runs (got {limit})", where="--limit")
+    from poise.frontier import parse_filters
+
+    parse_filters(filter_ or [])  # bad input before the store is read
+    when = parse_since(since)
+    path = write_report(_store(), output, filters=filter_ or [], kind=kind, study=study, since=when,
+                        limit=None if all_ else limit, select=run_ids or [])
     ui = get_ui()
     if ui.json:
         ui.emit({"report": str(path)})

@@ -32,10 +32,14 @@ def register_frontier(x: str, y: str) -> None:
         _FRONTIER_PAIRS.append((x, y))
 
 
-def frontier_pairs() -> list[tuple[str, str]]:
-    from poise.registry import load_all_kinds
+def frontier_pairs(domains: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """The registered headline pairs, after loading every domain (or only ``domains``)."""
+    from poise.registry import load_all_kinds, load_domains
 
-    load_all_kinds()
+    if domains is None:
+        load_all_kinds()
+    else:
+        load_domains(domains)
     return list(_FRONTIER_PAIRS)
 
 

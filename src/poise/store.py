@@ -631,6 +631,46 @@ class Store:
                                       r[10] if with_config else None))
         return sorted(out, key=lambda r: (r.started, r.id))
 
+    def runs_full(self, ids: Iterable[str]) -> list[RunRecord]:
+        """Whole records of these runs (config parsed), in start order, read in chunks."""
+        ids = list(ids)
+        out: list[RunRecord] = []
+        for i in range(0, len(ids), 5000):
+            q = runs_t.select().where(runs_t.c.id.in_(ids[i:i + 5000]))
+            out += [self._to_run(r) for r in self._read(lambda c, q=q: c.execute(q).fetchall())]
+        return sorted(out, key=lambda r: (r.started, r.id))
+
+    def _by_run(self, table: sa.Table, ids: list[str]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for i in range(0, len(ids), 5000):
+            q = table.select().where(table.c.run_id.in_(ids[i:i + 5000]))
+            for r in self._read(lambda c, q=q: c.execute(q).fetchall()):
+                out.setdefault(r.run_id, []).append(r)
+        return out
+
+    def costs_of(self, run_ids: Iterable[str]) -> dict[str, CostRecord]:
+        """:meth:`cost` of many runs in a few queries (runs without a cost get an empty record)."""
+        ids = list(run_ids)
+        rows = self._by_run(costs_t, ids)
+        return {rid: self._total_cost(rows.get(rid, [])) for rid in ids}
+
+    def artifacts_of(self, run_ids: Iterable[str]) -> dict[str, list[ArtifactRecord]]:
+        """:meth:`artifacts` of many runs in a few queries."""
+        ids = list(run_ids)
+        rows = self._by_run(artifacts_t, ids)
+        return {rid: [ArtifactRecord(r.run_id, r.name, r.sha256, self.artifacts_dir / r.path, r.media,
+                                     json.loads(r.meta)) for r in sorted(rows.get(rid, []), key=lambda r: r.created)]
+                for rid in ids}
+
+    def phase_costs_of(self, run_ids: Iterable[str]) -> dict[str, list[Any]]:
+        """:meth:`phase_costs` of many runs in a few queries."""
+        from poise.phases import PhaseCost, combine
+
+        ids = list(run_ids)
+        rows = self._by_run(phase_costs_t, ids)
+        return {rid: combine(PhaseCost(r.phase, r.wall_s, r.cpu_s, r.cpu_kwh, r.ram_kwh, r.gpu_kwh, r.co2_g,
+                                       r.label, r.method) for r in rows.get(rid, [])) for rid in ids}
+
     def metric_keys(self) -> list[str]:
         """Every ``axis.name`` some run has a final value of, sorted."""
         q = sa.select(finals_t.c.axis, finals_t.c.name).distinct()
@@ -792,6 +832,10 @@ class Store:
     def cost(self, run_id: str) -> CostRecord:
         """A run's total cost over all its segments (a resumed run has several); peak memory is the max."""
         rows = self._read(lambda c: c.execute(costs_t.select().where(costs_t.c.run_id == run_id)).fetchall())
+        return self._total_cost(rows)
+
+    @staticmethod
+    def _total_cost(rows: list[Any]) -> CostRecord:
         total = CostRecord()
         for r in rows:
             total.wall_s += r.wall_s

@@ -12,6 +12,9 @@ import plotly.graph_objects as go
 
 from poise.frontier import Frontier
 
+MAX_CURVE_POINTS = 2000  # a training curve is thinned to about this many points for plotting
+MAX_HOVER_POINTS = 2000  # beyond this many points a frontier's hover text is short (name, ID, values)
+
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
            "#7f7f7f"]
 
@@ -21,7 +24,10 @@ def esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def run_hover(run: Any, values: dict[str, float]) -> str:
+def run_hover(run: Any, values: dict[str, float], *, short: bool = False) -> str:
+    if short:
+        return "<br>".join([f"<b>{esc(run.name)}</b> [{esc(run.id)}]", *[f"{esc(k)}: {v:.4g}"
+                                                                         for k, v in values.items()]])
     cfg = run.config
     train = cfg.get("train", {})
     budget = {k: v for k, v in train.get("budget", {}).items() if v is not None and k != "calibration_steps"}
@@ -50,7 +56,8 @@ def frontier_figure(fr: Frontier) -> go.Figure:
             x=fr.values[idx, 0], y=fr.values[idx, 1], mode="markers", name=esc(kind),
             marker={"size": 11, "color": colors[kind], "line": {"width": 1, "color": "#222"},
                     "symbol": ["diamond" if fr.on_front[i] else "circle" for i in idx]},
-            hovertext=[run_hover(fr.runs[i], dict(zip(fr.objectives, fr.values[i], strict=True))) for i in idx],
+            hovertext=[run_hover(fr.runs[i], dict(zip(fr.objectives, fr.values[i], strict=True)),
+                                 short=len(fr.runs) > MAX_HOVER_POINTS) for i in idx],
             hoverinfo="text", meta="runs",
         ))
     front = np.flatnonzero(fr.on_front)
