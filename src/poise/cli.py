@@ -335,6 +335,9 @@ def runs_ls(
     if limit is not None and limit < 1:
         raise UserError(f"expected a positive number of runs (got {limit})", where="--limit")
     parsed = parse_filters(filter_ or [])
+    if name is not None and "[" in name:  # a character class: SQL's LIKE has none, match it here
+        parsed.append(("name", "=", name))
+        name = None
     sql = {"kind": kind, "name": name, "status": status, "study": study, "since": parse_since(since)}
     store = _store()
     ui = get_ui()

@@ -54,7 +54,7 @@ def test_runs_ls_filters_newest_and_count(store, cli):
     assert [r["id"] for r in _ls(cli, "--name", "erm-[12]")] == ids[1:3]
     assert [r["id"] for r in _ls(cli, "--status", "failed")] == ids[8:]
     assert [r["id"] for r in _ls(cli, "--study", "s1")] == [ids[3]]
-    assert [r["id"] for r in _ls(cli, "--since", "3d")] == ids[-3:]
+    assert [r["id"] for r in _ls(cli, "--since", "3.5d")] == ids[-2:]
     day = time.strftime("%Y-%m-%d", time.localtime(now - 86400 * 2.5))
     midnight = time.mktime(time.strptime(day, "%Y-%m-%d"))
     expected = [i for i, s in zip(ids, specs, strict=True) if s["started"] >= midnight]
