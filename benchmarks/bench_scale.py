@@ -7,8 +7,9 @@ little earlier, and every metric of clone ``k`` is scaled by a small factor fixe
 same in the log and in the final-metrics table), so frontiers keep a few runs on the front instead of
 every copy tying with its original. Artifacts are shared (the clones' rows point at the seed's files).
 
-Each command runs as its own process (``python -m poise``, one torch thread); wall seconds and peak RSS
-(``wait4``) are the best of ``POISE_SCALE_REPEAT`` runs (default 1). The report's load time is headless
+Each command runs as its own process (``python -m poise``, one torch thread); wall seconds, CPU seconds
+(user + system) and peak RSS (``wait4``) are the best of ``POISE_SCALE_REPEAT`` runs (default 1). On a
+shared machine the CPU seconds are the steadier figure. The report's load time is headless
 Chromium's (``--dump-dom`` after the page's scripts ran) when Chromium is installed.
 
 Environment: ``POISE_SCALE_SIZES`` (default ``400,4000,20000``; ``--quick``: ``400``),
@@ -40,8 +41,8 @@ def _env(src: Path) -> dict[str, str]:
     return env
 
 
-def _measure(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int]:
-    """(wall s, peak RSS GB, exit code) of a child process."""
+def _measure(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int, float]:
+    """(wall s, peak RSS GB, exit code, CPU s) of a child process."""
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(p.pid, 0)
@@ -49,7 +50,7 @@ def _measure(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, flo
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0 and p.stderr is not None:
         print(f"  {' '.join(cmd[2:])}: exit {p.returncode}: {p.stderr.read().decode()[-300:]}", file=sys.stderr)
-    return wall, usage.ru_maxrss / 1e6, p.returncode
+    return wall, usage.ru_maxrss / 1e6, p.returncode, usage.ru_utime + usage.ru_stime
 
 
 def seed_store(src: Path) -> Path:
@@ -158,7 +159,7 @@ def measure(label: str, src: Path, store_dir: Path, n: int, report_args: list[st
     x, y = _objectives(store_dir / ".poise" / "poise.db")
     out_dir = store_dir / "report"
 
-    def best(cmd: list[str]) -> tuple[float, float, int]:
+    def best(cmd: list[str]) -> tuple[float, float, int, float]:
         runs = [_measure(cmd, env, store_dir) for _ in range(repeat)]
         return min(runs)
 
@@ -172,12 +173,11 @@ def measure(label: str, src: Path, store_dir: Path, n: int, report_args: list[st
     load = chromium_load(index) if index.is_file() and rep[2] == 0 else None
     shutil.rmtree(out_dir, ignore_errors=True)
 
-    def flag(r: tuple[float, float, int]) -> str:
-        return "" if r[2] == 0 else f" (exit {r[2]})"
+    def cell(r: tuple[float, float, int, float]) -> str:
+        return f"{r[0]:.1f} s ({r[3]:.1f} s CPU) / {r[1]:.2f} GB" + ("" if r[2] == 0 else f" (exit {r[2]})")
 
-    return [f"| {n:,} | {label} | {start[0]:.1f} s / {start[1]:.2f} GB | {ls[0]:.1f} s / {ls[1]:.2f} GB{flag(ls)} | "
-            f"{fr[0]:.1f} s / {fr[1]:.2f} GB{flag(fr)} | {rep[0]:.1f} s / {rep[1]:.2f} GB{flag(rep)} | "
-            f"{size:.1f} MB, {pngs} PNGs | " + ("no Chromium" if load is None else f"{load:.1f} s") + " |"]
+    return [f"| {n:,} | {label} | {cell(start)} | {cell(ls)} | {cell(fr)} | {cell(rep)} | {size:.1f} MB, {pngs} PNGs | "
+            + ("no Chromium" if load is None else f"{load:.1f} s") + " |"]
 
 
 def main(quick: bool = False) -> str:
@@ -214,7 +214,7 @@ def main(quick: bool = False) -> str:
     load = os.getloadavg()
     return "\n".join([
         f"Stores built by cloning {seed_runs} real quick runs ({', '.join(SEED_RECIPES)}); each command a fresh "
-        f"process, wall s / peak RSS, best of {repeat}; machine: {os.cpu_count()} CPUs, load average "
+        f"process, wall s (CPU s) / peak RSS, best of {repeat}; machine: {os.cpu_count()} CPUs, load average "
         f"{load[0]:.1f} at the end (a shared machine: absolute times are noisy).",
         "",
         *lines,

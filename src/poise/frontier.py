@@ -139,7 +139,7 @@ def parse_filters(filters: Sequence[str]) -> list[tuple[str, str, str]]:
         if not key:
             raise UserError(f"expected a field before {op!r} (got {f!r})", where="--filter")
         if key not in FILTER_FIELDS and not (key.startswith("config.") and len(key) > len("config.")):
-            raise UserError(f"unknown filter field {key!r}; expected {', '.join(FILTER_FIELDS)} or config.<path>",
+            raise UserError(f"unknown filter key {key!r}; expected {', '.join(FILTER_FIELDS)} or config.<path>",
                             where="--filter")
         if op in (">", "<", ">=", "<="):
             try:
@@ -162,7 +162,7 @@ def match_run(run: RunRecord, filters: list[tuple[str, str, str]]) -> bool:
         elif key.startswith("config."):
             actual = _run_config_value(run, key.removeprefix("config."))
         else:
-            raise UserError(f"unknown filter field {key!r}; expected {', '.join(FILTER_FIELDS)} or config.<path>",
+            raise UserError(f"unknown filter key {key!r}; expected {', '.join(FILTER_FIELDS)} or config.<path>",
                             where="--filter")
         text = json.dumps(actual) if not isinstance(actual, str) else actual
         if op in ("=", "!="):

@@ -71,7 +71,7 @@ def test_runs_ls_filters_newest_and_count(store, cli):
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["--filter", "colour=red"], "unknown filter field 'colour'"),
+    (["--filter", "colour=red"], "unknown filter key 'colour'"),
     (["--filter", "config.train.lr>fast"], "expected a number after '>'"),
     (["--filter", "=x"], "expected a field before '='"),
     (["--filter", "kind"], "expected KEY=VALUE"),
