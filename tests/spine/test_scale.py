@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -125,6 +126,7 @@ row = st.tuples(st.sampled_from(sorted(NAMES)), st.integers(0, 20),
 @settings(max_examples=40)
 @given(batches=st.lists(st.tuples(st.integers(0, 2), st.lists(row, max_size=8)), max_size=12))
 def test_final_metrics_table_equals_scanning_the_log(shared_store, batches):
+    """Batches of rows in any order, steps repeated or going back: the table is the scan's answer."""
     store = shared_store
     ids = [store.create_run(kind="vision.erm", name=f"r{i}", config={}, config_hash="h", seed=0) for i in range(3)]
     for i, rows in batches:  # batches in any order, steps repeated or going back
@@ -157,24 +159,31 @@ def test_metric_series_thins_a_long_log(store):
 def _downgrade_to_schema_2(store: Store) -> None:
     """The tables of schema 2 (poise before the final-metrics table): no study column, no run indexes."""
     with store.engine.begin() as c:
-        for ix in ("ix_runs_started", "ix_runs_status_started", "ix_runs_kind", "ix_runs_study", "ix_runs_parent_id",
-                   "ix_final_metrics_name"):
+        for ix in ("ix_runs_started", "ix_runs_status_started", "ix_runs_kind", "ix_runs_study", "ix_runs_parent_id"):
             c.exec_driver_sql(f"DROP INDEX IF EXISTS {ix}")
-        c.exec_driver_sql("DROP TABLE final_metrics")
+        c.exec_driver_sql("DROP TABLE final_metrics")  # its index goes with it
         c.exec_driver_sql("ALTER TABLE runs DROP COLUMN study")
         c.exec_driver_sql("UPDATE poise_schema SET value = '2' WHERE key = 'version'")
 
 
-def test_migration_from_schema_2_fills_the_final_metrics_table(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path) -> str:
+    """A SQLite file, or a fresh PostgreSQL database (tests/pg.py)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / '.poise' / 'poise.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def test_migration_from_schema_2_fills_the_final_metrics_table(tmp_path, store_url):
     root = tmp_path / ".poise"
-    old = Store(root=root)
+    old = Store(store_url, root=root)
     ids = make_runs(old, [{"metrics": [("loss", "train", "min", s, 10.0 - s) for s in range(5)]
                            + [("clean_acc", "utility", "max", 3, 0.5), ("clean_acc", "utility", "max", 9, 0.7),
                               ("pgd_acc", "robustness", "max", 9, math.nan)]} for _ in range(3)])
     expected = _scanned(old)
     _downgrade_to_schema_2(old)
     old.close()
-    store = Store(root=root)  # migrates
+    store = Store(store_url, root=root)  # migrates
     try:
         insp = sa.inspect(store.engine)
         assert "study" in {c["name"] for c in insp.get_columns("runs")}
