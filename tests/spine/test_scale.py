@@ -33,6 +33,14 @@ def make_runs(store: Store, specs: list[dict]) -> list[str]:
     return ids
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path) -> str:
+    """A SQLite file, or a fresh PostgreSQL database (tests/pg.py)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / '.poise' / 'poise.db'}"
+    return request.getfixturevalue("pg_url")
+
+
 # --------------------------------------------------------------------------- runs ls
 
 
@@ -144,13 +152,15 @@ def shared_store(tmp_path_factory):
     store.close()
 
 
-def test_metric_series_thins_a_long_log(store):
+def test_metric_series_thins_a_long_log(store_url, tmp_path):
+    store = Store(store_url, root=tmp_path / ".poise")
     rid = make_runs(store, [{}])[0]
     store.log_metrics(rid, [("loss", "train", "min", s, float(s)) for s in range(10_000)])
     pts = store.metric_series(rid, "loss", max_points=500)
     steps = [p.step for p in pts]
     assert 400 <= len(pts) <= 501 and steps[0] == 0 and steps[-1] == 9_999 and steps == sorted(steps)
     assert len(store.metric_series(rid, "loss")) == 10_000
+    store.close()
 
 
 # --------------------------------------------------------------------------- migration 2 → 3
@@ -164,14 +174,6 @@ def _downgrade_to_schema_2(store: Store) -> None:
         c.exec_driver_sql("DROP TABLE final_metrics")  # its index goes with it
         c.exec_driver_sql("ALTER TABLE runs DROP COLUMN study")
         c.exec_driver_sql("UPDATE poise_schema SET value = '2' WHERE key = 'version'")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path: Path) -> str:
-    """A SQLite file, or a fresh PostgreSQL database (tests/pg.py)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / '.poise' / 'poise.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 def test_migration_from_schema_2_fills_the_final_metrics_table(tmp_path, store_url):
