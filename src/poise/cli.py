@@ -327,7 +327,7 @@ def runs_ls(
     import json
     import time
 
-    from poise.frontier import match_run, needs_config, parse_filters
+    from poise.filters import match_run, needs_config, parse_filters
     from poise.store import STATUSES
 
     if status is not None and status not in STATUSES:
@@ -517,7 +517,7 @@ def report(
 
     if limit < 1:
         raise UserError(f"expected a positive number of runs (got {limit})", where="--limit")
-    from poise.frontier import parse_filters
+    from poise.filters import parse_filters
 
     parse_filters(filter_ or [])  # bad input before the store is read
     when = parse_since(since)
