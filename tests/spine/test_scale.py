@@ -277,6 +277,11 @@ def test_report_of_hundreds_of_runs_opens_in_headless_chromium(store, tmp_path):
         took = time.perf_counter() - t0
         assert browser.execute_script("return document.querySelectorAll('#fig0 path.point').length") == len(ids)
         assert browser.execute_script("return document.querySelectorAll('#runs tbody tr').length") == len(ids)
+        # figures further down are drawn when they come near the screen
+        last = "var p = document.querySelectorAll('div.plot'); return p[p.length - 1]"
+        assert browser.execute_script(last + ".getAttribute('data-drawn')") is None
+        browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        WebDriverWait(browser, 60).until(lambda b: b.execute_script(last + ".querySelector('.main-svg') !== null"))
         assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
         assert took < 20, took  # 5 s on an idle machine; a margin for a loaded one
     finally:

@@ -40,7 +40,7 @@ h2{font-size:17px;margin:4px 0 10px}h3{font-size:14px;margin:14px 0 6px;color:#3
 table{border-collapse:collapse;font-size:12px;width:100%}th,td{border-bottom:1px solid #eee;padding:4px 6px;
 text-align:left;white-space:nowrap}th{background:#f3f4f6;cursor:pointer;position:sticky;top:0}
 th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
-.scroll{overflow:auto;max-height:560px}.note{color:#666;font-size:12px}img{max-width:100%}
+.plot{min-height:380px}.scroll{overflow:auto;max-height:560px}.note{color:#666;font-size:12px}img{max-width:100%}
 td.num{text-align:right;font-variant-numeric:tabular-nums}.status-failed{color:#b00}.front{font-weight:600}
 """
 
@@ -62,6 +62,24 @@ document.querySelectorAll('table.sortable').forEach(function(table){
     });
   });
 });
+"""
+
+
+DRAW_JS = """
+(function(){
+  function draw(el){
+    if (el.getAttribute('data-drawn')) return;
+    el.setAttribute('data-drawn', '1');
+    var f = JSON.parse(document.getElementById('data-' + el.id).textContent);
+    Plotly.newPlot(el, f.data, f.layout, {responsive: true, displaylogo: false});
+  }
+  var plots = Array.prototype.slice.call(document.querySelectorAll('div.plot'));
+  if (!('IntersectionObserver' in window)) { plots.forEach(draw); return; }
+  var io = new IntersectionObserver(function(entries){
+    entries.forEach(function(e){ if (e.isIntersecting) { io.unobserve(e.target); draw(e.target); } });
+  }, {rootMargin: '600px 0px'});
+  plots.forEach(function(p){ io.observe(p); });
+})();
 """
 
 
@@ -376,12 +394,10 @@ def _write_into(out: Path, store: Store, runs: list[RunRecord], title: str, chos
                 body.append(f'<div><h3>{esc(b.title)}</h3><p class="note">{esc(b.note)}</p></div>')
         sections.append(f'<section><h2>{esc(sec_title)}</h2><div class="grid">{"".join(body)}</div></section>')
 
-    scripts = "\n".join(
-        f"(function(f){{Plotly.newPlot({json.dumps(div)}, f.data, f.layout, "
-        f"{{responsive: true, displaylogo: false}});}})"
-        f"({spec});"
-        for div, spec in page.figures
-    )
+    # each figure's data is a JSON element, drawn when its place comes near the screen: a page of many
+    # figures opens as fast as a page of one
+    data = "\n".join(f'<script type="application/json" id="data-{div}">{spec}</script>' for div, spec in page.figures)
+    scripts = DRAW_JS
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{esc(title)}</title><style>{CSS}</style>
@@ -389,6 +405,6 @@ def _write_into(out: Path, store: Store, runs: list[RunRecord], title: str, chos
 <body><header><h1>{esc(title)}</h1><p>{len(runs)} runs from {esc(store.url)} &middot; generated
 {esc(time.strftime("%Y-%m-%d %H:%M:%S"))}</p></header><main>
 {"".join(sections) if runs else "<section><p>No runs yet: try <code>poise tour --quick</code>.</p></section>"}
-</main><script>{SORT_JS}
+</main>{data}<script>{SORT_JS}
 {scripts}</script></body></html>"""
     (out / "index.html").write_text(doc, encoding="utf-8")
