@@ -240,7 +240,10 @@ def test_report_per_run_figures_only_for_runs_in_focus(store, tmp_path):
     front = {ids[i] for i in range(0, 60, 2)}
     newest = {ids[59], ids[58], ids[57], ids[54]}  # the two newest of each kind
     assert set(SEEN["aggregate"]) == set(ids)
-    assert front | {ids[1]} <= set(SEEN["per_run"]) <= front | {ids[1]} | newest
+    per_run = set(SEEN["per_run"])
+    assert ids[1] in per_run and newest <= per_run <= front | {ids[1]} | newest | {ids[59]}
+    # a long front: 8 of its runs spread along it (both ends among them), plus the newest
+    assert {ids[0], ids[58]} <= per_run and 8 <= len(per_run & (front | {ids[59]})) <= 8 + 2
     html = (tmp_path / "rep" / "index.html").read_text()
     assert "total cost per name (60 runs)" in html  # 60 runs: the cost chart sums them by name
     # the scope: the newest N, and filters

@@ -28,6 +28,7 @@ REPORT_RUNS = 500  # a report's default scope: the newest runs (--all for every 
 TABLE_ROWS = 1000  # rows of a table in the page
 FOCUS_ALL = 24  # a report of at most this many runs draws per-run figures for all of them
 FOCUS_PER_KIND = 2  # beyond that, the newest finished runs of each kind are in focus with the fronts' runs
+FOCUS_PER_FRONT = 8  # runs of each front in focus (spread along it) when it has more
 COST_BARS = 40  # beyond this many runs the cost chart sums runs by name (by kind beyond this many names)
 
 CSS = """
@@ -284,6 +285,21 @@ class _ReportStore:
         return self._lists[key]
 
 
+def _front_spread(fr: Frontier) -> set[str]:
+    """The runs of a front that get per-run figures: all of a short front, else ``FOCUS_PER_FRONT`` of them
+    spread along it (its two ends and the knee among them)."""
+    import numpy as np
+
+    front = np.flatnonzero(fr.on_front)
+    if len(front) > FOCUS_PER_FRONT:
+        order = front[np.argsort(fr.values[front, 0], kind="stable")]
+        picked = {int(order[k]) for k in np.linspace(0, len(order) - 1, FOCUS_PER_FRONT - 1).round().astype(int)}
+        if fr.knee is not None:
+            picked.add(int(fr.knee))
+        front = np.array(sorted(picked))
+    return {fr.runs[i].id for i in front}
+
+
 def _cost_groups(runs: list[RunRecord], costs: dict[str, Any]) -> tuple[str, list[str], list[Any]]:
     """The cost chart's bars: one per run, or beyond ``COST_BARS`` runs the sum per name (per kind beyond
     ``COST_BARS`` names), so its labels stay readable however many runs there are."""
@@ -312,7 +328,7 @@ def _write_into(out: Path, store: Store, runs: list[RunRecord], title: str, chos
     sections: list[str] = []
 
     # frontiers: every run of the scope is a point
-    plots, front_ids = [], set()
+    plots, front_ids, spread_ids = [], set(), set()
     domains = sorted({r.kind.split(".", 1)[0] for r in runs})
     for x, y in _auto_pairs({r.id: finals.get(r.id, {}) for r in done}, domains):
         try:
@@ -320,6 +336,7 @@ def _write_into(out: Path, store: Store, runs: list[RunRecord], title: str, chos
         except UserError:
             continue
         front_ids |= {r.id for r, on in zip(fr.runs, fr.on_front, strict=True) if on}
+        spread_ids |= _front_spread(fr)
         plots.append(page.figure(frontier_figure(fr), f"{x} vs {y}", frontier_png(fr),
                                  note=f"{len(fr.runs)} runs, {int(fr.on_front.sum())} on the front (diamonds)"))
     if plots:
@@ -329,7 +346,7 @@ def _write_into(out: Path, store: Store, runs: list[RunRecord], title: str, chos
     if len(runs) <= FOCUS_ALL:
         focus_ids: set[str] | None = None
     else:
-        focus_ids = front_ids | chosen
+        focus_ids = spread_ids | chosen
         newest: dict[str, int] = {}
         for r in reversed(done):
             if newest.get(r.kind, 0) < FOCUS_PER_KIND:
