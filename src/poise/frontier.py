@@ -115,7 +115,8 @@ def build_frontier(store: Store, objectives: Sequence[str], *, filters: Sequence
     if runs is None:  # only the objectives' final values, then only the runs that have them all
         finals = store.final_metrics(names=objectives)
         ids = [rid for rid, m in finals.items() if all(o in m for o in objectives)]
-        pool: list = [r for r in store.runs_by_id(ids, status="done", with_config=needs_config(parsed))
+        keys = [k.rsplit(".", 1)[-1] for k, _, _ in parsed if k.startswith("config.")]
+        pool: list = [r for r in store.runs_by_id(ids, status="done", with_config=bool(keys), config_keys=keys)
                       if match_run(r, parsed)]
     else:
         pool = [r for r in runs if match_run(r, parsed)]

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -616,11 +616,17 @@ class Store:
             if left is not None:
                 left -= len(rows)
 
-    def runs_by_id(self, ids: Iterable[str], *, status: str | None = None, with_config: bool = False
-                   ) -> list[RunSummary]:
-        """The listing view of these runs (in start order), read in chunks of IN queries."""
+    def runs_by_id(self, ids: Iterable[str], *, status: str | None = None, with_config: bool = False,
+                   config_keys: Sequence[str] | None = None) -> list[RunSummary]:
+        """The listing view of these runs (in start order), read in chunks of IN queries. With
+        ``config_keys``, a run's config text is read only when it names one of those keys (the others'
+        fields are absent anyway)."""
         ids = list(ids)
-        cols = [runs_t.c[k] for k in SUMMARY_COLUMNS] + ([runs_t.c.config] if with_config else [])
+        config: Any = runs_t.c.config
+        if config_keys:
+            mentions = sa.or_(*[runs_t.c.config.contains(f'"{k}"', autoescape=True) for k in config_keys])
+            config = sa.case((mentions, runs_t.c.config), else_=sa.null())
+        cols = [runs_t.c[k] for k in SUMMARY_COLUMNS] + ([config] if with_config else [])
         out: list[RunSummary] = []
         for i in range(0, len(ids), 5000):
             q = sa.select(*cols).where(runs_t.c.id.in_(ids[i:i + 5000]))

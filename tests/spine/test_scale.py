@@ -298,3 +298,15 @@ def test_listing_reads_no_config_unless_a_filter_needs_it(store):
     rows = list(store.iter_runs(with_config=True, newest_first=True, batch=1))
     assert [r.config["a"] for r in rows] == [2, 1]
 
+
+
+def test_frontier_reads_configs_only_where_a_filter_needs_them(store):
+    from poise.frontier import build_frontier
+
+    m = [("clean_acc", "utility", "max", 1, 0.5), ("pgd_acc", "robustness", "max", 1, 0.5)]
+    ids = make_runs(store, [{"metrics": m}, {"metrics": m, "config": {"eval_split": "val"}},
+                            {"metrics": m, "config": {"train": {"lr": 0.1}, "eval_split": "test"}}])
+    objectives = ["utility.clean_acc", "robustness.pgd_acc"]
+    assert [r.id for r in build_frontier(store, objectives).runs] == [ids[0], ids[2]]  # tuning runs left out
+    assert [r.id for r in build_frontier(store, objectives, filters=["config.train.lr>0.05"]).runs] == [ids[2]]
+    assert [r.id for r in build_frontier(store, objectives, filters=["config.eval_split=val"]).runs] == [ids[1]]
