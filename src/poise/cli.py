@@ -290,32 +290,113 @@ def recipes() -> None:
 # --------------------------------------------------------------------------- runs
 
 
+def parse_since(text: str | None, *, where: str = "--since") -> float | None:
+    """``--since``: an ISO date or time (``2026-05-01``, ``2026-05-01T12:00``) or a duration back from now
+    (``90s``, ``30m``, ``2h``, ``3d``, ``1w``) as epoch seconds."""
+    import re
+    import time
+    from datetime import datetime
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if m:
+        return time.time() - float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m[2]]
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise UserError(f"expected an ISO date such as 2026-05-01 or a duration such as 2h or 3d (got {text!r})",
+                        where=where) from None
+
+
 @runs_app.command("ls")
 def runs_ls(
     kind: Annotated[str | None, typer.Option(help="Only this kind (glob).")] = None,
+    name: Annotated[str | None, typer.Option(help="Only runs whose name matches (glob).")] = None,
     status: Annotated[str | None, typer.Option(help="running, done, failed, interrupted or pruned.")] = None,
+    study: Annotated[str | None, typer.Option(help="Only the trials of this sweep study.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only runs started since an ISO date or a duration ago "
+                                              "(2h, 3d).")] = None,
+    filter_: Annotated[list[str] | None, typer.Option("--filter", help="kind=vision.*, name!=x, "
+                                                      "config.train.lr>0.01 (repeatable).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show the newest N runs (default 50; "
+                                              "with --json every run).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every matching run (streamed).")] = False,
 ) -> None:
-    """List runs, oldest first."""
+    """List the newest runs (oldest of them first) with a total count; --all or --json stream every run."""
+    import json
     import time
 
-    store = _store()
-    ui = get_ui()
+    from poise.filters import match_run, needs_config, parse_filters
     from poise.store import STATUSES
 
     if status is not None and status not in STATUSES:
         raise UserError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}", where="--status")
-    runs = store.list_runs(kind=kind, status=status)
+    if limit is not None and limit < 1:
+        raise UserError(f"expected a positive number of runs (got {limit})", where="--limit")
+    parsed = parse_filters(filter_ or [])
+    if name is not None and "[" in name:  # a character class: SQL's LIKE has none, match it here
+        parsed.append(("name", "=", name))
+        name = None
+    sql = {"kind": kind, "name": name, "status": status, "study": study, "since": parse_since(since)}
+    store = _store()
+    ui = get_ui()
+    with_config = needs_config(parsed)
+    every = all_ or (ui.json and limit is None)
+    n = None if every else (limit or 50)
+
+    def rows() -> Any:
+        if n is None:  # stream in start order
+            yield from (r for r in store.iter_runs(with_config=with_config, **sql) if match_run(r, parsed))
+            return
+        newest = []
+        for r in store.iter_runs(newest_first=True, with_config=with_config, batch=max(n, 200), **sql):
+            if match_run(r, parsed):
+                newest.append(r)
+                if len(newest) == n:
+                    break
+        yield from reversed(newest)
+
     if ui.json:
-        ui.emit([{"id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "seed": r.seed, "quick": r.quick,
-                  "started": r.started, "ended": r.ended} for r in runs])
+        out = sys.stdout
+        out.write("[")
+        count = 0
+        for r in rows():  # one JSON array, written row by row
+            out.write(("," if count else "") + "\n  " + json.dumps(
+                {"id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "seed": r.seed, "quick": r.quick,
+                 "started": r.started, "ended": r.ended, "study": r.study}))
+            count += 1
+        out.write("\n]\n" if count else "]\n")
+        out.flush()
         return
-    t = TextTable(title=f"{len(runs)} runs in {store.url}")
-    for c in ("id", "name", "kind", "status", "seed", "started", "wall s"):
-        t.add_column(c)
-    for r in runs:
-        t.add_row(r.id, r.name, r.kind, r.status, str(r.seed), time.strftime("%m-%d %H:%M", time.localtime(r.started)),
-                  f"{r.duration:.1f}" if r.duration is not None else "")
-    ui.print(t)
+
+    def cells(r: Any) -> list[str]:
+        return [r.id, r.name, r.kind, r.status, str(r.seed), time.strftime("%m-%d %H:%M", time.localtime(r.started)),
+                f"{r.duration:.1f}" if r.duration is not None else ""]
+
+    headers = ["id", "name", "kind", "status", "seed", "started", "wall s"]
+    shown = 0
+    if n is None:  # plain aligned lines, printed as they are read
+        widths = [12, 28, 24, 11, 5, 11, 8]
+        line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+        ui.print(line.rstrip())
+        for r in rows():
+            ui.print("  ".join(c.ljust(w) for c, w in zip(cells(r), widths, strict=True)).rstrip())
+            shown += 1
+    else:
+        t = TextTable(title=f"runs in {store.url}")
+        for c in headers:
+            t.add_column(c)
+        for r in rows():
+            t.add_row(*cells(r))
+            shown += 1
+        ui.print(t)
+    total = shown if n is None and not parsed else None
+    if total is None:
+        total = store.count_runs(**sql) if not parsed else sum(
+            1 for r in store.iter_runs(with_config=with_config, **sql) if match_run(r, parsed))
+    more = "" if shown == total else " (the newest; --all or -n N for more)"
+    ui.print(f"{shown} of {total} runs shown{more}")
 
 
 @runs_app.command("show")
@@ -410,7 +491,7 @@ def frontier(
     ] = None,
 ) -> None:
     """Pareto frontier of finished runs on two or more metrics, with hypervolume and knee."""
-    from poise.tour import print_frontier
+    from poise.frontier import print_frontier
 
     print_frontier(_store(), [x, y, *(z or [])], filters=filter_ or [])
 
@@ -419,11 +500,29 @@ def frontier(
 def report(
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("poise-report"),
     filter_: Annotated[list[str] | None, typer.Option("--filter", help="Only runs matching (repeatable).")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only this kind (glob).")] = None,
+    study: Annotated[str | None, typer.Option(help="Only the trials of this sweep study.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only runs started since an ISO date or a duration ago "
+                                              "(2h, 3d).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="The newest N matching runs.")] = 500,
+    all_: Annotated[bool, typer.Option("--all", help="Every matching run (no --limit).")] = False,
+    run_ids: Annotated[list[str] | None, typer.Option("--run", help="Also draw this run's own figures (ID or "
+                                                      "prefix, repeatable).")] = None,
 ) -> None:
-    """Write the self-contained HTML report (plus PNG copies of its plots)."""
+    """Write the self-contained HTML report (plus PNG copies of its plots) of the newest runs.
+
+    Frontiers plot every run in scope; per-run figures are drawn for the runs on a front, those given
+    with --run and the newest of each kind."""
     from poise.report import write_report
 
-    path = write_report(_store(), output, filters=filter_ or [])
+    if limit < 1:
+        raise UserError(f"expected a positive number of runs (got {limit})", where="--limit")
+    from poise.filters import parse_filters
+
+    parse_filters(filter_ or [])  # bad input before the store is read
+    when = parse_since(since)
+    path = write_report(_store(), output, filters=filter_ or [], kind=kind, study=study, since=when,
+                        limit=None if all_ else limit, select=run_ids or [])
     ui = get_ui()
     if ui.json:
         ui.emit({"report": str(path)})

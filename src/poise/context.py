@@ -22,6 +22,7 @@ the call does nothing, and a callable value is never even computed.
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -39,6 +40,9 @@ from poise.recipes import Recipe, TrainCfg, load_recipe, resolve_recipe_path
 from poise.schedules import BudgetSchedule
 from poise.statefile import flatten, unflatten
 from poise.store import ArtifactRecord, MetricRow, RunRecord, Store
+
+METRIC_BATCH = 512  # training-log rows per write
+METRIC_FLUSH_S = 2.0  # at most this long between writes of the training log
 
 if TYPE_CHECKING:
     from poise.carbon import CostTracker
@@ -90,6 +94,8 @@ class RunContext:
         self._predicted = False
         self._resumed = False
         self._bar: Any = None
+        self._pending: list[tuple[str, str, str, int, float]] = []
+        self._flushed = time.monotonic()
         seed_everything(recipe.seed)
         self.rng = np.random.default_rng(recipe.seed)
 
@@ -98,12 +104,30 @@ class RunContext:
     def log_metric(self, name: str, value: float, *, step: int | None = None, axis: str = "train",
                    direction: str = "min") -> None:
         """Record one metric value at ``step`` (default: the current training step)."""
-        self._store.log_metrics(self.run_id, [(name, axis, direction, self.step if step is None else step, value)])
+        self.log_metrics({name: value}, step=step, axis=axis, direction=direction)
 
     def log_metrics(self, values: dict[str, float], *, step: int | None = None, axis: str = "train",
                     direction: str = "min") -> None:
+        """Record metric values at ``step``. Training-log rows (axis ``train``) are written in batches (every
+        ``METRIC_BATCH`` rows or ``METRIC_FLUSH_S`` seconds, before every checkpoint and at the end of the
+        run), so a kill loses only rows logged after the last checkpoint, which the resumed run logs
+        again; rows of other axes (evaluations) are written at once."""
         s = self.step if step is None else step
-        self._store.log_metrics(self.run_id, [(k, axis, direction, s, float(v)) for k, v in values.items()])
+        rows = [(k, axis, direction, s, float(v)) for k, v in values.items()]
+        if axis != "train":
+            self.flush_metrics()
+            self._store.log_metrics(self.run_id, rows)
+            return
+        self._pending.extend(rows)
+        if len(self._pending) >= METRIC_BATCH or time.monotonic() - self._flushed >= METRIC_FLUSH_S:
+            self.flush_metrics()
+
+    def flush_metrics(self) -> None:
+        """Write the buffered training-log rows (one transaction)."""
+        if self._pending:
+            rows, self._pending = self._pending, []
+            self._store.log_metrics(self.run_id, rows)
+        self._flushed = time.monotonic()
 
     def report_intermediate(self, name: str, value: float | Callable[[], float], step: int | None = None) -> None:
         """Report an intermediate value of metric ``name`` (``axis.metric``, e.g. ``utility.clean_acc``
@@ -180,6 +204,8 @@ class RunContext:
     def final_metrics(self, run: RunRecord | str) -> dict[str, MetricRow]:
         """A run's metrics at their last logged step, keyed ``axis.name``."""
         run_id = run.id if isinstance(run, RunRecord) else self.run_record(run).id
+        if run_id == self.run_id:
+            self.flush_metrics()
         return self._store.final_metrics([run_id]).get(run_id, {})
 
     def recipe(self, ref: str, *, field: str, overrides: dict[str, Any] | None = None) -> Recipe:
@@ -375,6 +401,7 @@ class RunContext:
                                     f"({name.removeprefix('s.').removeprefix('objects.')}); the run can "
                                     "be resumed from its last checkpoint (e.g. with a lower train.lr)",
                                     where=f"run {self.run_id}")
+        self.flush_metrics()  # the log holds every row up to the checkpoint before the checkpoint exists
         path = self._store.save_checkpoint(self.run_id, step, tensors, {"step": step, "state": skeleton})
         self._store.record_cost(self.run_id, self._segment, self._cost.snapshot())
         return path

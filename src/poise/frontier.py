@@ -11,8 +11,6 @@ Objectives are metrics named ``axis.metric`` with the direction they were logged
 
 from __future__ import annotations
 
-import fnmatch
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,7 +18,9 @@ import moocore
 import numpy as np
 
 from poise.errors import UserError
+from poise.filters import FILTER_FIELDS, _config_value, match_run, needs_config, parse_filters  # noqa: F401
 from poise.store import RunRecord, Store
+from poise.ui import TextTable, get_ui
 
 _FRONTIER_PAIRS: list[tuple[str, str]] = []
 
@@ -31,10 +31,14 @@ def register_frontier(x: str, y: str) -> None:
         _FRONTIER_PAIRS.append((x, y))
 
 
-def frontier_pairs() -> list[tuple[str, str]]:
-    from poise.registry import load_all_kinds
+def frontier_pairs(domains: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """The registered headline pairs, after loading every domain (or only ``domains``)."""
+    from poise.registry import load_all_kinds, load_domains
 
-    load_all_kinds()
+    if domains is None:
+        load_all_kinds()
+    else:
+        load_domains(domains)
     return list(_FRONTIER_PAIRS)
 
 
@@ -97,56 +101,6 @@ class Frontier:
         }
 
 
-def _config_value(config: dict, dotted: str) -> object:
-    node: object = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def parse_filters(filters: Sequence[str]) -> list[tuple[str, str, str]]:
-    """``kind=vision.*`` (glob), ``name!=x``, ``config.train.lr>0.01`` → (key, op, value)."""
-    out = []
-    for f in filters:
-        for op in ("!=", ">=", "<=", "=", ">", "<"):
-            if op in f:
-                key, value = f.split(op, 1)
-                if not key:
-                    break
-                out.append((key.strip(), op, value.strip()))
-                break
-        else:
-            raise UserError(f"expected KEY=VALUE, KEY!=VALUE, KEY>VALUE or KEY<VALUE (got {f!r})", where="--filter")
-    return out
-
-
-def match_run(run: RunRecord, filters: list[tuple[str, str, str]]) -> bool:
-    for key, op, value in filters:
-        if key in ("kind", "name", "status", "id", "quick", "seed"):
-            actual: object = getattr(run, key)
-        elif key.startswith("config."):
-            actual = _config_value(run.config, key.removeprefix("config."))
-        else:
-            raise UserError(f"unknown filter key {key!r}; expected kind, name, status, id, quick, seed or "
-                            "config.<path>",
-                            where="--filter")
-        text = json.dumps(actual) if not isinstance(actual, str) else actual
-        if op in ("=", "!="):
-            hit = fnmatch.fnmatchcase(text.lower(), value.lower())
-            if (op == "=") != hit:
-                return False
-        else:
-            try:
-                a, b = float(actual), float(value)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                return False
-            if not {">": a > b, "<": a < b, ">=": a >= b, "<=": a <= b}[op]:
-                return False
-    return True
-
-
 def build_frontier(store: Store, objectives: Sequence[str], *, filters: Sequence[str] = (),
                    runs: Sequence[RunRecord] | None = None, ref: Sequence[float] | None = None) -> Frontier:
     """Frontier of the finished runs that have every objective (``axis.metric``)."""
@@ -158,8 +112,15 @@ def build_frontier(store: Store, objectives: Sequence[str], *, filters: Sequence
     parsed = parse_filters(filters)
     if not any(key == "config.eval_split" for key, _, _ in parsed):  # tuning runs scored val, not test
         parsed.append(("config.eval_split", "!=", "val"))
-    pool = [r for r in (runs if runs is not None else store.list_runs(status="done")) if match_run(r, parsed)]
-    finals = store.final_metrics([r.id for r in pool])
+    if runs is None:  # only the objectives' final values, then only the runs that have them all
+        finals = store.final_metrics(names=objectives)
+        ids = [rid for rid, m in finals.items() if all(o in m for o in objectives)]
+        keys = [k.rsplit(".", 1)[-1] for k, _, _ in parsed if k.startswith("config.")]
+        pool: list = [r for r in store.runs_by_id(ids, status="done", with_config=bool(keys), config_keys=keys)
+                      if match_run(r, parsed)]
+    else:
+        pool = [r for r in runs if match_run(r, parsed)]
+        finals = store.final_metrics([r.id for r in pool], names=objectives)
     kept, rows, directions = [], [], {}
     for r in pool:
         m = finals.get(r.id, {})
@@ -169,7 +130,7 @@ def build_frontier(store: Store, objectives: Sequence[str], *, filters: Sequence
             for o in objectives:
                 directions[o] = m[o].direction
     if not kept:
-        known = sorted({k for m in finals.values() for k in m})
+        known = store.metric_keys()
         raise UserError(f"no finished run has all of {', '.join(objectives)}; metrics present: "
                         f"{', '.join(known[:30]) or 'none'}", where="frontier")
     maximise = [directions[o] == "max" for o in objectives]
@@ -180,3 +141,33 @@ def build_frontier(store: Store, objectives: Sequence[str], *, filters: Sequence
     return Frontier(list(objectives), maximise, kept, values, mask,
                     hypervolume(values[mask], maximise, ref if ref is not None else
                                 np.where(np.asarray(maximise), values.min(axis=0), values.max(axis=0))), knee)
+
+
+FRONTIER_ROWS = 40  # rows of the terminal table beyond which only the front is listed
+
+
+def print_frontier(store: Store, objectives: list[str], *, filters: Sequence[str] = (),
+                   runs: list[RunRecord] | None = None) -> None:
+    ui = get_ui()
+    fr = build_frontier(store, objectives, filters=filters, runs=runs)
+    if ui.json:
+        ui.emit(fr.as_dict())
+        return
+    order = sorted(range(len(fr.runs)), key=lambda i: (not fr.on_front[i], -fr.values[i, 0] if fr.maximise[0]
+                                                       else fr.values[i, 0]))
+    t = TextTable(title=f"frontier {' × '.join(objectives)} — hypervolume {fr.hypervolume:.4g}")
+    t.add_column("run")
+    t.add_column("name")
+    t.add_column("kind")
+    for o, m in zip(fr.objectives, fr.maximise, strict=True):
+        t.add_column(f"{o} {'↑' if m else '↓'}", justify="right")
+    t.add_column("front")
+    shown = order[:max(FRONTIER_ROWS, int(fr.on_front.sum()))]  # the front always, then the best of the rest
+    for i in shown:
+        r = fr.runs[i]
+        mark = ("★ knee" if i == fr.knee else "●") if fr.on_front[i] else ""
+        t.add_row(r.id, r.name, r.kind, *[f"{v:.4g}" for v in fr.values[i]], mark)
+    ui.print(t)
+    if len(order) > len(shown):
+        ui.print(f"{len(fr.runs)} runs, {int(fr.on_front.sum())} on the front; {len(order) - len(shown)} more behind "
+                 "it not shown (--json lists every run)")

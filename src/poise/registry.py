@@ -22,7 +22,7 @@ import json
 import os
 import pkgutil
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -211,6 +211,13 @@ def _load_entry_points() -> None:
     _ENTRY_POINTS_LOADED = True
     for ep in entry_points(group="poise.recipes"):
         ep.load()
+
+
+def load_domains(domains: Iterable[str]) -> None:
+    """Import these built-in domains (names not among them are passed over) and the plug-ins."""
+    for domain in domains:
+        load_domain(domain)
+    _load_entry_points()
 
 
 def load_all_kinds() -> dict[str, KindSpec]:

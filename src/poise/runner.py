@@ -156,6 +156,7 @@ class Runner:
         try:
             with _Heartbeat(self.store, [c.run_id for c in self._active]):
                 fn(recipe, ctx)
+            ctx.flush_metrics()
             bad = _non_finite_result(self.store, run_id)
             if bad is not None:
                 raise DivergedError(f"metric {bad} is NaN: the model diverged or its evaluation failed; the run can "
@@ -184,6 +185,7 @@ class Runner:
             self._active.pop()
             record = cost.stop()
             try:
+                ctx.flush_metrics()
                 self.store.record_cost(run_id, segment, record)
                 if status == "done":
                     total = self.store.cost(run_id)

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +56,15 @@ runs_t = sa.Table(
     sa.Column("ended", sa.Float),
     sa.Column("error", sa.Text),
     sa.Column("heartbeat", sa.Float),  # the owner's last sign of life (a lease: stale after STALE_S)
+    sa.Column("study", sa.String(255)),  # the sweep study a trial run belongs to (schema 3)
+)
+# the queries of `runs ls`, `frontier` and the report: newest first, by status, by study, children of a run
+RUN_INDEXES = (
+    sa.Index("ix_runs_started", runs_t.c.started),
+    sa.Index("ix_runs_status_started", runs_t.c.status, runs_t.c.started),
+    sa.Index("ix_runs_kind", runs_t.c.kind),
+    sa.Index("ix_runs_study", runs_t.c.study),
+    sa.Index("ix_runs_parent_id", runs_t.c.parent_id),
 )
 
 metrics_t = sa.Table(
@@ -70,6 +79,21 @@ metrics_t = sa.Table(
     sa.Column("value", sa.Float),  # NULL is NaN (SQL has no NaN); infinities are stored as such
     sa.Column("ts", sa.Float, nullable=False),
     sa.UniqueConstraint("run_id", "name", "step", name="uq_metric"),
+)
+
+# each run's metrics at their last logged step, kept with every metrics write (schema 3): reading a run's
+# final values never scans its training log
+finals_t = sa.Table(
+    "final_metrics",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("axis", sa.String(16), nullable=False),
+    sa.Column("direction", sa.String(3), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Index("ix_final_metrics_name", "name"),
 )
 
 artifacts_t = sa.Table(
@@ -128,7 +152,7 @@ schema_t = sa.Table(
     sa.Column("value", sa.String(64), nullable=False),
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 HEARTBEAT_S = 20.0  # a running process refreshes its runs' heartbeat this often
 STALE_S = 120.0  # a run whose owner has not been heard from for this long may be claimed by another
 
@@ -152,10 +176,42 @@ class RunRecord:
     ended: float | None
     error: str | None
     heartbeat: float | None = None
+    study: str | None = None
 
     @property
     def duration(self) -> float | None:
         return None if self.ended is None else self.ended - self.started
+
+
+@dataclass
+class RunSummary:
+    """A run as listings show it: the light columns, its config parsed only when asked for."""
+
+    id: str
+    name: str
+    kind: str
+    status: str
+    seed: int
+    quick: bool
+    started: float
+    ended: float | None
+    study: str | None
+    parent_id: str | None
+    config_text: str | None = field(default=None, repr=False)
+    _config: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        if self._config is None:
+            self._config = json.loads(self.config_text) if self.config_text else {}
+        return self._config
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended is None else self.ended - self.started
+
+
+SUMMARY_COLUMNS = ("id", "name", "kind", "status", "seed", "quick", "started", "ended", "study", "parent_id")
 
 
 @dataclass
@@ -300,6 +356,8 @@ class Store:
                                 f"{SCHEMA_VERSION} or older", where=self.url)
             if version < 2:
                 self._migrate_1_to_2(c)
+            if version < 3:
+                self._migrate_2_to_3(c)
             stmt, rows = self._upsert(schema_t, [{"key": "version", "value": str(SCHEMA_VERSION)}], ["key"])
             c.execute(stmt, rows)
 
@@ -326,6 +384,24 @@ class Store:
         names = ", ".join(col.name for col in metrics_t.columns)
         c.exec_driver_sql(f"INSERT INTO metrics ({names}) SELECT {names} FROM metrics_v1")
         c.exec_driver_sql("DROP TABLE metrics_v1")
+
+    def _migrate_2_to_3(self, c: sa.Connection) -> None:
+        """Runs gain a study column and indexes; each run's final metrics are kept in ``final_metrics``
+        (filled here from the metric log: the row of each run and name with the highest step)."""
+        cols = {col["name"] for col in sa.inspect(c).get_columns("runs")}
+        if "study" not in cols:
+            c.exec_driver_sql("ALTER TABLE runs ADD COLUMN study VARCHAR(255)")
+        for ix in RUN_INDEXES:
+            ix.create(c, checkfirst=True)
+        finals_t.create(c, checkfirst=True)
+        c.execute(finals_t.delete())
+        m = metrics_t.alias("m")
+        last = (sa.select(metrics_t.c.run_id, metrics_t.c.name, sa.func.max(metrics_t.c.step).label("step"))
+                .group_by(metrics_t.c.run_id, metrics_t.c.name).subquery("last"))
+        cols3 = [m.c.run_id, m.c.name, m.c.axis, m.c.direction, m.c.step, m.c.value, m.c.ts]
+        sel = sa.select(*cols3).join(last, sa.and_(m.c.run_id == last.c.run_id, m.c.name == last.c.name,
+                                                   m.c.step == last.c.step))
+        c.execute(finals_t.insert().from_select([col.name for col in cols3], sel))
 
     # ------------------------------------------------------------------ plumbing
 
@@ -386,7 +462,7 @@ class Store:
 
         return self._with_retry(attempt)
 
-    def _upsert(self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> Any:
+    def _upsert(self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str], where: Any = None) -> Any:
         dialect = self.engine.dialect.name
         if dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
@@ -396,7 +472,8 @@ class Store:
             raise UserError(f"unsupported database {dialect!r}; expected sqlite or postgresql", where=self.url)
         stmt = insert(table)
         update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys and c.name != "id"}
-        return stmt.on_conflict_do_update(index_elements=keys, set_=update), rows
+        return stmt.on_conflict_do_update(index_elements=keys, set_=update,
+                                          where=where(stmt) if where is not None else None), rows
 
     def close(self) -> None:
         self.engine.dispose()
@@ -448,6 +525,10 @@ class Store:
                     .values(heartbeat=time.time()))
             self._write(lambda c: c.execute(stmt))
 
+    def set_study(self, run_id: str, study: str) -> None:
+        """Mark a run as a trial of sweep study ``study`` (``runs ls --study``, ``report --study``)."""
+        self._write(lambda c: c.execute(runs_t.update().where(runs_t.c.id == run_id).values(study=study)))
+
     def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
         assert status in STATUSES, status
         values: dict[str, Any] = {"status": status, "error": error}
@@ -485,6 +566,122 @@ class Store:
             q = q.where(runs_t.c.status == status)
         return [self._to_run(r) for r in self._read(lambda c: c.execute(q).fetchall())]
 
+    @staticmethod
+    def _where_runs(q: Any, *, kind: str | None = None, name: str | None = None, status: str | None = None,
+                    study: str | None = None, since: float | None = None) -> Any:
+        """Listing filters done in SQL: kind and name as globs, status, study, started at or after ``since``."""
+        if kind:
+            q = q.where(runs_t.c.kind.like(glob_to_like(kind), escape="\\"))
+        if name:
+            q = q.where(runs_t.c.name.like(glob_to_like(name), escape="\\"))
+        if status:
+            q = q.where(runs_t.c.status == status)
+        if study:
+            q = q.where(runs_t.c.study == study)
+        if since is not None:
+            q = q.where(runs_t.c.started >= since)
+        return q
+
+    def count_runs(self, **filters: Any) -> int:
+        """How many runs match the listing filters of :meth:`iter_runs` (one COUNT query)."""
+        q = self._where_runs(sa.select(sa.func.count()).select_from(runs_t), **filters)
+        return int(self._read(lambda c: c.execute(q).scalar()) or 0)
+
+    def iter_runs(self, *, newest_first: bool = False, limit: int | None = None, with_config: bool = False,
+                  batch: int = 2000, **filters: Any) -> Iterator[RunSummary]:
+        """Runs matching ``kind``/``name`` (globs), ``status``, ``study``, ``since`` (epoch seconds), by start
+        time, read ``batch`` at a time (keyset pages: no connection is held while the caller works, and
+        memory stays flat however many runs the store holds). Only the listing columns are read, plus
+        the config text with ``with_config`` (parsed on first use of ``.config``)."""
+        cols = [runs_t.c[k] for k in SUMMARY_COLUMNS] + ([runs_t.c.config] if with_config else [])
+        started, rid = runs_t.c.started, runs_t.c.id
+        order = [started.desc(), rid.desc()] if newest_first else [started, rid]
+        last: tuple[float, str] | None = None
+        left = limit
+        while left is None or left > 0:
+            q = self._where_runs(sa.select(*cols), **filters).order_by(*order)
+            if last is not None:
+                if newest_first:
+                    q = q.where(sa.or_(started < last[0], sa.and_(started == last[0], rid < last[1])))
+                else:
+                    q = q.where(sa.or_(started > last[0], sa.and_(started == last[0], rid > last[1])))
+            n = batch if left is None else min(batch, left)
+            rows = self._read(lambda c, q=q, n=n: c.execute(q.limit(n)).fetchall())
+            for r in rows:
+                yield RunSummary(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9],
+                                 r[10] if with_config else None)
+            if len(rows) < n:
+                return
+            last = (rows[-1][6], rows[-1][0])
+            if left is not None:
+                left -= len(rows)
+
+    def runs_by_id(self, ids: Iterable[str], *, status: str | None = None, with_config: bool = False,
+                   config_keys: Sequence[str] | None = None) -> list[RunSummary]:
+        """The listing view of these runs (in start order), read in chunks of IN queries. With
+        ``config_keys``, a run's config text is read only when it names one of those keys (the others'
+        fields are absent anyway)."""
+        ids = list(ids)
+        config: Any = runs_t.c.config
+        if config_keys:
+            mentions = sa.or_(*[runs_t.c.config.contains(f'"{k}"', autoescape=True) for k in config_keys])
+            config = sa.case((mentions, runs_t.c.config), else_=sa.null())
+        cols = [runs_t.c[k] for k in SUMMARY_COLUMNS] + ([config] if with_config else [])
+        out: list[RunSummary] = []
+        for i in range(0, len(ids), 5000):
+            q = sa.select(*cols).where(runs_t.c.id.in_(ids[i:i + 5000]))
+            if status:
+                q = q.where(runs_t.c.status == status)
+            for r in self._read(lambda c, q=q: c.execute(q).fetchall()):
+                out.append(RunSummary(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9],
+                                      r[10] if with_config else None))
+        return sorted(out, key=lambda r: (r.started, r.id))
+
+    def runs_full(self, ids: Iterable[str]) -> list[RunRecord]:
+        """Whole records of these runs (config parsed), in start order, read in chunks."""
+        ids = list(ids)
+        out: list[RunRecord] = []
+        for i in range(0, len(ids), 5000):
+            q = runs_t.select().where(runs_t.c.id.in_(ids[i:i + 5000]))
+            out += [self._to_run(r) for r in self._read(lambda c, q=q: c.execute(q).fetchall())]
+        return sorted(out, key=lambda r: (r.started, r.id))
+
+    def _by_run(self, table: sa.Table, ids: list[str]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for i in range(0, len(ids), 5000):
+            q = table.select().where(table.c.run_id.in_(ids[i:i + 5000]))
+            for r in self._read(lambda c, q=q: c.execute(q).fetchall()):
+                out.setdefault(r.run_id, []).append(r)
+        return out
+
+    def costs_of(self, run_ids: Iterable[str]) -> dict[str, CostRecord]:
+        """:meth:`cost` of many runs in a few queries (runs without a cost get an empty record)."""
+        ids = list(run_ids)
+        rows = self._by_run(costs_t, ids)
+        return {rid: self._total_cost(rows.get(rid, [])) for rid in ids}
+
+    def artifacts_of(self, run_ids: Iterable[str]) -> dict[str, list[ArtifactRecord]]:
+        """:meth:`artifacts` of many runs in a few queries."""
+        ids = list(run_ids)
+        rows = self._by_run(artifacts_t, ids)
+        return {rid: [ArtifactRecord(r.run_id, r.name, r.sha256, self.artifacts_dir / r.path, r.media,
+                                     json.loads(r.meta)) for r in sorted(rows.get(rid, []), key=lambda r: r.created)]
+                for rid in ids}
+
+    def phase_costs_of(self, run_ids: Iterable[str]) -> dict[str, list[Any]]:
+        """:meth:`phase_costs` of many runs in a few queries."""
+        from poise.phases import PhaseCost, combine
+
+        ids = list(run_ids)
+        rows = self._by_run(phase_costs_t, ids)
+        return {rid: combine(PhaseCost(r.phase, r.wall_s, r.cpu_s, r.cpu_kwh, r.ram_kwh, r.gpu_kwh, r.co2_g,
+                                       r.label, r.method) for r in rows.get(rid, [])) for rid in ids}
+
+    def metric_keys(self) -> list[str]:
+        """Every ``axis.name`` some run has a final value of, sorted."""
+        q = sa.select(finals_t.c.axis, finals_t.c.name).distinct()
+        return sorted({f"{a}.{n}" for a, n in self._read(lambda c: c.execute(q).fetchall())})
+
     def find_done(self, config_hash: str, *, eval_split: str | None = None) -> RunRecord | None:
         """The newest finished run that trained exactly this config (for reuse of shared artifacts); with
         ``eval_split``, only one whose evaluators scored that split (a tuning run scored ``val``)."""
@@ -509,7 +706,7 @@ class Store:
         run = self.get_run(run_id)
 
         def delete(c: sa.Connection) -> None:
-            for t in (metrics_t, artifacts_t, costs_t, phase_costs_t):
+            for t in (metrics_t, finals_t, artifacts_t, costs_t, phase_costs_t):
                 c.execute(t.delete().where(t.c.run_id == run.id))
             c.execute(runs_t.delete().where(runs_t.c.id == run.id))
 
@@ -520,15 +717,30 @@ class Store:
     # ------------------------------------------------------------------ metrics
 
     def log_metrics(self, run_id: str, rows: Iterable[tuple[str, str, str, int, float]]) -> None:
-        """Write ``(name, axis, direction, step, value)`` rows; a repeated (run, name, step) replaces the old value."""
+        """Write ``(name, axis, direction, step, value)`` rows; a repeated (run, name, step) replaces the old value.
+
+        One transaction writes the rows and updates the run's final metrics (a name's row at its highest
+        step), so the two never disagree, whoever else writes at the same time."""
         now = time.time()
         data = [dict(run_id=run_id, name=n, axis=a, direction=d, step=int(s),
                      value=None if math.isnan(float(v)) else float(v), ts=now)
                 for n, a, d, s, v in rows]
         if not data:
             return
+        last: dict[str, dict[str, Any]] = {}
+        for row in data:  # the batch's last row per name at its highest step
+            cur = last.get(row["name"])
+            if cur is None or row["step"] >= cur["step"]:
+                last[row["name"]] = row
         stmt, data = self._upsert(metrics_t, data, ["run_id", "name", "step"])
-        self._write(lambda c: c.execute(stmt, data))
+        fstmt, frows = self._upsert(finals_t, list(last.values()), ["run_id", "name"],
+                                    where=lambda ins: finals_t.c.step <= ins.excluded.step)
+
+        def write(c: sa.Connection) -> None:
+            c.execute(stmt, data)
+            c.execute(fstmt, frows)
+
+        self._write(write)
 
     def metrics(self, run_ids: Iterable[str] | None = None, *, name: str | None = None) -> list[MetricRow]:
         q = sa.select(metrics_t.c.run_id, metrics_t.c.name, metrics_t.c.axis, metrics_t.c.direction,
@@ -540,13 +752,53 @@ class Store:
         rows = self._read(lambda c: c.execute(q).fetchall())
         return [MetricRow(*r[:5], math.nan if r[5] is None else r[5]) for r in rows]
 
-    def final_metrics(self, run_ids: Iterable[str] | None = None) -> dict[str, dict[str, MetricRow]]:
-        """For each run, each metric's value at its last logged step, keyed ``axis.name``."""
+    def metric_series(self, run_id: str, name: str, *, max_points: int | None = None) -> list[MetricRow]:
+        """One metric of one run by step; with ``max_points``, at most about that many rows, evenly spaced in
+        step (the first and last kept) -- for plotting a long training log (the store keeps every row)."""
+        base = sa.select(metrics_t.c.run_id, metrics_t.c.name, metrics_t.c.axis, metrics_t.c.direction,
+                         metrics_t.c.step, metrics_t.c.value).where(metrics_t.c.run_id == run_id,
+                                                                     metrics_t.c.name == name)
+        if max_points is not None:
+            n = self._read(lambda c: c.execute(sa.select(sa.func.count()).select_from(base.subquery())).scalar())
+            if n > max_points:
+                stride = -(-n // max_points)
+                rn = sa.func.row_number().over(order_by=metrics_t.c.step).label("rn")
+                sub = base.add_columns(rn).subquery()
+                base = (sa.select(*[sub.c[k] for k in ("run_id", "name", "axis", "direction", "step", "value")])
+                        .where(sa.or_((sub.c.rn - 1) % stride == 0, sub.c.rn == n)))
+                rows = self._read(lambda c: c.execute(base.order_by(sub.c.step)).fetchall())
+                return [MetricRow(*r[:5], math.nan if r[5] is None else r[5]) for r in rows]
+        rows = self._read(lambda c: c.execute(base.order_by(metrics_t.c.step)).fetchall())
+        return [MetricRow(*r[:5], math.nan if r[5] is None else r[5]) for r in rows]
+
+    def final_metrics(self, run_ids: Iterable[str] | None = None, *, names: Iterable[str] | None = None
+                      ) -> dict[str, dict[str, MetricRow]]:
+        """For each run, each metric's value at its last logged step, keyed ``axis.name`` (read from the
+        final-metrics table, never from the whole log). ``names`` (``axis.name`` keys) reads only those."""
+        q = sa.select(finals_t.c.run_id, finals_t.c.name, finals_t.c.axis, finals_t.c.direction, finals_t.c.step,
+                      finals_t.c.value)
+        if names is not None:
+            wanted = list(dict.fromkeys(names))
+            q = q.where(finals_t.c.name.in_([k.split(".", 1)[-1] for k in wanted]))
+            keep = set(wanted)
+        else:
+            keep = None
         out: dict[str, dict[str, MetricRow]] = {}
-        for row in self.metrics(run_ids):
-            cur = out.setdefault(row.run_id, {}).get(row.key)
-            if cur is None or row.step >= cur.step:
-                out[row.run_id][row.key] = row
+
+        def read(c: sa.Connection) -> None:
+            out.clear()
+            if run_ids is None:
+                chunks: list[Any] = [q]
+            else:
+                ids = list(run_ids)
+                chunks = [q.where(finals_t.c.run_id.in_(ids[i:i + 5000])) for i in range(0, len(ids), 5000)]
+            for qq in chunks:
+                for r in c.execute(qq):
+                    row = MetricRow(*r[:5], math.nan if r[5] is None else r[5])
+                    if keep is None or row.key in keep:
+                        out.setdefault(row.run_id, {})[row.key] = row
+
+        self._read(read)
         return out
 
     # ------------------------------------------------------------------ costs
@@ -586,6 +838,10 @@ class Store:
     def cost(self, run_id: str) -> CostRecord:
         """A run's total cost over all its segments (a resumed run has several); peak memory is the max."""
         rows = self._read(lambda c: c.execute(costs_t.select().where(costs_t.c.run_id == run_id)).fetchall())
+        return self._total_cost(rows)
+
+    @staticmethod
+    def _total_cost(rows: list[Any]) -> CostRecord:
         total = CostRecord()
         for r in rows:
             total.wall_s += r.wall_s

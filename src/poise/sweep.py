@@ -423,6 +423,10 @@ def work(study: Any, spec: SweepSpec, store: Store, *, storage_url: str, device:
     lock = ClaimLock(storage_url, study.study_name)
     single = len(spec.objectives) == 1 and spec.pruner_name != "none"
 
+    def _started(trial: optuna.Trial, rid: str) -> None:
+        trial.set_user_attr("run", rid)
+        store.set_study(rid, study.study_name)
+
     def objective(trial: optuna.Trial) -> Any:
         lock.release()  # optuna has created (or popped) this trial: other workers may claim the next
         values = suggest_all(trial, spec.params)
@@ -445,7 +449,7 @@ def work(study: Any, spec: SweepSpec, store: Store, *, storage_url: str, device:
             rec = runner.resume(rec.id, intermediate=hook)
         else:
             rec = runner.run(spec.recipe(values), parent_id=parent_id,
-                             on_start=lambda rid: trial.set_user_attr("run", rid), intermediate=hook)
+                             on_start=lambda rid: _started(trial, rid), intermediate=hook)
         if rec.status == "pruned":
             raise optuna.TrialPruned(rec.error or "pruned")
         finals = store.final_metrics([rec.id]).get(rec.id, {})

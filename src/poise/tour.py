@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.text import Text
 
 from poise.errors import UserError
-from poise.frontier import build_frontier, frontier_pairs
+from poise.frontier import build_frontier, frontier_pairs, print_frontier  # noqa: F401 - re-exported
 from poise.recipes import load_recipe, shipped_recipes, shipped_recipes_root
 from poise.runner import Runner
 from poise.store import RunRecord, Store
@@ -116,24 +116,3 @@ def _with_dependencies(store: Store, runs: list[RunRecord]) -> list[RunRecord]:
     return runs + extra
 
 
-def print_frontier(store: Store, objectives: list[str], *, filters: Sequence[str] = (),
-                   runs: list[RunRecord] | None = None) -> None:
-    ui = get_ui()
-    fr = build_frontier(store, objectives, filters=filters, runs=runs)
-    if ui.json:
-        ui.emit(fr.as_dict())
-        return
-    order = sorted(range(len(fr.runs)), key=lambda i: (not fr.on_front[i], -fr.values[i, 0] if fr.maximise[0]
-                                                       else fr.values[i, 0]))
-    t = TextTable(title=f"frontier {' × '.join(objectives)} — hypervolume {fr.hypervolume:.4g}")
-    t.add_column("run")
-    t.add_column("name")
-    t.add_column("kind")
-    for o, m in zip(fr.objectives, fr.maximise, strict=True):
-        t.add_column(f"{o} {'↑' if m else '↓'}", justify="right")
-    t.add_column("front")
-    for i in order:
-        r = fr.runs[i]
-        mark = ("★ knee" if i == fr.knee else "●") if fr.on_front[i] else ""
-        t.add_row(r.id, r.name, r.kind, *[f"{v:.4g}" for v in fr.values[i]], mark)
-    ui.print(t)

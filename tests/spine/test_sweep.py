@@ -69,6 +69,10 @@ def test_a_sweep_is_a_study_of_runs(cli):
     code, out, _ = cli("--json", "runs", "ls")
     runs = {r["id"] for r in json.loads(out)}
     assert len(runs) == 2 and {b["run"] for b in res["best"]} <= runs
+    code, out, _ = cli("--json", "runs", "ls", "--study", "s")  # trials carry their study
+    assert {r["id"] for r in json.loads(out)} == runs
+    code, out, _ = cli("--json", "runs", "ls", "--study", "other")
+    assert json.loads(out) == []
     # the same study again: already has its trials, runs nothing new
     code, out, _ = cli("--json", "sweep", ERM, "-p", "train.lr=log:1e-3..1e-1", "--objective", "utility.clean_acc",
                        "--objective", "cost.flops", "--trials", "2", "--study", "s", *TINY)

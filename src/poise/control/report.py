@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from poise.control.evaluation import auc
 from poise.report import Block, report_section
-from poise.report.blocks import artifact_json
+from poise.report.blocks import artifact_json, in_focus
 from poise.report.figures import PALETTE, esc, png_bytes
 
 COLORS = {"random": PALETTE[7], "mas": PALETTE[1], "las": PALETTE[0]}
@@ -87,8 +87,9 @@ def control_section(store: Any, runs: list[Any]) -> list[Block]:
         title = f"{run.name} [{run.id[:6]}] on {detail['env']}"
         note = (f"{len(detail['seeds'])} seeds × {detail['episodes']} episodes; l{detail['norm']} budget; "
                 f"LAS H = {detail['horizon']}, temporal l{detail['temporal_norm']}")
-        blocks.append(Block(title=title, figure=_figure(title, curves), png=_png(title, curves), note=note,
-                            slug=f"control-{run.id}"))
+        if in_focus(run):  # the table has every agent; the curves only the runs in the report's focus
+            blocks.append(Block(title=title, figure=_figure(title, curves), png=_png(title, curves), note=note,
+                                slug=f"control-{run.id}"))
         nominal = float(np.mean(detail["nominal"]))
         area = {a: auc(list(c["b"][1:]), list(c["mean"][1:]), nominal) for a, c in curves.items()}
         rows.append([run.id, run.name, run.kind, detail["env"], nominal,

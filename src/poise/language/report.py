@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from poise.language.evaluators import metric_languages
 from poise.report import Block, report_section
+from poise.report.blocks import focus
 from poise.report.figures import esc
 
 
@@ -26,13 +27,13 @@ def safety_by_language(store, runs) -> list[Block]:
     scored, langs, values = _safety_rows(store, runs)
     if not scored or not langs:
         return []
-    labels = [f"{r.name} [{r.id[:6]}]" for r in scored]
-    z = [[values[r.id].get(f"safety.harmful_compliance_{lang}") for lang in langs] for r in scored]
+    drawn = scored if len(scored) <= 40 else focus(scored)  # one heatmap row per run: the runs in focus
+    z = [[values[r.id].get(f"safety.harmful_compliance_{lang}") for lang in langs] for r in drawn]
     fig = go.Figure(
         go.Heatmap(
             z=z,
             x=[esc(lang) for lang in langs],
-            y=[esc(label) for label in labels],
+            y=[esc(f"{r.name} [{r.id[:6]}]") for r in drawn],
             zmin=0.0,
             zmax=1.0,
             colorscale="Reds",
@@ -42,14 +43,15 @@ def safety_by_language(store, runs) -> list[Block]:
     )
     fig.update_layout(
         title="harmful compliance per language (lower is better)",
-        height=max(260, 40 * len(scored) + 120),
+        height=max(260, 40 * len(drawn) + 120),
         margin={"l": 220, "r": 20, "t": 50, "b": 40},
         template="plotly_white",
     )
     cols = ["harmful_compliance", "harmful_compliance_global", "harmful_compliance_local", "over_refusal"]
     header = ["run", "kind", *cols, "benign_acc", *(f"harm {lang}" for lang in langs)]
     rows = []
-    for r, label in zip(scored, labels, strict=True):
+    for r in scored:
+        label = f"{r.name} [{r.id[:6]}]"
         v = values[r.id]
         rows.append(
             [label, r.kind, *[v.get(f"safety.{c}") for c in cols], v.get("utility.benign_acc"),

@@ -44,7 +44,7 @@ def sweep_figure(table: dict[str, Any], title: str) -> go.Figure:
     return fig
 
 
-@report_section("merging", "Merges")
+@report_section("merging", "Merges", per_run=True)
 def merges_section(store: Store, runs: list[RunRecord]) -> list[Block]:
     blocks: list[Block] = []
     for r in runs:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,20 +38,60 @@ def artifact_json(store: Store, run: RunRecord, name: str) -> Any:
 
 SectionFn = Callable[["Store", "list[RunRecord]"], "list[Block]"]
 _SECTIONS: dict[str, tuple[str, SectionFn]] = {}
+_PER_RUN: set[str] = set()
+_FOCUS: set[str] | None = None  # the runs that get per-run figures (None: every run)
 
 
-def report_section(name: str, title: str) -> Callable[[SectionFn], SectionFn]:
-    """Register ``fn(store, runs) -> list[Block]`` as a report section (return [] to skip)."""
+def report_section(name: str, title: str, *, per_run: bool = False) -> Callable[[SectionFn], SectionFn]:
+    """Register ``fn(store, runs) -> list[Block]`` as a report section (return [] to skip).
+
+    A ``per_run`` section draws figures run by run: it is given only the runs in focus (see
+    :func:`focus`), so a report of thousands of runs stays small; other sections get every run of the
+    report's scope and should keep their figures aggregate (or call :func:`focus` themselves)."""
 
     def register(fn: SectionFn) -> SectionFn:
         _SECTIONS[name] = (title, fn)
+        if per_run:
+            _PER_RUN.add(name)
+        else:
+            _PER_RUN.discard(name)
         return fn
 
     return register
 
 
-def report_sections() -> dict[str, tuple[str, SectionFn]]:
-    from poise.registry import load_all_kinds
+def is_per_run(name: str) -> bool:
+    return name in _PER_RUN
 
-    load_all_kinds()
+
+def focus(runs: Sequence[Any]) -> list[Any]:
+    """The runs of ``runs`` that get per-run figures: those on a frontier's front, those selected with
+    ``report --run``, the newest of each kind, or all of them in a small report."""
+    return list(runs) if _FOCUS is None else [r for r in runs if r.id in _FOCUS]
+
+
+def in_focus(run: Any) -> bool:
+    return _FOCUS is None or run.id in _FOCUS
+
+
+@contextmanager
+def focusing(ids: set[str] | None) -> Iterator[None]:
+    """Within the block, :func:`focus` keeps only runs whose ID is in ``ids`` (None: every run)."""
+    global _FOCUS
+    previous, _FOCUS = _FOCUS, ids
+    try:
+        yield
+    finally:
+        _FOCUS = previous
+
+
+def report_sections(domains: Iterable[str] | None = None) -> dict[str, tuple[str, SectionFn]]:
+    """The registered sections, after loading every domain (or only ``domains``: those a report's runs are
+    of, so a report of vision runs never imports the language stack)."""
+    from poise.registry import load_all_kinds, load_domains
+
+    if domains is None:
+        load_all_kinds()
+    else:
+        load_domains(domains)
     return dict(_SECTIONS)

@@ -30,7 +30,7 @@ import plotly.graph_objects as go
 from poise.errors import UserError
 from poise.frontier import _config_value, build_frontier, frontier_pairs
 from poise.phases import OTHER
-from poise.report.blocks import Block, report_section
+from poise.report.blocks import Block, focus, report_section
 from poise.report.figures import PALETTE, esc, png_bytes
 
 
@@ -101,7 +101,7 @@ def robustness_costs(store: Any, runs: list[Any]) -> list[RobustnessCost]:
     """One row per (frontier, point on its front) for frontiers of utility against robustness or safety."""
     done = [r for r in runs if r.status == "done"]
     out: list[RobustnessCost] = []
-    for x, y in frontier_pairs():
+    for x, y in frontier_pairs(sorted({r.kind.split(".", 1)[0] for r in done})):
         if y.split(".")[0] not in ("robustness", "safety"):
             continue
         try:
@@ -208,7 +208,7 @@ def phase_png(labels: list[str], phases: list[list[Any]]) -> bytes:
 def phases_section(store: Any, runs: list[Any]) -> list[Block]:
     """A stacked bar per run that split its time into phases (``ctx.phase``), with the labels of its energy."""
     shown, labels, phases = [], [], []
-    for r in runs:
+    for r in (runs if len(runs) <= 40 else focus(runs)):  # one bar per run: the runs in focus
         rows = store.phase_costs(r.id)
         if any(p.phase != OTHER for p in rows):
             shown.append(r)

@@ -18,12 +18,18 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from poise.errors import CorruptArtifact, DiskFull, UserError
-from poise.frontier import Frontier, build_frontier, frontier_pairs, match_run, parse_filters
-from poise.report.blocks import Block, report_sections
+from poise.frontier import Frontier, build_frontier, frontier_pairs, match_run, needs_config, parse_filters
+from poise.report.blocks import Block, focus, focusing, is_per_run, report_sections
 from poise.report.figures import cost_figure, cost_png, esc, frontier_figure, frontier_png
-from poise.store import RunRecord, Store
+from poise.store import CostRecord, RunRecord, Store
 
 MAX_AUTO_PAIRS = 8
+REPORT_RUNS = 500  # a report's default scope: the newest runs (--all for every run)
+TABLE_ROWS = 1000  # rows of a table in the page
+FOCUS_ALL = 24  # a report of at most this many runs draws per-run figures for all of them
+FOCUS_PER_KIND = 2  # beyond that, the newest finished runs of each kind are in focus with the fronts' runs
+FOCUS_PER_FRONT = 8  # runs of each front in focus (spread along it) when it has more
+COST_BARS = 40  # beyond this many runs the cost chart sums runs by name (by kind beyond this many names)
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
@@ -35,7 +41,7 @@ h2{font-size:17px;margin:4px 0 10px}h3{font-size:14px;margin:14px 0 6px;color:#3
 table{border-collapse:collapse;font-size:12px;width:100%}th,td{border-bottom:1px solid #eee;padding:4px 6px;
 text-align:left;white-space:nowrap}th{background:#f3f4f6;cursor:pointer;position:sticky;top:0}
 th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
-.scroll{overflow:auto;max-height:560px}.note{color:#666;font-size:12px}img{max-width:100%}
+.plot{min-height:380px}.scroll{overflow:auto;max-height:560px}.note{color:#666;font-size:12px}img{max-width:100%}
 td.num{text-align:right;font-variant-numeric:tabular-nums}.status-failed{color:#b00}.front{font-weight:600}
 """
 
@@ -57,6 +63,24 @@ document.querySelectorAll('table.sortable').forEach(function(table){
     });
   });
 });
+"""
+
+
+DRAW_JS = """
+(function(){
+  function draw(el){
+    if (el.getAttribute('data-drawn')) return;
+    el.setAttribute('data-drawn', '1');
+    var f = JSON.parse(document.getElementById('data-' + el.id).textContent);
+    Plotly.newPlot(el, f.data, f.layout, {responsive: true, displaylogo: false});
+  }
+  var plots = Array.prototype.slice.call(document.querySelectorAll('div.plot'));
+  if (!('IntersectionObserver' in window)) { plots.forEach(draw); return; }
+  var io = new IntersectionObserver(function(entries){
+    entries.forEach(function(e){ if (e.isIntersecting) { io.unobserve(e.target); draw(e.target); } });
+  }, {rootMargin: '600px 0px'});
+  plots.forEach(function(p){ io.observe(p); });
+})();
 """
 
 
@@ -100,6 +124,11 @@ class _Page:
 def _table(headers: list[str], rows: list[list[Any]], *, css: str = "sortable", row_class: list[str] | None = None
            ) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    cut = ""
+    if len(rows) > TABLE_ROWS:  # a page of 20,000 rows does not open: the first rows, and how many are left out
+        cut = (f'<p class="note">The first {TABLE_ROWS} of {len(rows)} rows; narrow the report (--kind, --study, '
+               "--filter, --since) or list them with poise runs ls.</p>")
+        rows = rows[:TABLE_ROWS]
     body = []
     for i, row in enumerate(rows):
         cells = []
@@ -113,14 +142,14 @@ def _table(headers: list[str], rows: list[list[Any]], *, css: str = "sortable", 
                 cells.append(f'<td data-v="{esc(text)}">{esc(text)}</td>')
         cls = f' class="{esc(row_class[i])}"' if row_class and row_class[i] else ""
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return (f'<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead>'
+    return (f'{cut}<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
-def _auto_pairs(finals: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+def _auto_pairs(finals: dict[str, dict[str, Any]], domains: list[str] | None = None) -> list[tuple[str, str]]:
     """Headline pairs registered by domains that some run has, else utility × robustness/safety pairs."""
     have = Counter(k for m in finals.values() for k in m)
-    pairs = [(x, y) for x, y in frontier_pairs() if any(x in m and y in m for m in finals.values())]
+    pairs = [(x, y) for x, y in frontier_pairs(domains) if any(x in m and y in m for m in finals.values())]
     if not pairs:
         utility = [k for k in have if k.startswith("utility.") and have[k] >= 2]
         other = [k for k in have if k.split(".")[0] in ("robustness", "safety") and have[k] >= 2]
@@ -132,7 +161,9 @@ def _auto_pairs(finals: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def write_report(store: Store, out_dir: str | Path = "poise-report", *, filters: list[str] | None = None,
-                 runs: list[RunRecord] | None = None, title: str = "poise report") -> Path:
+                 runs: list[RunRecord] | None = None, title: str = "poise report", kind: str | None = None,
+                 study: str | None = None, since: float | None = None, limit: int | None = REPORT_RUNS,
+                 select: list[str] | None = None) -> Path:
     """Write ``index.html`` and PNG copies of its plots to ``out_dir``; returns the HTML path.
 
     The report is written whole or not at all: it is built in a temporary folder beside ``out_dir`` and
@@ -147,7 +178,10 @@ def write_report(store: Store, out_dir: str | Path = "poise-report", *, filters:
     except OSError as e:
         raise UserError(f"cannot write the report here: {e.strerror or e}", where=out) from None
     try:
-        _write_into(tmp, store, filters, runs, title)
+        scope = runs if runs is not None else _scope(store, filters or [], kind=kind, study=study, since=since,
+                                                     limit=limit)
+        chosen = {store.get_run(r).id for r in select or []}
+        _write_into(tmp, store, scope, title, chosen, total=None if runs is not None else store.count_runs())
         out.mkdir(exist_ok=True)
         # renames within one filesystem need no space: the PNGs first, the page last
         for f in sorted(tmp.iterdir(), key=lambda f: f.name == "index.html"):
@@ -167,57 +201,193 @@ def write_report(store: Store, out_dir: str | Path = "poise-report", *, filters:
     return out / "index.html"
 
 
-def _write_into(out: Path, store: Store, filters: list[str] | None, runs: list[RunRecord] | None,
-                title: str) -> None:
-    parsed = parse_filters(filters or [])
-    all_runs = runs if runs is not None else store.list_runs()
-    runs = [r for r in all_runs if match_run(r, parsed)]
+def _scope(store: Store, filters: list[str], *, kind: str | None, study: str | None, since: float | None,
+           limit: int | None) -> list[RunRecord]:
+    """The runs a report shows: the newest ``limit`` (None: all) matching the filters, oldest first."""
+    parsed = parse_filters(filters)
+    ids = []
+    for r in store.iter_runs(newest_first=True, with_config=needs_config(parsed), kind=kind, study=study,
+                             since=since):
+        if match_run(r, parsed):
+            ids.append(r.id)
+            if limit is not None and len(ids) >= limit:
+                break
+    return store.runs_full(ids)
+
+
+class _ReportStore:
+    """The store as report sections see it: final metrics, costs, phases and artifacts of the report's runs
+    read once, in bulk, up front (a section asking again gets them from memory); anything else is passed
+    to the store."""
+
+    def __init__(self, store: Store, runs: list[RunRecord]):
+        self._store = store
+        ids = [r.id for r in runs]
+        self._ids = set(ids)
+        self._finals = store.final_metrics(ids)
+        self._costs = store.costs_of(ids)
+        self._phases = store.phase_costs_of(ids)
+        self._artifacts = store.artifacts_of(ids)
+        self._lists: dict[tuple[Any, ...], list[RunRecord]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def final_metrics(self, run_ids: Any = None, *, names: Any = None) -> dict[str, dict[str, Any]]:
+        ids = None if run_ids is None else list(run_ids)
+        if ids is None or not self._ids.issuperset(ids):
+            return self._store.final_metrics(ids, names=names)
+        keep = None if names is None else set(names)
+        return {rid: {k: m for k, m in self._finals[rid].items() if keep is None or k in keep}
+                for rid in ids if rid in self._finals}
+
+    def cost(self, run_id: str) -> Any:
+        return self._costs[run_id] if run_id in self._costs else self._store.cost(run_id)
+
+    def phase_costs(self, run_id: str) -> list[Any]:
+        return self._phases[run_id] if run_id in self._phases else self._store.phase_costs(run_id)
+
+    def artifacts(self, run_id: str | None = None) -> list[Any]:
+        if run_id is not None and run_id in self._artifacts:
+            return self._artifacts[run_id]
+        return self._store.artifacts(run_id)
+
+    def artifact(self, run_id: str, name: str) -> Any:
+        for a in self.artifacts(run_id):
+            if a.name == name:
+                return a
+        return self._store.artifact(run_id, name)
+
+    def read_bytes(self, run_id: str, name: str) -> bytes:
+        import hashlib
+
+        rec = self.artifact(run_id, name)
+        try:
+            data = rec.path.read_bytes()
+        except OSError as e:
+            raise CorruptArtifact(f"artifact {name!r} cannot be read: {e.strerror or e}",
+                                  where=f"run {run_id}") from None
+        if hashlib.sha256(data).hexdigest() != rec.sha256:
+            raise CorruptArtifact(f"artifact {name!r} is corrupt (SHA-256 mismatch): {rec.path}",
+                                  where=f"run {run_id}")
+        return data
+
+    def read_json(self, run_id: str, name: str) -> Any:
+        try:
+            return json.loads(self.read_bytes(run_id, name))
+        except ValueError:
+            raise CorruptArtifact(f"artifact {name!r} is not valid JSON", where=f"run {run_id}") from None
+
+    def list_runs(self, *, kind: str | None = None, status: str | None = None) -> list[RunRecord]:
+        key = (kind, status)
+        if key not in self._lists:
+            self._lists[key] = self._store.list_runs(kind=kind, status=status)
+        return self._lists[key]
+
+
+def _front_spread(fr: Frontier) -> set[str]:
+    """The runs of a front that get per-run figures: all of a short front, else ``FOCUS_PER_FRONT`` of them
+    spread along it (its two ends and the knee among them)."""
+    import numpy as np
+
+    front = np.flatnonzero(fr.on_front)
+    if len(front) > FOCUS_PER_FRONT:
+        order = front[np.argsort(fr.values[front, 0], kind="stable")]
+        picked = {int(order[k]) for k in np.linspace(0, len(order) - 1, FOCUS_PER_FRONT - 1).round().astype(int)}
+        if fr.knee is not None:
+            picked.add(int(fr.knee))
+        front = np.array(sorted(picked))
+    return {fr.runs[i].id for i in front}
+
+
+def _cost_groups(runs: list[RunRecord], costs: dict[str, Any]) -> tuple[str, list[str], list[Any]]:
+    """The cost chart's bars: one per run, or beyond ``COST_BARS`` runs the sum per name (per kind beyond
+    ``COST_BARS`` names), so its labels stay readable however many runs there are."""
+    if len(runs) <= COST_BARS:
+        return "cost per run", [f"{r.name} [{r.id[:6]}]" for r in runs], [costs[r.id] for r in runs]
+    by = "name" if len({r.name for r in runs}) <= COST_BARS else "kind"
+    groups: dict[str, list[Any]] = {}
+    for r in runs:
+        groups.setdefault(getattr(r, by), []).append(costs[r.id])
+    labels, totals = [], []
+    for key, cs in sorted(groups.items(), key=lambda kv: -sum(c.co2_g for c in kv[1])):
+        total = CostRecord(wall_s=sum(c.wall_s for c in cs), cpu_s=sum(c.cpu_s for c in cs),
+                           peak_rss_mb=max(c.peak_rss_mb for c in cs), energy_kwh=sum(c.energy_kwh for c in cs),
+                           co2_g=sum(c.co2_g for c in cs), segments=sum(c.segments for c in cs))
+        labels.append(f"{key} ({len(cs)} runs)")
+        totals.append(total)
+    return f"total cost per {by} ({len(runs)} runs)", labels, totals
+
+
+def _write_into(out: Path, store: Store, runs: list[RunRecord], title: str, chosen: set[str],
+                total: int | None = None) -> None:
+    rstore = _ReportStore(store, runs)
     done = [r for r in runs if r.status == "done"]
-    finals = store.final_metrics([r.id for r in runs])
+    finals = rstore.final_metrics([r.id for r in runs])
     page = _Page(out)
     sections: list[str] = []
 
-    # frontiers
-    plots = []
-    for x, y in _auto_pairs({r.id: finals.get(r.id, {}) for r in done}):
+    # frontiers: every run of the scope is a point
+    plots, front_ids, spread_ids = [], set(), set()
+    domains = sorted({r.kind.split(".", 1)[0] for r in runs})
+    for x, y in _auto_pairs({r.id: finals.get(r.id, {}) for r in done}, domains):
         try:
-            fr: Frontier = build_frontier(store, [x, y], runs=done)
+            fr: Frontier = build_frontier(rstore, [x, y], runs=done)  # type: ignore[arg-type]
         except UserError:
             continue
+        front_ids |= {r.id for r, on in zip(fr.runs, fr.on_front, strict=True) if on}
+        spread_ids |= _front_spread(fr)
         plots.append(page.figure(frontier_figure(fr), f"{x} vs {y}", frontier_png(fr),
                                  note=f"{len(fr.runs)} runs, {int(fr.on_front.sum())} on the front (diamonds)"))
     if plots:
         sections.append(f'<section id="frontiers"><h2>Frontiers</h2><div class="grid">{"".join(plots)}</div></section>')
 
-    # run table
+    # the runs that get per-run figures
+    if len(runs) <= FOCUS_ALL:
+        focus_ids: set[str] | None = None
+    else:
+        focus_ids = spread_ids | chosen
+        newest: dict[str, int] = {}
+        for r in reversed(done):
+            if newest.get(r.kind, 0) < FOCUS_PER_KIND:
+                newest[r.kind] = newest.get(r.kind, 0) + 1
+                focus_ids.add(r.id)
+
+    # run table: the runs in focus first, then the newest
     metric_cols = sorted({k for r in runs for k in finals.get(r.id, {}) if not k.startswith("train.")})
     headers = ["run", "name", "kind", "status", "seed", "quick", "started", *metric_cols]
     rows, classes = [], []
-    for r in runs:
+    ordered = runs if focus_ids is None else (
+        [r for r in reversed(runs) if r.id in focus_ids] + [r for r in reversed(runs) if r.id not in focus_ids])
+    for r in ordered:
         m = finals.get(r.id, {})
         rows.append([r.id, r.name, r.kind, r.status, r.seed, "yes" if r.quick else "no",
                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)),
                      *[m[c].value if c in m else None for c in metric_cols]])
-        classes.append(f"status-{r.status}")
+        classes.append(f"status-{r.status}" + (" front" if r.id in front_ids else ""))
+    scope_note = "" if total is None or total == len(runs) else (
+        f" The report shows {len(runs)} of the store's {total} runs (the newest, or those the options chose).")
     sections.append(f'<section id="runs"><h2>Runs ({len(runs)})</h2><p class="note">Click a column to sort. '
-                    f'Metrics are each run\'s last logged value.</p>'
+                    f'Metrics are each run\'s last logged value. Bold: on a front.{esc(scope_note)}</p>'
                     f'{_table(headers, rows, row_class=classes)}</section>')
 
     # costs
     if runs:
-        costs = [store.cost(r.id) for r in runs]
-        labels = [f"{r.name} [{r.id[:6]}]" for r in runs]
-        methods = sorted({c.method for c in costs if c.method})
+        costs = {r.id: rstore.cost(r.id) for r in runs}
+        chart, labels, bars = _cost_groups(runs, costs)
+        methods = sorted({c.method for c in costs.values() if c.method})
         note = ("Energy measured by " + "; ".join(methods) + ". Without hardware counters CPU power is an estimate "
                 "from rated power and load.") if methods else ""
         sections.append('<section id="costs"><h2>Costs</h2>'
-                        + page.figure(cost_figure(labels, costs), "cost per run", cost_png(labels, costs), note=note)
+                        + page.figure(cost_figure(labels, bars), chart, cost_png(labels, bars), note=note)
                         + "</section>")
 
     # domain sections
-    for _name, (sec_title, fn) in report_sections().items():
+    for name, (sec_title, fn) in report_sections(domains).items():
         try:
-            blocks: list[Block] = fn(store, runs) or []
+            with focusing(focus_ids):
+                mine = focus(runs) if is_per_run(name) else runs
+                blocks: list[Block] = fn(rstore, mine) or [] if mine else []
         except CorruptArtifact as e:  # say so in the page rather than drop the section silently
             blocks = [Block(title="a stored artifact is corrupt", note=f"{e.line()}. This section is left out; "
                             "re-run the run (or restore the file) to show it.")]
@@ -241,12 +411,10 @@ def _write_into(out: Path, store: Store, filters: list[str] | None, runs: list[R
                 body.append(f'<div><h3>{esc(b.title)}</h3><p class="note">{esc(b.note)}</p></div>')
         sections.append(f'<section><h2>{esc(sec_title)}</h2><div class="grid">{"".join(body)}</div></section>')
 
-    scripts = "\n".join(
-        f"(function(f){{Plotly.newPlot({json.dumps(div)}, f.data, f.layout, "
-        f"{{responsive: true, displaylogo: false}});}})"
-        f"({spec});"
-        for div, spec in page.figures
-    )
+    # each figure's data is a JSON element, drawn when its place comes near the screen: a page of many
+    # figures opens as fast as a page of one
+    data = "\n".join(f'<script type="application/json" id="data-{div}">{spec}</script>' for div, spec in page.figures)
+    scripts = DRAW_JS
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{esc(title)}</title><style>{CSS}</style>
@@ -254,6 +422,6 @@ def _write_into(out: Path, store: Store, filters: list[str] | None, runs: list[R
 <body><header><h1>{esc(title)}</h1><p>{len(runs)} runs from {esc(store.url)} &middot; generated
 {esc(time.strftime("%Y-%m-%d %H:%M:%S"))}</p></header><main>
 {"".join(sections) if runs else "<section><p>No runs yet: try <code>poise tour --quick</code>.</p></section>"}
-</main><script>{SORT_JS}
+</main>{data}<script>{SORT_JS}
 {scripts}</script></body></html>"""
     (out / "index.html").write_text(doc, encoding="utf-8")

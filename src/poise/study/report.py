@@ -64,7 +64,7 @@ def tuning_rows(result: dict[str, Any]) -> list[list[Any]]:
     return out
 
 
-@report_section("claims", "Claims")
+@report_section("claims", "Claims", per_run=True)
 def claims_section(store: Store, runs: list[RunRecord]) -> list[Block]:
     blocks: list[Block] = []
     for run in runs:

@@ -78,7 +78,7 @@ def rank_figure(study: dict[str, Any]) -> Any:
     return fig
 
 
-@report_section("study.schedules", "Schedules under a fixed budget")
+@report_section("study.schedules", "Schedules under a fixed budget", per_run=True)
 def schedules_section(store: Store, runs: list[RunRecord]) -> list[Block]:
     from poise.study.schedules import load_schedules
 

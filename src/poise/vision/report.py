@@ -7,7 +7,10 @@ from typing import Any
 import plotly.graph_objects as go
 
 from poise.report import Block, report_section
-from poise.report.figures import esc
+from poise.report.blocks import focus
+from poise.report.figures import MAX_CURVE_POINTS, esc
+
+MAX_BARS = 40
 
 _ORDER = (
     "utility.clean_acc",
@@ -64,12 +67,13 @@ def defences(store: Any, runs: list[Any]) -> list[Block]:
         )
     headers = ["run", "kind", "id", "seed", "threat", *[c.split(".", 1)[1] for c in cols], "wall s"]
     fig = go.Figure()
-    labels = [esc(f"{r.name} [{r.id[:6]}]") for r in vision]
+    bars = vision if len(vision) <= MAX_BARS else focus(vision)  # many runs: the table has them all
+    labels = [esc(f"{r.name} [{r.id[:6]}]") for r in bars]
     for c in cols:
         fig.add_trace(
             go.Bar(
                 x=labels,
-                y=[finals.get(r.id, {}).get(c).value if c in finals.get(r.id, {}) else None for r in vision],
+                y=[finals.get(r.id, {}).get(c).value if c in finals.get(r.id, {}) else None for r in bars],
                 name=esc(c.split(".", 1)[1]),
             )
         )
@@ -89,14 +93,15 @@ def defences(store: Any, runs: list[Any]) -> list[Block]:
             note="Robust accuracy is measured in each run's own threat model with the attack budget of "
             "its recipe (quick runs use a reduced AutoAttack).",
         ),
-        Block("clean and robust accuracy", figure=fig),
+        Block("clean and robust accuracy", figure=fig,
+              note="" if bars is vision else f"{len(bars)} of {len(vision)} runs: those on a front or newest"),
     ]
-    mtard = [r for r in vision if r.kind == "vision.mtard"]
+    mtard = [r for r in focus(vision) if r.kind == "vision.mtard"]
     if mtard:
         fig2 = go.Figure()
         for r in mtard:
             for name in ("w_nat", "tau_adv", "tau_nat"):
-                pts = store.metrics([r.id], name=name)
+                pts = store.metric_series(r.id, name, max_points=MAX_CURVE_POINTS)
                 if pts:
                     fig2.add_trace(
                         go.Scatter(

@@ -13,7 +13,7 @@ def _fmt(v: object) -> str:
 
 
 @report_section(
-    "control.lipschitz", "Lipschitz feedback policies: nominal regret vs degradation under attack"
+    "control.lipschitz", "Lipschitz feedback policies: nominal regret vs degradation under attack", per_run=True
 )
 def lipschitz_section(store, runs) -> list[Block]:
     blocks: list[Block] = []

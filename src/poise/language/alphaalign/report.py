@@ -7,6 +7,7 @@ the reference, one line per run (plotly, so the report stays self-contained).
 from __future__ import annotations
 
 from poise.report import Block, report_section
+from poise.report.figures import MAX_CURVE_POINTS
 
 CURVES = [
     ("reward", "mean reward"),
@@ -19,7 +20,7 @@ CURVES = [
 ]
 
 
-@report_section("language.alphaalign", "AlphaAlign: RL curves")
+@report_section("language.alphaalign", "AlphaAlign: RL curves", per_run=True)
 def alphaalign_curves(store, runs) -> list[Block]:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -27,12 +28,12 @@ def alphaalign_curves(store, runs) -> list[Block]:
     ours = [r for r in runs if r.kind == "language.alphaalign"]
     if not ours:
         return []
-    rows = [m for m in store.metrics([r.id for r in ours]) if m.axis == "train"]
     series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
-    for m in rows:
-        xs, ys = series.setdefault((m.run_id, m.name), ([], []))
-        xs.append(m.step)
-        ys.append(m.value)
+    for r in ours:  # long logs are thinned for plotting (the store keeps every row)
+        for name, _ in CURVES:
+            pts = [m for m in store.metric_series(r.id, name, max_points=MAX_CURVE_POINTS) if m.axis == "train"]
+            if pts:
+                series[(r.id, name)] = ([m.step for m in pts], [m.value for m in pts])
     shown = [(n, t) for n, t in CURVES if any(name == n for _, name in series)]
     if not shown:
         return []

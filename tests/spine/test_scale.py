@@ -1,0 +1,312 @@
+"""Many runs: `runs ls` filters and bad input, the final-metrics table, the schema 2 → 3 migration, and the
+report's scope (per-run figures only for runs in focus) — checked in headless Chromium for a few hundred runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from poise.report import Block, report_section, write_report
+from poise.store import CostRecord, Store
+
+
+def make_runs(store: Store, specs: list[dict]) -> list[str]:
+    """Runs from ``{kind, name, status, config, started, metrics}`` dicts, with the given start times."""
+    ids = []
+    for i, s in enumerate(specs):
+        rid = store.create_run(kind=s.get("kind", "vision.erm"), name=s.get("name", f"run-{i}"),
+                               config=s.get("config", {}), config_hash=f"{i:064d}", seed=i)
+        if s.get("metrics"):
+            store.log_metrics(rid, s["metrics"])
+        store.set_status(rid, s.get("status", "done"))
+        with store.engine.begin() as c:
+            c.execute(sa.text("UPDATE runs SET started = :t, ended = :t + 1 WHERE id = :id"),
+                      {"t": s.get("started", 1_000_000.0 + i), "id": rid})
+        ids.append(rid)
+    return ids
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path) -> str:
+    """A SQLite file, or a fresh PostgreSQL database (tests/pg.py)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / '.poise' / 'poise.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+# --------------------------------------------------------------------------- runs ls
+
+
+def _ls(cli, *args: str) -> list[dict]:
+    code, out, err = cli("--json", "runs", "ls", *args)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_runs_ls_filters_newest_and_count(store, cli):
+    now = time.time()
+    specs = [{"kind": "vision.erm", "name": f"erm-{i}", "config": {"train": {"lr": 0.01 * (i + 1)}},
+              "started": now - 86400 * (10 - i)} for i in range(8)]
+    specs += [{"kind": "control.agent", "name": "sac", "status": "failed", "started": now - 60}]
+    ids = make_runs(store, specs)
+    store.set_study(ids[3], "s1")
+    assert [r["id"] for r in _ls(cli)] == ids  # --json: every run, oldest first
+    assert [r["id"] for r in _ls(cli, "-n", "2")] == ids[-2:]  # the newest two
+    assert [r["id"] for r in _ls(cli, "--kind", "vision.*")] == ids[:8]
+    assert [r["id"] for r in _ls(cli, "--name", "erm-[12]")] == ids[1:3]
+    assert [r["id"] for r in _ls(cli, "--status", "failed")] == ids[8:]
+    assert [r["id"] for r in _ls(cli, "--study", "s1")] == [ids[3]]
+    assert [r["id"] for r in _ls(cli, "--since", "3.5d")] == ids[-2:]
+    day = time.strftime("%Y-%m-%d", time.localtime(now - 86400 * 2.5))
+    midnight = time.mktime(time.strptime(day, "%Y-%m-%d"))
+    expected = [i for i, s in zip(ids, specs, strict=True) if s["started"] >= midnight]
+    assert [r["id"] for r in _ls(cli, "--since", day)] == expected
+    assert [r["id"] for r in _ls(cli, "--filter", "config.train.lr>0.055")] == ids[5:8]
+    assert [r["id"] for r in _ls(cli, "--filter", "config.train.lr>0.015", "-n", "2")] == ids[6:8]
+    # the table: the newest 50 by default, and a count line
+    code, out, _ = cli("runs", "ls", "-n", "3")
+    assert code == 0 and "3 of 9 runs shown" in out and "erm-0" not in out and "sac" in out
+    code, out, _ = cli("runs", "ls", "--kind", "vision.*", "--filter", "config.train.lr<0.025")
+    assert code == 0 and "2 of 2 runs shown" in out
+    code, out, _ = cli("runs", "ls", "--all")
+    assert code == 0 and all(f"erm-{i}" in out for i in range(8)) and "9 of 9 runs shown" in out
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--filter", "colour=red"], "unknown filter key 'colour'"),
+    (["--filter", "config.train.lr>fast"], "expected a number after '>'"),
+    (["--filter", "=x"], "expected a field before '='"),
+    (["--filter", "kind"], "expected KEY=VALUE"),
+    (["--since", "yesterday"], "expected an ISO date"),
+    (["--since", "3x"], "expected an ISO date"),
+    (["--status", "weird"], "unknown status"),
+    (["-n", "0"], "expected a positive number"),
+])
+def test_runs_ls_bad_input_is_one_line_exit_2(store, cli, args, expected):
+    make_runs(store, [{"name": "a"}])
+    code, out, err = cli("runs", "ls", *args)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_report_and_frontier_reject_bad_filters(store, cli, tmp_path):
+    make_runs(store, [{"metrics": [("clean_acc", "utility", "max", 1, 0.5), ("pgd_acc", "robustness", "max", 1, 0.2)]}])
+    for args in (["report", "-o", str(tmp_path / "r"), "--filter", "nope=1"], ["report", "--since", "soon"],
+                 ["frontier", "--x", "utility.clean_acc", "--y", "robustness.pgd_acc", "--filter", "x>1"]):
+        code, _, err = cli(*args)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (args, err)
+
+
+# --------------------------------------------------------------------------- the final-metrics table
+
+
+def _scanned(store: Store, ids: list[str] | None = None) -> dict[str, dict[str, tuple[int, float]]]:
+    out: dict[str, dict[str, tuple[int, float]]] = {}
+    for m in store.metrics(ids):
+        cur = out.setdefault(m.run_id, {}).get(m.key)
+        if cur is None or m.step >= cur[0]:
+            out[m.run_id][m.key] = (m.step, m.value)
+    return out
+
+
+def _table(store: Store) -> dict[str, dict[str, tuple[int, float]]]:
+    return {rid: {k: (m.step, m.value) for k, m in ms.items()} for rid, ms in store.final_metrics().items()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[r].keys() == b[r].keys() and all(a[r][k][0] == b[r][k][0] and (
+            a[r][k][1] == b[r][k][1] or (math.isnan(a[r][k][1]) and math.isnan(b[r][k][1]))) for k in a[r])
+        for r in a)
+
+
+NAMES = {"loss": "train", "clean_acc": "utility", "pgd_acc": "robustness"}
+row = st.tuples(st.sampled_from(sorted(NAMES)), st.integers(0, 20),
+                st.one_of(st.floats(-1e6, 1e6), st.just(math.nan), st.just(math.inf)))
+
+
+@settings(max_examples=40)
+@given(batches=st.lists(st.tuples(st.integers(0, 2), st.lists(row, max_size=8)), max_size=12))
+def test_final_metrics_table_equals_scanning_the_log(shared_store, batches):
+    """Batches of rows in any order, steps repeated or going back: the table is the scan's answer."""
+    store = shared_store
+    ids = [store.create_run(kind="vision.erm", name=f"r{i}", config={}, config_hash="h", seed=0) for i in range(3)]
+    for i, rows in batches:  # batches in any order, steps repeated or going back
+        store.log_metrics(ids[i], [(n, NAMES[n], "max", s, v) for n, s, v in rows])
+    table = {rid: {k: (m.step, m.value) for k, m in ms.items()} for rid, ms in store.final_metrics(ids).items()}
+    assert _same(table, _scanned(store, ids))
+    some = store.final_metrics([ids[0]], names=["utility.clean_acc", "train.clean_acc"])
+    assert set(some.get(ids[0], {})) <= {"utility.clean_acc"}
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory):
+    store = Store(root=tmp_path_factory.mktemp("shared") / ".poise")
+    yield store
+    store.close()
+
+
+def test_metric_series_thins_a_long_log(store_url, tmp_path):
+    store = Store(store_url, root=tmp_path / ".poise")
+    rid = make_runs(store, [{}])[0]
+    store.log_metrics(rid, [("loss", "train", "min", s, float(s)) for s in range(10_000)])
+    pts = store.metric_series(rid, "loss", max_points=500)
+    steps = [p.step for p in pts]
+    assert 400 <= len(pts) <= 501 and steps[0] == 0 and steps[-1] == 9_999 and steps == sorted(steps)
+    assert len(store.metric_series(rid, "loss")) == 10_000
+    store.close()
+
+
+# --------------------------------------------------------------------------- migration 2 → 3
+
+
+def _downgrade_to_schema_2(store: Store) -> None:
+    """The tables of schema 2 (poise before the final-metrics table): no study column, no run indexes."""
+    with store.engine.begin() as c:
+        for ix in ("ix_runs_started", "ix_runs_status_started", "ix_runs_kind", "ix_runs_study", "ix_runs_parent_id"):
+            c.exec_driver_sql(f"DROP INDEX IF EXISTS {ix}")
+        c.exec_driver_sql("DROP TABLE final_metrics")  # its index goes with it
+        c.exec_driver_sql("ALTER TABLE runs DROP COLUMN study")
+        c.exec_driver_sql("UPDATE poise_schema SET value = '2' WHERE key = 'version'")
+
+
+def test_migration_from_schema_2_fills_the_final_metrics_table(tmp_path, store_url):
+    root = tmp_path / ".poise"
+    old = Store(store_url, root=root)
+    ids = make_runs(old, [{"metrics": [("loss", "train", "min", s, 10.0 - s) for s in range(5)]
+                           + [("clean_acc", "utility", "max", 3, 0.5), ("clean_acc", "utility", "max", 9, 0.7),
+                              ("pgd_acc", "robustness", "max", 9, math.nan)]} for _ in range(3)])
+    expected = _scanned(old)
+    _downgrade_to_schema_2(old)
+    old.close()
+    store = Store(store_url, root=root)  # migrates
+    try:
+        insp = sa.inspect(store.engine)
+        assert "study" in {c["name"] for c in insp.get_columns("runs")}
+        assert {"ix_runs_started", "ix_runs_study"} <= {i["name"] for i in insp.get_indexes("runs")}
+        with store.engine.connect() as c:
+            assert c.exec_driver_sql("SELECT value FROM poise_schema WHERE key='version'").scalar() == "3"
+        assert _same(_table(store), expected)
+        assert store.final_metrics([ids[0]])[ids[0]]["utility.clean_acc"].value == 0.7
+        store.log_metrics(ids[0], [("clean_acc", "utility", "max", 12, 0.8)])  # kept up to date after it
+        assert store.final_metrics([ids[0]])[ids[0]]["utility.clean_acc"].value == 0.8
+        assert [r.id for r in store.iter_runs()] == ids
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------- the report's scope
+
+SEEN: dict[str, list[str]] = {}
+
+
+@report_section("test.per_run", "per-run test section", per_run=True)
+def _per_run(store, runs):
+    SEEN["per_run"] = [r.id for r in runs]
+    return [Block("x", note="per run")]
+
+
+@report_section("test.aggregate", "aggregate test section")
+def _aggregate(store, runs):
+    SEEN["aggregate"] = [r.id for r in runs]
+    return []
+
+
+def _frontier_store(store: Store, n: int) -> list[str]:
+    """``n`` runs on a trade-off: run i has clean accuracy i/n and robust accuracy (n-i)/n minus a dent, so
+    only the even runs are on the front."""
+    specs = []
+    for i in range(n):
+        dent = 0.0 if i % 2 == 0 else 0.3
+        specs.append({"kind": "vision.erm" if i % 3 else "vision.pgd_at", "name": f"r{i % 7}",
+                      "metrics": [("clean_acc", "utility", "max", 1, i / n), ("pgd_acc", "robustness", "max", 1,
+                                                                               (n - i) / n - dent)]})
+    ids = make_runs(store, specs)
+    for rid in ids:
+        store.record_cost(rid, 0, CostRecord(wall_s=1, cpu_s=1, peak_rss_mb=10, energy_kwh=1e-6, co2_g=1e-3,
+                                             method="test"))
+    return ids
+
+
+def test_report_per_run_figures_only_for_runs_in_focus(store, tmp_path):
+    ids = _frontier_store(store, 60)
+    write_report(store, tmp_path / "rep", select=[ids[1][:8]])
+    front = {ids[i] for i in range(0, 60, 2)}
+    newest = {ids[59], ids[58], ids[57], ids[54]}  # the two newest of each kind
+    assert set(SEEN["aggregate"]) == set(ids)
+    per_run = set(SEEN["per_run"])
+    assert ids[1] in per_run and newest <= per_run <= front | {ids[1]} | newest | {ids[59]}
+    # a long front: 8 of its runs spread along it (both ends among them), plus the newest
+    assert {ids[0], ids[58]} <= per_run and 8 <= len(per_run & (front | {ids[59]})) <= 8 + 2
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "total cost per name (60 runs)" in html  # 60 runs: the cost chart sums them by name
+    # the scope: the newest N, and filters
+    SEEN.clear()
+    write_report(store, tmp_path / "rep2", limit=10)
+    assert SEEN["aggregate"] == ids[-10:]
+    assert "Runs (10)" in (tmp_path / "rep2" / "index.html").read_text()
+    SEEN.clear()
+    write_report(store, tmp_path / "rep3", kind="vision.pgd_at", limit=None)
+    assert SEEN["aggregate"] == [rid for i, rid in enumerate(ids) if i % 3 == 0]
+
+
+def test_a_small_report_draws_every_run(store, tmp_path):
+    ids = _frontier_store(store, 6)
+    write_report(store, tmp_path / "rep")
+    assert SEEN["per_run"] == ids
+
+
+@pytest.mark.browser
+def test_report_of_hundreds_of_runs_opens_in_headless_chromium(store, tmp_path):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.spine.test_report import _chromium
+
+    ids = _frontier_store(store, 300)
+    path = write_report(store, tmp_path / "rep")
+    assert path.stat().st_size < 20e6
+    browser = _chromium()
+    try:
+        t0 = time.perf_counter()
+        browser.get(path.resolve().as_uri())
+        WebDriverWait(browser, 60).until(
+            lambda b: b.execute_script("return document.querySelectorAll('#fig0 path.point').length") > 0)
+        took = time.perf_counter() - t0
+        assert browser.execute_script("return document.querySelectorAll('#fig0 path.point').length") == len(ids)
+        assert browser.execute_script("return document.querySelectorAll('#runs tbody tr').length") == len(ids)
+        # figures further down are drawn when they come near the screen
+        last = "var p = document.querySelectorAll('div.plot'); return p[p.length - 1]"
+        assert browser.execute_script(last + ".getAttribute('data-drawn')") is None
+        browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        WebDriverWait(browser, 60).until(lambda b: b.execute_script(last + ".querySelector('.main-svg') !== null"))
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+        assert took < 20, took  # 5 s on an idle machine; a margin for a loaded one
+    finally:
+        browser.quit()
+
+
+def test_listing_reads_no_config_unless_a_filter_needs_it(store):
+    make_runs(store, [{"config": {"a": 1}}, {"config": {"a": 2}}])
+    rows = list(store.iter_runs())
+    assert all(r.config_text is None for r in rows)
+    rows = list(store.iter_runs(with_config=True, newest_first=True, batch=1))
+    assert [r.config["a"] for r in rows] == [2, 1]
+
+
+
+def test_frontier_reads_configs_only_where_a_filter_needs_them(store):
+    from poise.frontier import build_frontier
+
+    m = [("clean_acc", "utility", "max", 1, 0.5), ("pgd_acc", "robustness", "max", 1, 0.5)]
+    ids = make_runs(store, [{"metrics": m}, {"metrics": m, "config": {"eval_split": "val"}},
+                            {"metrics": m, "config": {"train": {"lr": 0.1}, "eval_split": "test"}}])
+    objectives = ["utility.clean_acc", "robustness.pgd_acc"]
+    assert [r.id for r in build_frontier(store, objectives).runs] == [ids[0], ids[2]]  # tuning runs left out
+    assert [r.id for r in build_frontier(store, objectives, filters=["config.train.lr>0.05"]).runs] == [ids[2]]
+    assert [r.id for r in build_frontier(store, objectives, filters=["config.eval_split=val"]).runs] == [ids[1]]
