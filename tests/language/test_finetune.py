@@ -194,3 +194,13 @@ def test_lora_sft_stores_only_the_adapter_and_reloads_merged(cli, tmp_path, tiny
     q, up = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight"
     assert not torch.equal(merged[q], raw[q])  # adapted, merged back
     torch.testing.assert_close(merged[up], raw[up])  # not adapted: unchanged
+
+
+def test_each_objective_is_one_table_entry():
+    from poise.language.finetune import OBJECTIVES, DPOParams, SFTParams, TRLSteps, get_objective
+
+    assert set(OBJECTIVES) >= {"sft", "dpo", "reward"}
+    assert get_objective("sft").params is SFTParams and get_objective("sft").rows is sft_rows
+    assert get_objective("dpo").params is DPOParams and get_objective("dpo").rows is preference_rows
+    with pytest.raises(UserError, match="unknown objective 'kto'"):
+        TRLSteps("kto", None, [], SFTParams(), batch_size=1, seed=0, device=torch.device("cpu"))
