@@ -120,6 +120,8 @@ def test_dpo_after_sft_trains_its_sft_first_logs_and_evaluates(cli, tmp_path, ti
     assert {("loss", 0), ("loss", 3), ("rewards_margins", 0)} <= train
     final = store.final_metrics([dpo_run.id])[dpo_run.id]
     assert {"safety.harmful_compliance_global", "safety.harmful_compliance_fr", "utility.benign_acc"} <= set(final)
+    assert {"safety.jailbreak_asr_seen", "safety.jailbreak_asr_unseen", "safety.jailbreak_asr_roleplay_fr",
+            "safety.jailbreak_asr_payload_splitting_en"} <= set(final)  # every language row gets jailbreaks
     assert final["cost.energy_kwh"].value > 0
     _, meta = store.load_tensors(dpo_run.id, "model")
     assert meta["dpo"]["mix"]["objective"] == "mix"

@@ -1,7 +1,8 @@
 """The language lab's report section: harmful compliance per language as a heat map, and the per-language table.
 
 One row per run that the ``language.safety`` evaluator scored (base, SFT, DPO, AlphaAlign, merges of them):
-harmful compliance in each language and for global / local harms, over-refusal and benign accuracy.
+harmful compliance in each language and for global / local harms, over-refusal, the attack success rate of
+jailbreak families seen / unseen in training, and benign accuracy.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def safety_by_language(store, runs) -> list[Block]:
         margin={"l": 220, "r": 20, "t": 50, "b": 40},
         template="plotly_white",
     )
-    cols = ["harmful_compliance", "harmful_compliance_global", "harmful_compliance_local", "over_refusal"]
+    cols = ["harmful_compliance", "harmful_compliance_global", "harmful_compliance_local", "over_refusal",
+            "jailbreak_asr_seen", "jailbreak_asr_unseen"]
     header = ["run", "kind", *cols, "benign_acc", *(f"harm {lang}" for lang in langs)]
     rows = []
     for r, label in zip(scored, labels, strict=True):
