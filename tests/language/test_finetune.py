@@ -97,6 +97,24 @@ def test_trl_dpo_loss_starts_at_log2_and_learns_the_preference(tiny_lm):
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
 
 
+def test_rpo_adds_the_chosen_answers_nll_to_the_dpo_loss(tiny_lm):
+    from poise.language.base import encode_chats
+    from poise.language.finetune import DPOParams, TRLSteps
+
+    examples = select(build_world(WorldCfg(**SMALL)).split("train"), MixCfg())[:6]
+    rows = preference_rows(examples)
+    dev = torch.device("cpu")
+    with torch.no_grad():
+        plain, _ = TRLSteps("dpo", tiny_lm, rows, DPOParams(), batch_size=6, seed=0, device=dev).loss(list(range(6)))
+        rpo, _ = TRLSteps("dpo", tiny_lm, rows, DPOParams(rpo_alpha=0.5), batch_size=6, seed=0,
+                          device=dev).loss(list(range(6)))
+        x, y = encode_chats(tiny_lm.tokenizer, [(e.prompt, e.safe_response) for e in examples], [], 80)
+        logits = tiny_lm.model(input_ids=x, attention_mask=(x != tiny_lm.tokenizer.pad_token_id).long()).logits
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), y[:, 1:].flatten(), ignore_index=-100)
+    assert plain.item() == pytest.approx(math.log(2), abs=1e-5)
+    assert rpo.item() == pytest.approx(math.log(2) + 0.5 * nll.item(), rel=1e-4)
+
+
 def _recipes(folder: Path, model_dir: Path) -> tuple[Path, Path]:
     common = [*WORLD, "[train]", "lr = 3e-3", "batch_size = 8", "checkpoint_every = 2", "budget = { steps = 4 }",
               "[[eval]]", 'name = "language.safety"', "max_new_tokens = 6"]

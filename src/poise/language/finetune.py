@@ -76,6 +76,9 @@ class DPOParams(Section):
     beta: float = Field(0.1, gt=0.0, description="strength of the KL constraint to the reference")
     loss_type: str = Field("sigmoid", description="TRL loss_type: sigmoid (DPO), ipo, hinge, robust, ...")
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    rpo_alpha: float = Field(
+        0.0, ge=0.0, description="weight of an NLL term on the chosen answer (RPO; TRL loss_type 'sft'); 0: plain DPO"
+    )
     max_length: int | None = Field(None, gt=0, description="token limit; default: the model's context length")
 
 
@@ -136,7 +139,10 @@ def _dpo_trainer(lm: ChatLM, common: dict[str, Any], params: Section, dataset: A
     from trl import DPOConfig, DPOTrainer
 
     assert isinstance(params, DPOParams)
-    args = DPOConfig(**common, beta=params.beta, loss_type=params.loss_type,
+    losses, weights = [params.loss_type], None
+    if params.rpo_alpha > 0:  # RPO (Pang et al., 2024): DPO plus the chosen answer's NLL keeps it likely
+        losses, weights = [params.loss_type, "sft"], [1.0, params.rpo_alpha]
+    args = DPOConfig(**common, beta=params.beta, loss_type=losses, loss_weights=weights,
                      label_smoothing=params.label_smoothing)
     ref = None
     if not is_peft(lm.model):  # the frozen reference: the starting model (LoRA: adapters disabled)
