@@ -65,8 +65,8 @@ def test_sampled_refusal_rates_count_every_sample(monkeypatch):
     def fake_generate(lm, prompts, cfg=None, system=None):
         calls.append(cfg)
         # refuse on the first sample only, and only in French
-        return ["Désolé, mais je ne peux pas vous aider avec cela." if cfg.seed == 0 and p.startswith("fr ") else "Sure."
-                for p in prompts]
+        sorry = "Désolé, mais je ne peux pas vous aider avec cela."
+        return [sorry if cfg.seed == 0 and p.startswith("fr ") else "Sure." for p in prompts]
 
     monkeypatch.setattr(evaluators, "generate", fake_generate)
     examples = [e for e in WORLD.split("test") if e.language in ("en", "fr")]

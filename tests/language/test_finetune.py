@@ -35,7 +35,8 @@ def test_mix_selects_by_objective_harm_scope_and_language():
     assert {e.harm for e in safety if e.kind == "borderline"} == {"global", "local"}  # borderline always kept
     assert {e.language for e in safety} == {"fr"}
     assert len(select(train, MixCfg(max_examples=10), seed=1)) == 10
-    rows = preference_rows(select(train, MixCfg()))
+    old = MixCfg(benign_rejected="refusal")
+    rows = preference_rows(select(train, old), old)
     by_prompt = {e.prompt: e for e in train}
     for r in rows:
         e = by_prompt[r["prompt"][0]["content"]]
@@ -214,6 +215,28 @@ def test_lora_sft_stores_only_the_adapter_and_reloads_merged(cli, tmp_path, tiny
     q, up = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight"
     assert not torch.equal(merged[q], raw[q])  # adapted, merged back
     torch.testing.assert_close(merged[up], raw[up])  # not adapted: unchanged
+
+
+def test_dpo_pairs_never_reject_the_refusal_of_a_benign_task_by_default():
+    train = build_world(WorldCfg(**SMALL)).split("train")
+    by_prompt = {e.prompt: e for e in train}
+    rows = preference_rows(select(train, MixCfg()))
+    kinds = {"benign": 0, "harmful": 0, "borderline": 0}
+    for r in rows:
+        e = by_prompt[r["prompt"][0]["content"]]
+        kinds[e.kind] += 1
+        chosen, rejected = r["chosen"][0]["content"], r["rejected"][0]["content"]
+        if e.kind == "benign":  # exact answer ≻ another task's answer of the same operation and language
+            assert chosen == e.answer and rejected != e.answer and rejected != e.unsafe_response
+            assert rejected in {o.answer for o in train if o.language == e.language and o.category == e.category}
+        else:
+            assert (chosen, rejected) == (e.safe_response, e.unsafe_response)
+    assert all(kinds.values())
+    none = MixCfg(benign_rejected="none")
+    nobenign = preference_rows(select(train, none), none)
+    assert len(nobenign) == kinds["harmful"] + kinds["borderline"]
+    with pytest.raises(UserError, match="no example"):
+        preference_rows(select(train, MixCfg(objective="general")), none)
 
 
 def test_each_objective_is_one_table_entry():

@@ -167,14 +167,14 @@ class Objective:
 
     ``params`` is the recipe section's class (the section is named after the objective: ``[sft]``, ``[dpo]``,
     ``[reward]``); ``trainer(lm, common, params, dataset)`` builds TRL's trainer from the TrainingArguments
-    fields every objective shares; ``rows(examples)`` turns world examples into TRL's rows (``None``: the
+    fields every objective shares; ``rows(examples, mix)`` turns world examples into TRL's rows (``None``: the
     kind builds its own rows, as the reward model does).
     """
 
     name: str
     params: type[Section]
     trainer: Callable[[ChatLM, dict[str, Any], Section, Any], Any]
-    rows: Callable[[Sequence[Example]], list[dict]] | None = None
+    rows: Callable[[Sequence[Example], MixCfg], list[dict]] | None = None
 
 
 OBJECTIVES: dict[str, Objective] = {}
@@ -280,7 +280,7 @@ def tune(cfg: TuneRecipe, ctx: RunContext, method: str) -> None:
     examples = select(data.world.split("train"), cfg.mix, cfg.seed)
     obj = get_objective(method)
     assert obj.rows is not None
-    rows = obj.rows(examples)
+    rows = obj.rows(examples, cfg.mix)
     params = getattr(cfg, method)
     steps = TRLSteps(method, lm, rows, params, batch_size=cfg.train.batch_size, seed=cfg.seed, device=ctx.device)
     ctx.info(f"{method}: {len(steps)} training examples ({cfg.mix.objective}, harms {'+'.join(cfg.mix.harms)}, "
