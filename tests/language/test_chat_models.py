@@ -79,7 +79,7 @@ def test_gemma_template_goes_through_trl_dpo(folders):
     sizes = {"train": 8, "val": 1, "test": 1}
     world = build_world(WorldCfg(languages=["en"], harmful=sizes, benign=sizes, borderline=sizes))
     lm = load_hf(folders["gemma"])
-    rows = preference_rows(select(world.split("train"), MixCfg())[:4])
+    rows = preference_rows(select(world.split("train"), MixCfg())[:4], MixCfg(benign_rejected="refusal"))
     steps = TRLSteps("dpo", lm, rows, DPOParams(), batch_size=4, seed=0, device=torch.device("cpu"))
     loss, _ = steps.loss(list(range(4)))
     assert loss.item() == pytest.approx(math.log(2), abs=1e-5)

@@ -79,7 +79,8 @@ def test_trl_dpo_loss_starts_at_log2_and_learns_the_preference(tiny_lm):
     from poise.language.finetune import DPOParams, TRLSteps
 
     examples = select(build_world(WorldCfg(**SMALL)).split("train"), MixCfg())[:8]
-    steps = TRLSteps("dpo", tiny_lm, preference_rows(examples), DPOParams(beta=0.5), batch_size=8, seed=0,
+    rows = preference_rows(examples, MixCfg(benign_rejected="refusal"))  # eight pairs, whatever their kinds
+    steps = TRLSteps("dpo", tiny_lm, rows, DPOParams(beta=0.5), batch_size=8, seed=0,
                      device=torch.device("cpu"))
     before = copy.deepcopy(tiny_lm.model.state_dict())
     opt = torch.optim.Adam(tiny_lm.model.parameters(), lr=3e-3)
@@ -247,3 +248,11 @@ def test_each_objective_is_one_table_entry():
     assert get_objective("dpo").params is DPOParams and get_objective("dpo").rows is preference_rows
     with pytest.raises(UserError, match="unknown objective 'kto'"):
         TRLSteps("kto", None, [], SFTParams(), batch_size=1, seed=0, device=torch.device("cpu"))
+
+
+def test_the_dpo_recipes_carry_the_fix_for_the_collapse():
+    from tests.conftest import REPO
+
+    for name in ("dpo", "dpo-sft"):
+        r = load_recipe(REPO / f"recipes/language/{name}.toml")
+        assert r.dpo.rpo_alpha > 0 and r.mix.benign_rejected == "wrong_answer"
