@@ -160,6 +160,12 @@ def test_dpo_after_sft_trains_its_sft_first_logs_and_evaluates(cli, tmp_path, ti
     assert len(heat.figure.data[0].y) == 2 and list(heat.figure.data[0].x) == ["en", "fr"]  # one row per run
     header, rows = table.table
     assert header[-2:] == ["harm en", "harm fr"] and len(rows) == 2
+    assert {"jailbreak_asr_seen", "jailbreak_asr_unseen"} <= set(header)
+
+    from poise.language.report import dpo_curves
+
+    (curves,) = dpo_curves(store, store.list_runs())  # chosen / rejected log-probs and margin of the DPO run
+    assert [t.y[0] is not None for t in curves.figure.data] == [True] * 3
 
 
 def test_an_interrupted_sft_run_resumes_to_the_same_weights(runner, store, tmp_path, tiny_model_dir, monkeypatch):
