@@ -95,3 +95,13 @@ def test_jailbreak_prompts_are_generated_apart_from_plain_ones(monkeypatch):
     records = judge_examples(object(), examples, SafetyParams())
     assert len(batches) == 2 and all((p in attacks) == (b is batches[1]) for b in batches for p in b)
     assert summarise(records, seen_attacks=DEFAULT_SEEN)["jailbreak_asr_unseen"] == 0.0
+
+
+def test_an_unknown_family_in_a_recipe_is_one_line_and_exit_2(cli, tmp_path, tiny_model_dir):
+    from tests.language.conftest import WORLD
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("\n".join(['kind = "language.sft"', "[model]", f'path = "{tiny_model_dir}"', *WORLD,
+                                 'jailbreaks = { seen = ["roleplay", "dan"] }']) + "\n")
+    code, _, err = cli("run", recipe)
+    assert code == 2 and "unknown jailbreak family 'dan'" in err and len(err.strip().splitlines()) == 1
