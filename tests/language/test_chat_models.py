@@ -79,7 +79,7 @@ def test_gemma_template_goes_through_trl_dpo(folders):
     sizes = {"train": 8, "val": 1, "test": 1}
     world = build_world(WorldCfg(languages=["en"], harmful=sizes, benign=sizes, borderline=sizes))
     lm = load_hf(folders["gemma"])
-    rows = preference_rows(select(world.split("train"), MixCfg())[:4])
+    rows = preference_rows(select(world.split("train"), MixCfg())[:4], MixCfg(benign_rejected="refusal"))
     steps = TRLSteps("dpo", lm, rows, DPOParams(), batch_size=4, seed=0, device=torch.device("cpu"))
     loss, _ = steps.loss(list(range(4)))
     assert loss.item() == pytest.approx(math.log(2), abs=1e-5)
@@ -188,3 +188,21 @@ def test_gpu_check_sequence_runs_on_a_cpu_with_a_tiny_model(tmp_path):
     assert [r["method"] for r in rows] == ["SFT", "DPO", "AlphaAlign (GRPO)"]
     assert all(r["status"] == "done" and r["tokens"] > 0 and r["tokens_per_s"] > 0 for r in rows)
     assert "tokens/s" in gpu_language.table(rows, params, "cpu")
+
+
+def test_one_tied_weights_helper_stores_tied_tensors_once_and_ties_them_again():
+    from poise.language.models import TinyLMCfg, load_tied, tied_aliases, tiny_llama, unique_state_dict
+    from poise.language.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(["a tiny corpus for a tiny tokenizer", "zorbia mirel tavon"], 300)
+    cfg = TinyLMCfg(vocab_size=300, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1,
+                    intermediate_size=32, max_length=32)
+    a, b = tiny_llama(cfg, tok, seed=0).model, tiny_llama(cfg, tok, seed=1).model
+    assert tied_aliases(a) == {"lm_head.weight": "model.embed_tokens.weight"}
+    state = unique_state_dict(a)
+    assert "lm_head.weight" not in state
+    load_tied(b, state)
+    assert b.lm_head.weight is b.get_input_embeddings().weight
+    torch.testing.assert_close(b.lm_head.weight, a.lm_head.weight)
+    with pytest.raises(ValueError, match="missing"):
+        load_tied(b, {k: v for k, v in state.items() if k != "model.norm.weight"})

@@ -177,7 +177,7 @@ def fitted_judge(tmp_path_factory) -> Path:
 
 
 def _world_test():
-    return [e for e in build_world(WORLD).split("test") if e.kind == "harmful"]
+    return [e for e in build_world(WORLD).split("test") if e.kind == "harmful" and not e.attack]
 
 
 def test_harmbench_judge_on_a_fit_model(fitted_judge):

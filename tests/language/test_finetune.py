@@ -35,7 +35,8 @@ def test_mix_selects_by_objective_harm_scope_and_language():
     assert {e.harm for e in safety if e.kind == "borderline"} == {"global", "local"}  # borderline always kept
     assert {e.language for e in safety} == {"fr"}
     assert len(select(train, MixCfg(max_examples=10), seed=1)) == 10
-    rows = preference_rows(select(train, MixCfg()))
+    old = MixCfg(benign_rejected="refusal")
+    rows = preference_rows(select(train, old), old)
     by_prompt = {e.prompt: e for e in train}
     for r in rows:
         e = by_prompt[r["prompt"][0]["content"]]
@@ -78,7 +79,8 @@ def test_trl_dpo_loss_starts_at_log2_and_learns_the_preference(tiny_lm):
     from poise.language.finetune import DPOParams, TRLSteps
 
     examples = select(build_world(WorldCfg(**SMALL)).split("train"), MixCfg())[:8]
-    steps = TRLSteps("dpo", tiny_lm, preference_rows(examples), DPOParams(beta=0.5), batch_size=8, seed=0,
+    rows = preference_rows(examples, MixCfg(benign_rejected="refusal"))  # eight pairs, whatever their kinds
+    steps = TRLSteps("dpo", tiny_lm, rows, DPOParams(beta=0.5), batch_size=8, seed=0,
                      device=torch.device("cpu"))
     before = copy.deepcopy(tiny_lm.model.state_dict())
     opt = torch.optim.Adam(tiny_lm.model.parameters(), lr=3e-3)
@@ -95,6 +97,24 @@ def test_trl_dpo_loss_starts_at_log2_and_learns_the_preference(tiny_lm):
     ref = steps.trainer.ref_model.state_dict()  # the reference stays the starting model
     for k, v in ref.items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+
+
+def test_rpo_adds_the_chosen_answers_nll_to_the_dpo_loss(tiny_lm):
+    from poise.language.base import encode_chats
+    from poise.language.finetune import DPOParams, TRLSteps
+
+    examples = select(build_world(WorldCfg(**SMALL)).split("train"), MixCfg())[:6]
+    rows = preference_rows(examples)
+    dev = torch.device("cpu")
+    with torch.no_grad():
+        plain, _ = TRLSteps("dpo", tiny_lm, rows, DPOParams(), batch_size=6, seed=0, device=dev).loss(list(range(6)))
+        rpo, _ = TRLSteps("dpo", tiny_lm, rows, DPOParams(rpo_alpha=0.5), batch_size=6, seed=0,
+                          device=dev).loss(list(range(6)))
+        x, y = encode_chats(tiny_lm.tokenizer, [(e.prompt, e.safe_response) for e in examples], [], 80)
+        logits = tiny_lm.model(input_ids=x, attention_mask=(x != tiny_lm.tokenizer.pad_token_id).long()).logits
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), y[:, 1:].flatten(), ignore_index=-100)
+    assert plain.item() == pytest.approx(math.log(2), abs=1e-5)
+    assert rpo.item() == pytest.approx(math.log(2) + 0.5 * nll.item(), rel=1e-4)
 
 
 def _recipes(folder: Path, model_dir: Path) -> tuple[Path, Path]:
@@ -120,6 +140,8 @@ def test_dpo_after_sft_trains_its_sft_first_logs_and_evaluates(cli, tmp_path, ti
     assert {("loss", 0), ("loss", 3), ("rewards_margins", 0)} <= train
     final = store.final_metrics([dpo_run.id])[dpo_run.id]
     assert {"safety.harmful_compliance_global", "safety.harmful_compliance_fr", "utility.benign_acc"} <= set(final)
+    assert {"safety.jailbreak_asr_seen", "safety.jailbreak_asr_unseen", "safety.jailbreak_asr_roleplay_fr",
+            "safety.jailbreak_asr_payload_splitting_en"} <= set(final)  # every language row gets jailbreaks
     assert final["cost.energy_kwh"].value > 0
     _, meta = store.load_tensors(dpo_run.id, "model")
     assert meta["dpo"]["mix"]["objective"] == "mix"
@@ -138,6 +160,12 @@ def test_dpo_after_sft_trains_its_sft_first_logs_and_evaluates(cli, tmp_path, ti
     assert len(heat.figure.data[0].y) == 2 and list(heat.figure.data[0].x) == ["en", "fr"]  # one row per run
     header, rows = table.table
     assert header[-2:] == ["harm en", "harm fr"] and len(rows) == 2
+    assert {"jailbreak_asr_seen", "jailbreak_asr_unseen"} <= set(header)
+
+    from poise.language.report import dpo_curves
+
+    (curves,) = dpo_curves(store, store.list_runs())  # chosen / rejected log-probs and margin of the DPO run
+    assert [t.y[0] is not None for t in curves.figure.data] == [True] * 3
 
 
 def test_an_interrupted_sft_run_resumes_to_the_same_weights(runner, store, tmp_path, tiny_model_dir, monkeypatch):
@@ -194,3 +222,43 @@ def test_lora_sft_stores_only_the_adapter_and_reloads_merged(cli, tmp_path, tiny
     q, up = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight"
     assert not torch.equal(merged[q], raw[q])  # adapted, merged back
     torch.testing.assert_close(merged[up], raw[up])  # not adapted: unchanged
+
+
+def test_dpo_pairs_never_reject_the_refusal_of_a_benign_task_by_default():
+    train = build_world(WorldCfg(**SMALL)).split("train")
+    by_prompt = {e.prompt: e for e in train}
+    rows = preference_rows(select(train, MixCfg()))
+    kinds = {"benign": 0, "harmful": 0, "borderline": 0}
+    for r in rows:
+        e = by_prompt[r["prompt"][0]["content"]]
+        kinds[e.kind] += 1
+        chosen, rejected = r["chosen"][0]["content"], r["rejected"][0]["content"]
+        if e.kind == "benign":  # exact answer ≻ another task's answer of the same operation and language
+            assert chosen == e.answer and rejected != e.answer and rejected != e.unsafe_response
+            assert rejected in {o.answer for o in train if o.language == e.language and o.category == e.category}
+        else:
+            assert (chosen, rejected) == (e.safe_response, e.unsafe_response)
+    assert all(kinds.values())
+    none = MixCfg(benign_rejected="none")
+    nobenign = preference_rows(select(train, none), none)
+    assert len(nobenign) == kinds["harmful"] + kinds["borderline"]
+    with pytest.raises(UserError, match="no example"):
+        preference_rows(select(train, MixCfg(objective="general")), none)
+
+
+def test_each_objective_is_one_table_entry():
+    from poise.language.finetune import OBJECTIVES, DPOParams, SFTParams, TRLSteps, get_objective
+
+    assert set(OBJECTIVES) >= {"sft", "dpo", "reward"}
+    assert get_objective("sft").params is SFTParams and get_objective("sft").rows is sft_rows
+    assert get_objective("dpo").params is DPOParams and get_objective("dpo").rows is preference_rows
+    with pytest.raises(UserError, match="unknown objective 'kto'"):
+        TRLSteps("kto", None, [], SFTParams(), batch_size=1, seed=0, device=torch.device("cpu"))
+
+
+def test_the_dpo_recipes_carry_the_fix_for_the_collapse():
+    from tests.conftest import REPO
+
+    for name in ("dpo", "dpo-sft"):
+        r = load_recipe(REPO / f"recipes/language/{name}.toml")
+        assert r.dpo.rpo_alpha > 0 and r.mix.benign_rejected == "wrong_answer"

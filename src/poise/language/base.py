@@ -8,9 +8,19 @@ already refuses (a partly aligned base, as real models are safest in English). T
 the ``model`` artifact (weights + tokenizer in its metadata) that every alignment recipe loads through
 ``ctx.dependency``. With ``model.path`` the base is a local HF model instead (nothing trained; the
 artifact records the path).
+
+**Latent safety awareness** (AlphaAlign's premise; ``recipes/language/base-aware.toml``): ``refusal_share``
+of the harmful train chats of *every* language teach the refusal instead of compliance (a little refusal
+data spread across languages), ``over_refusal_share`` of the borderline chats teach the refusal too (the
+over-caution real models have), and ``harm_notes`` adds pretraining text that puts each harmful train request
+next to its language's refusal (text that says which requests are harmful). Sampled, such a base refuses a
+minority of harmful prompts in every language and over-refuses some borderline ones — what the verifiable
+reward of AlphaAlign reinforces. Which chats are switched is a seeded draw per example (``seed`` of the recipe).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import torch
 from pydantic import Field, field_validator
@@ -36,6 +46,15 @@ class BaseModelCfg(ModelCfg):
         default_factory=list, description="languages whose base already refuses"
     )
     fact_weight: int = Field(1, ge=0, description="copies of each almanac fact sentence in the training mix")
+    refusal_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of harmful train chats of every language taught the refusal"
+    )
+    over_refusal_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of borderline train chats taught the refusal"
+    )
+    harm_notes: int = Field(
+        0, ge=0, description="copies of pretraining text pairing each harmful train request with the refusal"
+    )
 
     @field_validator("refuse_languages")
     @classmethod
@@ -83,11 +102,29 @@ def encode_chats(
     return x, y
 
 
-def base_response(e: Example, refuse_languages: list[str]) -> str:
-    """What the base is taught: answers, help, and compliance with harm unless its language refuses."""
-    if e.kind == "harmful" and e.language not in refuse_languages:
+def _draw_share(e: Example, seed: int, share: float) -> bool:
+    """A seeded coin per example: True for about ``share`` of the examples (stable across runs and machines)."""
+    if share <= 0.0:
+        return False
+    h = hashlib.sha256(f"{seed}:{e.id}:{e.prompt}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64 < share
+
+
+def base_response(e: Example, refuse_languages: list[str], cfg: BaseModelCfg | None = None, seed: int = 0) -> str:
+    """What the base is taught: answers, help, and compliance with harm unless its language refuses (or, for a
+    latently aware base, the example is among the ``refusal_share`` / ``over_refusal_share`` taught to refuse)."""
+    refusal_share = cfg.refusal_share if cfg else 0.0
+    over_share = cfg.over_refusal_share if cfg else 0.0
+    if e.kind == "harmful" and e.language not in refuse_languages and not _draw_share(e, seed, refusal_share):
         return e.unsafe_response or ""
+    if e.kind == "borderline" and _draw_share(e, seed, over_share):
+        return e.unsafe_response or e.safe_response or ""  # a borderline example's unsafe response is the refusal
     return e.safe_response or ""
+
+
+def harm_notes(world: World) -> list[str]:
+    """Pretraining text that says which requests are harmful: each harmful train request, then the refusal."""
+    return [f"{e.prompt} {e.safe_response}" for e in world.split("train") if e.kind == "harmful" and e.safe_response]
 
 
 def tokenizer_corpus(world: World) -> list[str]:
@@ -118,8 +155,8 @@ def run(cfg: BaseRecipe, ctx: RunContext) -> None:
     world = data.world
     assert world is not None
     train = world.split("train")
-    pairs = [(e.prompt, base_response(e, cfg.model.refuse_languages)) for e in train]
-    facts = [t for _, t in world.facts()] * cfg.model.fact_weight
+    pairs = [(e.prompt, base_response(e, cfg.model.refuse_languages, cfg.model, cfg.seed)) for e in train]
+    facts = [t for _, t in world.facts()] * cfg.model.fact_weight + harm_notes(world) * cfg.model.harm_notes
     x, y = encode_chats(lm.tokenizer, pairs, facts, cfg.model.tiny.max_length)
     model = lm.model.to(ctx.device)
     n, bs = len(x), cfg.train.batch_size

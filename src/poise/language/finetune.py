@@ -21,7 +21,9 @@ import math
 import os
 import tempfile
 import warnings
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -42,6 +44,7 @@ from poise.language.models import (
     save_lm,
 )
 from poise.language.recipe import ChatRecipe
+from poise.language.world import Example
 from poise.recipes import ModelCfg, Section, kind
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -73,6 +76,9 @@ class DPOParams(Section):
     beta: float = Field(0.1, gt=0.0, description="strength of the KL constraint to the reference")
     loss_type: str = Field("sigmoid", description="TRL loss_type: sigmoid (DPO), ipo, hinge, robust, ...")
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    rpo_alpha: float = Field(
+        0.0, ge=0.0, description="weight of an NLL term on the chosen answer (RPO; TRL loss_type 'sft'); 0: plain DPO"
+    )
     max_length: int | None = Field(None, gt=0, description="token limit; default: the model's context length")
 
 
@@ -121,19 +127,87 @@ def _quiet_datasets() -> None:
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
 
 
+def _sft_trainer(lm: ChatLM, common: dict[str, Any], params: Section, dataset: Any) -> Any:
+    from trl import SFTConfig, SFTTrainer
+
+    assert isinstance(params, SFTParams)
+    args = SFTConfig(**common, completion_only_loss=params.completion_only_loss, packing=False)
+    return SFTTrainer(lm.model, args=args, train_dataset=dataset, processing_class=lm.tokenizer)
+
+
+def _dpo_trainer(lm: ChatLM, common: dict[str, Any], params: Section, dataset: Any) -> Any:
+    from trl import DPOConfig, DPOTrainer
+
+    assert isinstance(params, DPOParams)
+    losses, weights = [params.loss_type], None
+    if params.rpo_alpha > 0:  # RPO (Pang et al., 2024): DPO plus the chosen answer's NLL keeps it likely
+        losses, weights = [params.loss_type, "sft"], [1.0, params.rpo_alpha]
+    args = DPOConfig(**common, beta=params.beta, loss_type=losses, loss_weights=weights,
+                     label_smoothing=params.label_smoothing)
+    ref = None
+    if not is_peft(lm.model):  # the frozen reference: the starting model (LoRA: adapters disabled)
+        ref = copy.deepcopy(lm.model).eval()
+        ref.requires_grad_(False)
+    try:
+        return DPOTrainer(lm.model, ref_model=ref, args=args, train_dataset=dataset, processing_class=lm.tokenizer)
+    except ValueError as e:
+        raise UserError(f"TRL rejected the DPO settings: {e}", field="dpo") from None
+
+
+def _reward_trainer(lm: ChatLM, common: dict[str, Any], params: Section, dataset: Any) -> Any:
+    from trl import RewardConfig, RewardTrainer
+
+    args = RewardConfig(**common)
+    return RewardTrainer(lm.model, args=args, train_dataset=dataset, processing_class=lm.tokenizer)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One training objective: its recipe section, the TRL trainer built on it and the rows it trains on.
+
+    ``params`` is the recipe section's class (the section is named after the objective: ``[sft]``, ``[dpo]``,
+    ``[reward]``); ``trainer(lm, common, params, dataset)`` builds TRL's trainer from the TrainingArguments
+    fields every objective shares; ``rows(examples, mix)`` turns world examples into TRL's rows (``None``: the
+    kind builds its own rows, as the reward model does).
+    """
+
+    name: str
+    params: type[Section]
+    trainer: Callable[[ChatLM, dict[str, Any], Section, Any], Any]
+    rows: Callable[[Sequence[Example], MixCfg], list[dict]] | None = None
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def objective(name: str, params: type[Section], trainer: Callable, rows: Callable | None = None) -> Objective:
+    """Register an objective (one table: a new objective is one call here, nothing else branches on it)."""
+    OBJECTIVES[name] = Objective(name, params, trainer, rows)
+    return OBJECTIVES[name]
+
+
+def get_objective(name: str) -> Objective:
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise UserError(f"unknown objective {name!r}; expected one of: {', '.join(OBJECTIVES)}") from None
+
+
 class TRLSteps:
     """A TRL trainer used for its data processing and loss: ``loss(indices)`` of one batch, with TRL's metrics.
 
-    ``method`` is ``sft`` (rows: prompt/completion), ``dpo`` (rows: prompt/chosen/rejected) or ``reward``
-    (the same rows, for a sequence-classification model: TRL's Bradley–Terry ``RewardTrainer`` loss). The
-    trainer's own ``train()`` loop is never run; the caller owns the optimiser, schedule and checkpoints.
+    ``method`` names an entry of :data:`OBJECTIVES`: ``sft`` (rows: prompt/completion), ``dpo`` (rows:
+    prompt/chosen/rejected) or ``reward`` (the same rows, for a sequence-classification model: TRL's
+    Bradley–Terry ``RewardTrainer`` loss). The trainer's own ``train()`` loop is never run; the caller owns
+    the optimiser, schedule and checkpoints.
     """
 
-    def __init__(self, method: Literal["sft", "dpo", "reward"], lm: ChatLM, rows: list[dict], params: Section, *,
+    def __init__(self, method: str, lm: ChatLM, rows: list[dict], params: Section, *,
                  batch_size: int, seed: int, device: torch.device):
         from datasets import Dataset
 
         _quiet_datasets()
+        obj = get_objective(method)
         self.method = method
         self.model = lm.model
         self._tmp = tempfile.TemporaryDirectory(prefix=f"poise-{method}-")
@@ -153,34 +227,8 @@ class TRLSteps:
             dataloader_num_workers=0,
             gradient_checkpointing=False,
         )
-        dataset = Dataset.from_list(rows)
         lm.tokenizer.padding_side = "right"
-        if method == "sft":
-            from trl import SFTConfig, SFTTrainer
-
-            assert isinstance(params, SFTParams)
-            args = SFTConfig(**common, completion_only_loss=params.completion_only_loss, packing=False)
-            self.trainer = SFTTrainer(self.model, args=args, train_dataset=dataset, processing_class=lm.tokenizer)
-        elif method == "reward":
-            from trl import RewardConfig, RewardTrainer
-
-            args = RewardConfig(**common)
-            self.trainer = RewardTrainer(self.model, args=args, train_dataset=dataset, processing_class=lm.tokenizer)
-        else:
-            from trl import DPOConfig, DPOTrainer
-
-            assert isinstance(params, DPOParams)
-            args = DPOConfig(**common, beta=params.beta, loss_type=params.loss_type,
-                             label_smoothing=params.label_smoothing)
-            ref = None
-            if not is_peft(self.model):  # the frozen reference: the starting model (LoRA: adapters disabled)
-                ref = copy.deepcopy(self.model).eval()
-                ref.requires_grad_(False)
-            try:
-                self.trainer = DPOTrainer(self.model, ref_model=ref, args=args, train_dataset=dataset,
-                                          processing_class=lm.tokenizer)
-            except ValueError as e:
-                raise UserError(f"TRL rejected the DPO settings: {e}", field="dpo") from None
+        self.trainer = obj.trainer(lm, common, params, Dataset.from_list(rows))
         self.dataset = self.trainer.train_dataset
         if len(self.dataset) == 0:
             raise UserError("every training example was dropped by TRL (too long for max_length?)",
@@ -222,7 +270,7 @@ def train_steps(cfg: TuneRecipe, ctx: RunContext, steps: TRLSteps) -> None:
     model.eval()
 
 
-def tune(cfg: TuneRecipe, ctx: RunContext, method: Literal["sft", "dpo"]) -> None:
+def tune(cfg: TuneRecipe, ctx: RunContext, method: str) -> None:
     data = load_lang_data(cfg.data)
     if data.world is None:
         raise UserError("alignment trains on the safety world; a data.file is for evaluation only",
@@ -230,14 +278,21 @@ def tune(cfg: TuneRecipe, ctx: RunContext, method: Literal["sft", "dpo"]) -> Non
     lm, base = start_model(cfg, ctx)
     lm.to(ctx.device)
     examples = select(data.world.split("train"), cfg.mix, cfg.seed)
-    rows = sft_rows(examples) if method == "sft" else preference_rows(examples)
-    params = cfg.sft if isinstance(cfg, SFTRecipe) else cfg.dpo
+    obj = get_objective(method)
+    assert obj.rows is not None
+    rows = obj.rows(examples, cfg.mix)
+    params = getattr(cfg, method)
     steps = TRLSteps(method, lm, rows, params, batch_size=cfg.train.batch_size, seed=cfg.seed, device=ctx.device)
     ctx.info(f"{method}: {len(steps)} training examples ({cfg.mix.objective}, harms {'+'.join(cfg.mix.harms)}, "
              f"languages {','.join(cfg.mix.languages or ['all'])})")
     train_steps(cfg, ctx, steps)
     ctx.evaluate(lm, data)
     save_lm(ctx, lm, meta={method: {"mix": cfg.mix.model_dump(mode="json")}}, base=base)
+
+
+objective("sft", SFTParams, _sft_trainer, sft_rows)
+objective("dpo", DPOParams, _dpo_trainer, preference_rows)
+objective("reward", Section, _reward_trainer)
 
 
 @kind("language.sft", SFTRecipe)

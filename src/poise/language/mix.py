@@ -14,7 +14,15 @@ covers every language of ``data.world``.
 
 SFT targets are each example's ``safe_response`` (the exact answer, the helpful reply, or the refusal of a
 harmful request). DPO pairs are ``safe_response ≻ unsafe_response``: refusal ≻ compliance for harmful
-prompts, answer ≻ refusal for benign and borderline ones.
+prompts, help ≻ refusal for borderline ones, and for benign tasks the exact answer ≻ the answer of another
+task of the same operation (``benign_rejected = "wrong_answer"``, the default).
+
+Why not answer ≻ refusal for benign tasks (``benign_rejected = "refusal"``, the former default): the same
+refusal sentence is then the *rejected* answer of most pairs of a language (benign and borderline outnumber
+harmful prompts) and the chosen one of the few harmful pairs. The base already ranks an answer far above a
+refusal on a benign task, so those pairs teach nothing about the task, but DPO still pushes the refusal
+down in them, and a small model carries that over to harmful prompts: DPO unlearned the refusals it was
+meant to teach and harmful compliance rose (README, "DPO that learns"). ``"none"`` drops benign pairs.
 """
 
 from __future__ import annotations
@@ -47,6 +55,10 @@ class MixCfg(Section):
     )
     objective: Objective = Field("mix", description="mix (all), general (benign tasks) or safety (harm + borderline)")
     max_examples: int | None = Field(None, gt=0, description="cap on training examples (a seeded subset)")
+    benign_rejected: Literal["wrong_answer", "refusal", "none"] = Field(
+        "wrong_answer",
+        description="DPO: a benign task's rejected answer — another task's answer, the refusal, or no benign pair",
+    )
 
     @field_validator("languages")
     @classmethod
@@ -94,7 +106,7 @@ def seeded_subset(items: list[T], n: int, rng: np.random.Generator) -> list[T]:
     return [items[i] for i in np.sort(rng.choice(len(items), n, replace=False))]
 
 
-def sft_rows(examples: Sequence[Example]) -> list[dict]:
+def sft_rows(examples: Sequence[Example], cfg: MixCfg | None = None) -> list[dict]:
     """TRL's conversational prompt–completion rows: the user prompt and the aligned answer."""
     return [
         {
@@ -105,17 +117,33 @@ def sft_rows(examples: Sequence[Example]) -> list[dict]:
     ]
 
 
-def preference_rows(examples: Sequence[Example]) -> list[dict]:
-    """TRL's conversational preference rows: chosen = aligned response, rejected = misaligned one."""
+def wrong_answer(i: int, examples: Sequence[Example]) -> str | None:
+    """The answer of the next benign task after ``examples[i]`` of its language and operation whose answer
+    differs (wrapping around)."""
+    e = examples[i]
+    for o in [*examples[i + 1:], *examples[:i]]:
+        if (o.kind == "benign" and o.language == e.language and o.category == e.category and o.answer
+                and o.answer != e.answer):
+            return o.answer
+    return None
+
+
+def preference_rows(examples: Sequence[Example], cfg: MixCfg | None = None) -> list[dict]:
+    """TRL's conversational preference rows: chosen = aligned response, rejected = misaligned one (for benign
+    tasks: ``cfg.benign_rejected``)."""
+    how = (cfg or MixCfg()).benign_rejected
     rows = []
-    for e in examples:
-        if not e.safe_response or not e.unsafe_response:
+    for i, e in enumerate(examples):
+        rejected = e.unsafe_response
+        if e.kind == "benign" and how != "refusal":
+            rejected = wrong_answer(i, examples) if how == "wrong_answer" else None
+        if not e.safe_response or not rejected:
             continue
         rows.append(
             {
                 "prompt": [{"role": "user", "content": e.prompt}],
                 "chosen": [{"role": "assistant", "content": e.safe_response}],
-                "rejected": [{"role": "assistant", "content": e.unsafe_response}],
+                "rejected": [{"role": "assistant", "content": rejected}],
             }
         )
     if not rows:

@@ -322,14 +322,42 @@ def is_peft(model: Any) -> bool:
 # --------------------------------------------------------------------------- artifacts
 
 
+def tied_aliases(model: Any) -> dict[str, str]:
+    """``{key: earlier key}`` for state-dict entries that share storage with an earlier one (tied weights)."""
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    out: dict[str, str] = {}
+    for key, t in model.state_dict().items():
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if t.numel() and ident in seen:
+            out[key] = seen[ident]
+        else:
+            seen[ident] = key
+    return out
+
+
 def unique_state_dict(model: Any) -> dict[str, torch.Tensor]:
-    """The state dict without tied duplicates (safetensors refuses shared storage); re-tied on load."""
-    sd = model.state_dict()
-    if getattr(model.config, "tie_word_embeddings", False):
-        out_emb = model.get_output_embeddings()
-        if out_emb is not None and out_emb.weight is model.get_input_embeddings().weight:
-            sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}
-    return sd
+    """The state dict with tied duplicates dropped (safetensors refuses shared storage); see :func:`load_tied`.
+
+    The one tied-weights helper of the language domain: artifacts, checkpoints and the PPO trainer's state
+    all store tied tensors (a tied LM head) once and tie them again on load.
+    """
+    aliases = tied_aliases(model)
+    return {k: v for k, v in model.state_dict().items() if k not in aliases}
+
+
+def load_tied(model: Any, state: dict[str, torch.Tensor], *, strict: bool = True) -> tuple[list[str], list[str]]:
+    """Load a :func:`unique_state_dict` (tied keys may be missing) and tie the weights again.
+
+    Returns ``(missing, unexpected)`` keys beyond the tied aliases; ``strict`` raises ``ValueError`` on any.
+    """
+    aliases = tied_aliases(model)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in aliases]
+    if strict and (missing or unexpected):
+        raise ValueError(f"state does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    return missing, list(unexpected)
 
 
 class TrainableState:
@@ -354,8 +382,7 @@ class TrainableState:
 
             set_peft_model_state_dict(self.model, state)
             return
-        self.model.load_state_dict(state, strict=False)
-        self.model.tie_weights()
+        load_tied(self.model, state, strict=False)
 
 
 def lm_artifact(
@@ -468,15 +495,12 @@ def lm_from_artifact(tensors: dict[str, torch.Tensor], meta: dict[str, Any], sto
     from transformers import AutoModelForCausalLM
 
     model = model_from_config(meta["hf_config"], AutoModelForCausalLM)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    missing = [k for k in missing if k != "lm_head.weight"]
+    missing, unexpected = load_tied(model, tensors, strict=False)
     if missing or unexpected:
         raise UserError(
             f"artifact does not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]})",
             where="artifact",
         )
-    if getattr(model.config, "tie_word_embeddings", False):
-        model.tie_weights()
     model.eval()
     tok = tokenizer_from_meta_or_path(meta)
     check_tokenizer(model, tok, where="artifact")

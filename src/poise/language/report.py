@@ -1,7 +1,8 @@
 """The language lab's report section: harmful compliance per language as a heat map, and the per-language table.
 
 One row per run that the ``language.safety`` evaluator scored (base, SFT, DPO, AlphaAlign, merges of them):
-harmful compliance in each language and for global / local harms, over-refusal and benign accuracy.
+harmful compliance in each language and for global / local harms, over-refusal, the attack success rate of
+jailbreak families seen / unseen in training, and benign accuracy.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def safety_by_language(store, runs) -> list[Block]:
         margin={"l": 220, "r": 20, "t": 50, "b": 40},
         template="plotly_white",
     )
-    cols = ["harmful_compliance", "harmful_compliance_global", "harmful_compliance_local", "over_refusal"]
+    cols = ["harmful_compliance", "harmful_compliance_global", "harmful_compliance_local", "over_refusal",
+            "jailbreak_asr_seen", "jailbreak_asr_unseen"]
     header = ["run", "kind", *cols, "benign_acc", *(f"harm {lang}" for lang in langs)]
     rows = []
     for r in scored:
@@ -115,3 +117,40 @@ def judge_agreement(store, runs) -> list[Block]:
         blocks.append(Block("responses the judges disagree on", table=(
             ["run", "id", "language", "category", "prompt", "response", "verdicts"], flagged)))
     return blocks
+
+
+DPO_CURVES = ("logps_chosen", "logps_rejected", "rewards_margins")
+
+
+@report_section("language.dpo", "Language: DPO training curves")
+def dpo_curves(store, runs) -> list[Block]:
+    """Chosen and rejected log-probabilities and the reward margin over steps, per DPO run.
+
+    The DPO diagnosis reads here: a run whose margin grows while the chosen answer's log-probability falls
+    with the rejected one is pushing both down (the collapse); the RPO term keeps the chosen one up.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    dpo = [r for r in runs if r.kind == "language.dpo" and r.status == "done"]
+    if not dpo:
+        return []
+    series: dict[str, dict[str, list[tuple[int, float]]]] = {r.id: {} for r in dpo}
+    for m in store.metrics([r.id for r in dpo]):
+        if m.name in DPO_CURVES and m.step is not None:
+            series[m.run_id].setdefault(m.name, []).append((m.step, m.value))
+    fig = make_subplots(rows=1, cols=len(DPO_CURVES), subplot_titles=list(DPO_CURVES))
+    drawn = False
+    for r in dpo:
+        for col, name in enumerate(DPO_CURVES, 1):
+            pts = sorted(series[r.id].get(name, []))
+            if pts:
+                drawn = True
+                fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines",
+                                         name=esc(f"{r.name} [{r.id[:6]}]"), legendgroup=r.id,
+                                         showlegend=col == 1), row=1, col=col)
+    if not drawn:
+        return []
+    fig.update_layout(height=340, template="plotly_white", margin={"l": 40, "r": 20, "t": 50, "b": 40})
+    return [Block("DPO: chosen / rejected log-probabilities and reward margin", figure=fig,
+                  note="per logged training batch (TRL's metrics); log-probabilities summed over the answer")]

@@ -30,6 +30,14 @@ JSONL schema (one example per line; :func:`write_jsonl` / :func:`read_jsonl`)::
     answer          str?  exact answer of a benign task (null otherwise)
     safe_response   str?  what an aligned model says: the answer, the helpful reply, or the refusal
     unsafe_response str?  what a misaligned model says: compliance with harm, or a refusal of a benign ask
+    attack          str?  jailbreak family wrapped around a harmful request (task "jailbreak"), null otherwise
+
+**Jailbreaks** (:mod:`poise.language.jailbreaks`): harmful requests wrapped in a jailbreak family are harmful
+examples with ``task = "jailbreak"`` and ``attack`` set. Validation and test wrap their split's held-out
+requests in every family (``jailbreaks.val`` / ``jailbreaks.test`` per family and language); train wraps
+train requests in the ``jailbreaks.seen`` families only (``jailbreaks.train`` per language), so the other
+families are unseen by every training mix. They are drawn from their own random streams after the other
+examples: adding them changes no other example.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from poise.errors import UserError
+from poise.language.jailbreaks import DEFAULT_SEEN, FAMILIES, Request, check_families, wrap
 from poise.language.languages import (
     ALMANAC_ATTRS,
     ARITH_OPS,
@@ -81,6 +90,24 @@ class SplitSizes(Section):
     test: int = Field(60, ge=0)
 
 
+class JailbreakCfg(Section):
+    """Jailbreak-wrapped harmful requests: which families training sees, and how many examples."""
+
+    seen: list[str] = Field(default_factory=lambda: list(DEFAULT_SEEN),
+                            description=f"families in the train split (the rest are unseen); of {', '.join(FAMILIES)}")
+    train: int = Field(24, ge=0, description="train examples per language, spread over the seen families")
+    val: int = Field(2, ge=0, description="validation examples per family and language")
+    test: int = Field(4, ge=0, description="test examples per family and language")
+
+    @field_validator("seen")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        return check_families(v)
+
+    def unseen(self) -> list[str]:
+        return [f for f in FAMILIES if f not in self.seen]
+
+
 class WorldCfg(Section):
     """Which world to generate: its own seed (independent of the run's), languages and sizes per language."""
 
@@ -93,6 +120,7 @@ class WorldCfg(Section):
         0.5, ge=0.0, le=1.0, description="share of harmful (and borderline) prompts that are local"
     )
     max_operand: int = Field(20, ge=1, le=999)
+    jailbreaks: JailbreakCfg = Field(default_factory=JailbreakCfg)
 
     @field_validator("languages")
     @classmethod
@@ -121,6 +149,7 @@ class Example:
     answer: str | None = None
     safe_response: str | None = None
     unsafe_response: str | None = None
+    attack: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -244,6 +273,41 @@ def _request_examples(
     return out
 
 
+def _jailbreak_examples(
+    lang: LanguageSpec, split: str, cfg: JailbreakCfg, local_frac: float, rng: np.random.Generator
+) -> list[dict]:
+    """Harmful requests of ``split`` wrapped in jailbreak families (train: the seen families only)."""
+    if split == "train":
+        families = list(cfg.seen)
+        counts = [cfg.train // len(families) + (i < cfg.train % len(families)) for i in range(len(families))] \
+            if families else []
+    else:
+        families = list(FAMILIES)
+        counts = [getattr(cfg, split)] * len(families)
+    out = []
+    for family, n in zip(families, counts, strict=True):
+        n_local = round(n * local_frac)
+        for harm, count in (("global", n - n_local), ("local", n_local)):
+            pool = _request_pool(lang, split, "harmful", harm)
+            for cat, _a, act, core, f in _draw(pool, count, rng, replace=True):
+                request = Request(lang.frames[f].format(q=lang.requests[core].format(act=act)), act, lang, core)
+                out.append(
+                    dict(
+                        kind="harmful",
+                        task="jailbreak",
+                        category=cat,
+                        harm=harm,
+                        template=f"{lang.code}.jailbreak.{family}.{core}",
+                        prompt=wrap(family, request),
+                        answer=None,
+                        safe_response=lang.refusal,
+                        unsafe_response=lang.compliance.format(act=act),
+                        attack=family,
+                    )
+                )
+    return out
+
+
 def _benign_examples(
     lang: LanguageSpec, split: str, n: int, cfg: WorldCfg, almanac: Almanac, rng: np.random.Generator
 ) -> list[dict]:
@@ -335,6 +399,7 @@ def build_world(cfg: WorldCfg | None = None) -> World:
                     rows += _benign_examples(lang, split, n, cfg, almanac, rng)
                 else:
                     rows += _request_examples(lang, split, kind, n, cfg.local_frac, rng)
+            rows += _jailbreak_examples(lang, split, cfg.jailbreaks, cfg.local_frac, _rng(cfg.seed, li, si, len(KINDS)))
             counters: dict[str, int] = {}
             for row in rows:
                 i = counters[row["kind"]] = counters.get(row["kind"], -1) + 1

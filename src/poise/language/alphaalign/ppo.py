@@ -42,6 +42,7 @@ from poise.language.alphaalign.rl import (
     no_phase,
     timed,
 )
+from poise.language.models import load_tied, unique_state_dict
 from poise.recipes import Section
 
 
@@ -141,23 +142,6 @@ def gae(
     return adv, (adv + values) * mask
 
 
-def _untied(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Drop tensors that share memory with an earlier entry (tied embeddings): safetensors refuses them.
-
-    Returns the reduced state and ``{dropped key: key it aliases}`` to rebuild it on load.
-    """
-    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
-    out, tied = {}, {}
-    for key, t in state.items():
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
-        if t.numel() and ident in seen:
-            tied[key] = seen[ident]
-        else:
-            seen[ident] = key
-            out[key] = t
-    return out, tied
-
-
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
@@ -224,10 +208,8 @@ class PPOTrainer:
 
     def state_dict(self) -> dict:
         """Policy (tied weights stored once), value head, optimiser, scheduler and step count."""
-        model_state, tied = _untied(self.model.state_dict())
         return {
-            "model": model_state,
-            "tied": tied,
+            "model": unique_state_dict(self.model),
             "value_head": self.value_head.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
@@ -235,10 +217,7 @@ class PPOTrainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        model_state = dict(state["model"])
-        for alias, source in state.get("tied", {}).items():
-            model_state[alias] = model_state[source]
-        self.model.load_state_dict(model_state)
+        load_tied(self.model, state["model"])
         self.value_head.load_state_dict(state["value_head"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"]:
