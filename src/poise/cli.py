@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -701,6 +702,8 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     SESSION.argv = args
+    if not debug:  # a third-party import's deprecation notice, not the user's concern (shown with --debug)
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     command = typer.main.get_command(app)
     previous = _on_sigterm_raise()
     try:
