@@ -3,9 +3,10 @@
 Read top to bottom: the base chat model (a ``language.base`` run from the store, trained once, or a local HF
 model by path), the binary-labelled prompts, the reward (V_f, V_r and — unless AlphaAlign-Zero — the
 group-normalised helpfulness term), then ``train.budget`` RL steps of ``algo`` (each step:
-``train.batch_size``
-prompts × n rollouts), logging the reward, its parts, refusal rates on harmful and benign prompts, KL to the
-reference and the step's time split after every step; finally the recipe's evaluators and the artifact.
+``train.batch_size`` prompts × n rollouts), logging the reward, its parts, refusal rates on harmful and benign
+prompts (overall and per prompt language, ``refusal_harmful_<lang>`` / ``refusal_benign_<lang>`` for the
+languages in the step's batch), KL to the reference and the step's time split after every step; finally the
+recipe's evaluators and the artifact.
 
 Choices: rollout prompts are the user prompt put in ``reward.template`` and then in the model's chat
 template (the world recipes use the bare prompt, since the tiny world model has never seen the tags; real
@@ -129,6 +130,7 @@ def log_step(ctx: RunContext, result: StepResult, step: int) -> None:
         "time_update": "time_update",
         "time_step": "time_step",
     }
+    names.update({k: k for k in m if k.startswith(("refusal_harmful_", "refusal_benign_"))})  # per language
     ctx.log_metrics({ours: m[k] for k, ours in names.items() if k in m and math.isfinite(m[k])}, step=step)
 
 
@@ -145,7 +147,8 @@ def run(cfg: AlphaAlignRecipe, ctx: RunContext) -> None:
     rendered = {chat_prompt(tok, format_prompt(p.prompt, cfg.reward.template)): p for p in prompts}
     texts = [chat_prompt(tok, format_prompt(p.prompt, cfg.reward.template)) for p in prompts]
     labels = [p.label for p in prompts]
-    reward = AlphaAlignReward(cfg.reward, group_size=cfg.n, scorer=build_scorer(cfg, rendered, ctx.device, ctx))
+    reward = AlphaAlignReward(cfg.reward, group_size=cfg.n, scorer=build_scorer(cfg, rendered, ctx.device, ctx),
+                              languages={text: p.language for text, p in rendered.items()})
 
     if cfg.algo == "grpo":
         steps = int(cfg.train.budget.amount)
