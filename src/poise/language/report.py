@@ -157,6 +157,20 @@ def dpo_curves(store, runs) -> list[Block]:
                   note="per logged training batch (TRL's metrics); log-probabilities summed over the answer")]
 
 
+RL_WINDOW = 10  # the lines are the mean of a language's last RL_WINDOW logged rates (a step holds few prompts)
+
+
+def rolling_mean(values: list[float], window: int) -> list[float]:
+    """The mean of each value and up to ``window - 1`` values before it."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
 RL_REFUSAL = (("refusal_harmful_", "harmful prompts (refusal is right)"),
               ("refusal_benign_", "benign prompts (refusal is over-refusal)"))
 
@@ -198,9 +212,15 @@ def rl_refusal_by_language(store, runs) -> list[Block]:
                 pts = series[group].get(lang)
                 if not pts:
                     continue
-                fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                                         name=esc(lang), legendgroup=lang, showlegend=col == 1,
-                                         line={"color": _PALETTE[i % len(_PALETTE)]}, marker={"size": 4},
+                color = _PALETTE[i % len(_PALETTE)]
+                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                fig.add_trace(go.Scatter(x=xs, y=rolling_mean(ys, RL_WINDOW), mode="lines", name=esc(lang),
+                                         legendgroup=lang, showlegend=col == 1, line={"color": color},
+                                         hovertemplate=f"{esc(lang)} step %{{x}}: %{{y:.2f}} "
+                                                       f"(mean of the last {RL_WINDOW})<extra></extra>"),
+                              row=1, col=col)
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=esc(lang), legendgroup=lang,
+                                         showlegend=False, marker={"color": color, "size": 4, "opacity": 0.35},
                                          hovertemplate=f"{esc(lang)} step %{{x}}: %{{y:.2f}}<extra></extra>"),
                               row=1, col=col)
         fig.update_yaxes(range=[-0.02, 1.02], title_text="refusal rate", row=1, col=1)
@@ -208,8 +228,9 @@ def rl_refusal_by_language(store, runs) -> list[Block]:
         fig.update_layout(height=340, template="plotly_white", margin={"l": 50, "r": 20, "t": 50, "b": 40})
         blocks.append(Block(f"refusal per language over RL steps: {r.name} [{r.id[:6]}]", figure=fig,
                             slug=f"rl-refusal-{r.id[:8]}",
-                            note="share of the step's rollouts that refuse, per prompt language (a language "
-                                 "absent from a step's batch has no point there)"))
+                            note=f"dots: share of a step's rollouts that refuse, per prompt language (a language "
+                                 f"absent from a step's batch has no dot there); lines: mean of a language's last "
+                                 f"{RL_WINDOW} dots"))
     return blocks
 
 

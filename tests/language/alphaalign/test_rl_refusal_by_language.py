@@ -52,3 +52,23 @@ def test_tiny_run_logs_per_language_rates_and_the_report_draws_them(cli, tmp_pat
     for t in block.figure.data:
         assert all(0.0 <= y <= 1.0 for y in t.y)
     store.close()
+
+
+def test_rolling_mean_of_the_report_lines():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from poise.language.report import rolling_mean
+
+    assert rolling_mean([0.0, 1.0, 1.0, 0.0], 2) == [0.0, 0.5, 1.0, 0.5]
+
+    @given(st.lists(st.floats(0.0, 1.0), max_size=40), st.integers(1, 12))
+    def bounded(values, window):
+        out = rolling_mean(values, window)
+        assert len(out) == len(values)
+        for i, m in enumerate(out):
+            seen = values[max(0, i - window + 1): i + 1]
+            assert min(seen) - 1e-9 <= m <= max(seen) + 1e-9
+            assert abs(m - sum(seen) / len(seen)) < 1e-9
+
+    bounded()
