@@ -2,7 +2,8 @@
 
 One row per run that the ``language.safety`` evaluator scored (base, SFT, DPO, AlphaAlign, merges of them):
 harmful compliance in each language and for global / local harms, over-refusal, the attack success rate of
-jailbreak families seen / unseen in training, and benign accuracy.
+jailbreak families seen / unseen in training, and benign accuracy. For RL runs (AlphaAlign, AlphaAlign-Zero, the
+GRPO variant): refusal rates on harmful and benign prompts over RL steps, one line per language.
 """
 
 from __future__ import annotations
@@ -154,3 +155,84 @@ def dpo_curves(store, runs) -> list[Block]:
     fig.update_layout(height=340, template="plotly_white", margin={"l": 40, "r": 20, "t": 50, "b": 40})
     return [Block("DPO: chosen / rejected log-probabilities and reward margin", figure=fig,
                   note="per logged training batch (TRL's metrics); log-probabilities summed over the answer")]
+
+
+RL_WINDOW = 10  # the lines are the mean of a language's last RL_WINDOW logged rates (a step holds few prompts)
+
+
+def rolling_mean(values: list[float], window: int) -> list[float]:
+    """The mean of each value and up to ``window - 1`` values before it."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+RL_REFUSAL = (("refusal_harmful_", "harmful prompts (refusal is right)"),
+              ("refusal_benign_", "benign prompts (refusal is over-refusal)"))
+
+
+def rl_refusal_series(store, run) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """A RL run's per-language refusal rates over steps: ``{"harmful"|"benign": {lang: [(step, rate)]}}``."""
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {"harmful": {}, "benign": {}}
+    for m in store.metrics([run.id]):
+        if m.axis != "train" or m.step is None:
+            continue
+        for prefix, _ in RL_REFUSAL:
+            if m.name.startswith(prefix):
+                group = prefix.split("_")[1]
+                out[group].setdefault(m.name.removeprefix(prefix), []).append((m.step, m.value))
+    for group in out.values():
+        for pts in group.values():
+            pts.sort()
+    return out
+
+
+@report_section("language.rl_refusal", "Language: refusal over RL steps per language", per_run=True)
+def rl_refusal_by_language(store, runs) -> list[Block]:
+    """For each AlphaAlign / AlphaAlign-Zero / GRPO run: the share of its rollouts that refuse, on harmful and
+    on benign prompts, at every RL step, one line per prompt language (from the rollouts the step sampled)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    blocks = []
+    for r in runs:
+        if r.kind != "language.alphaalign":
+            continue
+        series = rl_refusal_series(store, r)
+        langs = sorted(set(series["harmful"]) | set(series["benign"]))
+        if not langs:
+            continue
+        fig = make_subplots(rows=1, cols=2, subplot_titles=[t for _, t in RL_REFUSAL], shared_yaxes=True)
+        for col, group in enumerate(("harmful", "benign"), 1):
+            for i, lang in enumerate(langs):
+                pts = series[group].get(lang)
+                if not pts:
+                    continue
+                color = _PALETTE[i % len(_PALETTE)]
+                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                fig.add_trace(go.Scatter(x=xs, y=rolling_mean(ys, RL_WINDOW), mode="lines", name=esc(lang),
+                                         legendgroup=lang, showlegend=col == 1, line={"color": color},
+                                         hovertemplate=f"{esc(lang)} step %{{x}}: %{{y:.2f}} "
+                                                       f"(mean of the last {RL_WINDOW})<extra></extra>"),
+                              row=1, col=col)
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=esc(lang), legendgroup=lang,
+                                         showlegend=False, marker={"color": color, "size": 4, "opacity": 0.35},
+                                         hovertemplate=f"{esc(lang)} step %{{x}}: %{{y:.2f}}<extra></extra>"),
+                              row=1, col=col)
+        fig.update_yaxes(range=[-0.02, 1.02], title_text="refusal rate", row=1, col=1)
+        fig.update_xaxes(title_text="RL step")
+        fig.update_layout(height=340, template="plotly_white", margin={"l": 50, "r": 20, "t": 50, "b": 40})
+        blocks.append(Block(f"refusal per language over RL steps: {r.name} [{r.id[:6]}]", figure=fig,
+                            slug=f"rl-refusal-{r.id[:8]}",
+                            note=f"dots: share of a step's rollouts that refuse, per prompt language (a language "
+                                 f"absent from a step's batch has no dot there); lines: mean of a language's last "
+                                 f"{RL_WINDOW} dots"))
+    return blocks
+
+
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+            "#17becf")

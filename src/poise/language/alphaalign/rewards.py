@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -182,9 +182,12 @@ class RewardBreakdown:
     helpfulness: list[float]
     score: list[float]
     labels: list[int]
+    languages: list[str] | None = None  # each row's prompt language, when the reward knows them
 
     def metrics(self) -> dict[str, float]:
-        """Batch means to log: reward, its parts, and refusal rates on harmful and benign prompts."""
+        """Batch means to log: reward, its parts, and refusal rates on harmful and benign prompts — overall
+        and, when the rows' languages are known, per language (``refusal_harmful_<lang>``,
+        ``refusal_benign_<lang>``, for the languages present in the batch)."""
 
         def mean(xs: Sequence[float]) -> float:
             return sum(xs) / len(xs)
@@ -200,6 +203,14 @@ class RewardBreakdown:
             scored = [self.score[i] for i in benign if not math.isnan(self.score[i])]
             if scored:
                 out["helpfulness_score"] = mean(scored)
+        if self.languages is not None:
+            for (label, name) in ((1, "refusal_harmful"), (0, "refusal_benign")):
+                by_lang: dict[str, list[float]] = {}
+                for r, y, lang in zip(self.refusal, self.labels, self.languages, strict=True):
+                    if y == label:
+                        by_lang.setdefault(lang, []).append(r)
+                for lang, rs in sorted(by_lang.items()):
+                    out[f"{name}_{lang}"] = mean(rs)
         return out
 
 
@@ -208,11 +219,17 @@ class AlphaAlignReward:
 
     Rows come in groups of ``group_size`` (n) rollouts of the same prompt. ``scorer`` is the helpfulness
     reward model; it is called once per batch on the benign rows only, and not at all when
-    ``cfg.helpfulness`` is false.
+    ``cfg.helpfulness`` is false. ``languages`` maps a prompt (as the trainer passes it) to its language:
+    with it, the refusal rates are also reported per language (a prompt it lacks counts as ``und``).
     """
 
     def __init__(
-        self, cfg: AlphaAlignRewardCfg | None = None, *, group_size: int, scorer: Scorer | None = None
+        self,
+        cfg: AlphaAlignRewardCfg | None = None,
+        *,
+        group_size: int,
+        scorer: Scorer | None = None,
+        languages: Mapping[str, str] | None = None,
     ):
         self.cfg = cfg or AlphaAlignRewardCfg()
         if group_size < 2:
@@ -227,6 +244,7 @@ class AlphaAlignReward:
             )
         self.n = group_size
         self.scorer = scorer
+        self.languages = dict(languages) if languages is not None else None
         self.__name__ = "alphaalign"  # TRL names reward functions by __name__
 
     def __call__(self, prompts: list[str], completions: list[str], labels: list[int]) -> Rewards:
@@ -283,7 +301,8 @@ class AlphaAlignReward:
             cfg.r_f * f + cfg.r_a * r if y == 1 else cfg.r_f * f - cfg.r_a * r + h
             for f, r, h, y in zip(vf, vr, rh, labels, strict=True)
         ]
-        return RewardBreakdown(total, vf, vr, rh, score, labels)
+        langs = None if self.languages is None else [self.languages.get(p, "und") for p in prompts]
+        return RewardBreakdown(total, vf, vr, rh, score, labels, langs)
 
 
 def _label(y: object) -> int:

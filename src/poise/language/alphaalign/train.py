@@ -3,9 +3,10 @@
 Read top to bottom: the base chat model (a ``language.base`` run from the store, trained once, or a local HF
 model by path), the binary-labelled prompts, the reward (V_f, V_r and — unless AlphaAlign-Zero — the
 group-normalised helpfulness term), then ``train.budget`` RL steps of ``algo`` (each step:
-``train.batch_size``
-prompts × n rollouts), logging the reward, its parts, refusal rates on harmful and benign prompts, KL to the
-reference and the step's time split after every step; finally the recipe's evaluators and the artifact.
+``train.batch_size`` prompts × n rollouts), logging the reward, its parts, refusal rates on harmful and benign
+prompts (overall and per prompt language, ``refusal_harmful_<lang>`` / ``refusal_benign_<lang>`` for the
+languages in the step's batch), KL to the reference and the step's time split after every step; finally the
+recipe's evaluators and the artifact.
 
 Choices: rollout prompts are the user prompt put in ``reward.template`` and then in the model's chat
 template (the world recipes use the bare prompt, since the tiny world model has never seen the tags; real
@@ -41,7 +42,9 @@ class AlphaAlignModelCfg(ModelCfg):
     """The chat model to align: a base recipe's stored model, or a local HF folder."""
 
     name: str = "alphaalign"
-    base: str = Field("language/base.toml", description="recipe (or run:<id>) of the base chat model")
+    base: str = Field(
+        "language/base-aware.toml", description="recipe (or run:<id>) of the base chat model (latent safety awareness)"
+    )
     path: str | None = Field(None, description="local HF causal-LM folder, used instead of base")
     tokenizer: str | None = None
 
@@ -69,6 +72,58 @@ class AlphaAlignRecipe(ChatRecipe):
         if self.algo == "grpo" and self.train.budget.unit != "steps":
             raise ValueError("GRPO runs through TRL's loop: expected train.budget.steps")
         return self
+
+    def preflight(self) -> None:
+        """The base recipe gives AlphaAlign what it needs, before any run (this one or the base's) exists."""
+        super().preflight()
+        check_base(self)
+
+
+def rl_languages(cfg: AlphaAlignRecipe) -> list[str]:
+    """The languages of the RL prompts: the prompt file's ``language`` column, else the world's languages."""
+    if cfg.prompts.file is not None:
+        return sorted({p.language for p in load_prompt_file(cfg.prompts)} - {"und"})
+    return list(cfg.data.world.languages)
+
+
+def check_base(cfg: AlphaAlignRecipe) -> None:
+    """What AlphaAlign needs of a base *recipe* (a stored run or a local HF folder is taken as it is).
+
+    The base must be a ``language.base`` world model whose world (and so tokenizer, trained on it) covers every
+    language of the RL prompts, with refusal data in each of them (``refuse_languages``, ``refusal_share`` or
+    ``harm_notes``): the verifiable reward only reinforces refusals the base already samples.
+    """
+    if cfg.model.path or cfg.model.base.startswith("run:"):
+        return
+    from poise.language.base import BaseRecipe
+    from poise.recipes import load_recipe, resolve_recipe_path
+
+    where = str(cfg.source or "recipe")
+    try:
+        path = resolve_recipe_path(cfg.model.base, cfg.source)
+    except UserError as e:
+        raise UserError(e.message, where=where, field="model.base") from None
+    base = load_recipe(path, quick=cfg.is_quick)
+    if not isinstance(base, BaseRecipe):
+        raise UserError(f"{cfg.model.base} is a {base.kind} recipe; expected a language.base recipe (the chat model "
+                        "AlphaAlign starts from)", where=where, field="model.base")
+    if base.model.path:
+        return  # a local HF base: its own tokenizer, no world to compare
+    known = list(base.data.world.languages)
+    ours = rl_languages(cfg)
+    missing = [lang for lang in ours if lang not in known]
+    if missing:
+        field = "prompts.file" if cfg.prompts.file is not None else "data.world.languages"
+        raise UserError(f"languages {missing} are not in the world (and tokenizer) of the base {cfg.model.base} "
+                        f"({known}); expected the base's data.world.languages to cover every RL prompt language",
+                        where=where, field=field)
+    aware = base.model.refusal_share > 0 or base.model.harm_notes > 0
+    unaware = [lang for lang in ours if not aware and lang not in base.model.refuse_languages]
+    if unaware:
+        raise UserError(f"the base {cfg.model.base} has no refusal data in {unaware} (refusal_share = 0, harm_notes "
+                        f"= 0, refuse_languages = {base.model.refuse_languages}); AlphaAlign needs a base with latent "
+                        "safety awareness in every RL language, e.g. language/base-aware.toml",
+                        where=where, field="model.base")
 
 
 def load_policy(cfg: AlphaAlignRecipe, ctx: RunContext):
@@ -129,6 +184,7 @@ def log_step(ctx: RunContext, result: StepResult, step: int) -> None:
         "time_update": "time_update",
         "time_step": "time_step",
     }
+    names.update({k: k for k in m if k.startswith(("refusal_harmful_", "refusal_benign_"))})  # per language
     ctx.log_metrics({ours: m[k] for k, ours in names.items() if k in m and math.isfinite(m[k])}, step=step)
 
 
@@ -145,7 +201,8 @@ def run(cfg: AlphaAlignRecipe, ctx: RunContext) -> None:
     rendered = {chat_prompt(tok, format_prompt(p.prompt, cfg.reward.template)): p for p in prompts}
     texts = [chat_prompt(tok, format_prompt(p.prompt, cfg.reward.template)) for p in prompts]
     labels = [p.label for p in prompts]
-    reward = AlphaAlignReward(cfg.reward, group_size=cfg.n, scorer=build_scorer(cfg, rendered, ctx.device, ctx))
+    reward = AlphaAlignReward(cfg.reward, group_size=cfg.n, scorer=build_scorer(cfg, rendered, ctx.device, ctx),
+                              languages={text: p.language for text, p in rendered.items()})
 
     if cfg.algo == "grpo":
         steps = int(cfg.train.budget.amount)
