@@ -306,6 +306,27 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def verified_bytes(rec: ArtifactRecord, run_id: str) -> bytes:
+    """An artifact's bytes, checked against the SHA-256 the store recorded (``CorruptArtifact`` if not)."""
+    try:
+        data = rec.path.read_bytes()
+    except OSError as e:
+        raise CorruptArtifact(f"artifact {rec.name!r} cannot be read: {e.strerror or e}",
+                              where=f"run {run_id}") from None
+    if hashlib.sha256(data).hexdigest() != rec.sha256:
+        raise CorruptArtifact(f"artifact {rec.name!r} is corrupt (SHA-256 mismatch): {rec.path}",
+                              where=f"run {run_id}")
+    return data
+
+
+def verified_json(rec: ArtifactRecord, run_id: str) -> Any:
+    """A JSON artifact, checked against its SHA-256."""
+    try:
+        return json.loads(verified_bytes(rec, run_id))
+    except ValueError:
+        raise CorruptArtifact(f"artifact {rec.name!r} is not valid JSON", where=f"run {run_id}") from None
+
+
 class Store:
     """Handle on one store: a database URL plus a folder for files."""
 
@@ -944,23 +965,11 @@ class Store:
 
     def read_bytes(self, run_id: str, name: str) -> bytes:
         """The bytes of artifact ``name`` of a run, checked against their SHA-256 (``CorruptArtifact`` if not)."""
-        rec = self.artifact(run_id, name)
-        try:
-            data = rec.path.read_bytes()
-        except OSError as e:
-            raise CorruptArtifact(f"artifact {name!r} cannot be read: {e.strerror or e}",
-                                  where=f"run {run_id}") from None
-        if hashlib.sha256(data).hexdigest() != rec.sha256:
-            raise CorruptArtifact(f"artifact {name!r} is corrupt (SHA-256 mismatch): {rec.path}",
-                                  where=f"run {run_id}")
-        return data
+        return verified_bytes(self.artifact(run_id, name), run_id)
 
     def read_json(self, run_id: str, name: str) -> Any:
         """A JSON artifact of a run, checked against its SHA-256."""
-        try:
-            return json.loads(self.read_bytes(run_id, name))
-        except ValueError:
-            raise CorruptArtifact(f"artifact {name!r} is not valid JSON", where=f"run {run_id}") from None
+        return verified_json(self.artifact(run_id, name), run_id)
 
     def load_tensors(self, run_id: str, name: str, device: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
         """Load a safetensors artifact (never pickle) and its metadata, checking its SHA-256."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import errno
-import json
 import os
 import re
 import shutil
@@ -21,7 +20,7 @@ from poise.errors import CorruptArtifact, DiskFull, UserError
 from poise.frontier import Frontier, build_frontier, frontier_pairs, match_run, needs_config, parse_filters
 from poise.report.blocks import Block, focus, focusing, is_per_run, report_sections
 from poise.report.figures import cost_figure, cost_png, esc, frontier_figure, frontier_png
-from poise.store import CostRecord, RunRecord, Store
+from poise.store import CostRecord, RunRecord, Store, verified_bytes, verified_json
 
 MAX_AUTO_PAIRS = 8
 REPORT_RUNS = 500  # a report's default scope: the newest runs (--all for every run)
@@ -259,24 +258,10 @@ class _ReportStore:
         return self._store.artifact(run_id, name)
 
     def read_bytes(self, run_id: str, name: str) -> bytes:
-        import hashlib
-
-        rec = self.artifact(run_id, name)
-        try:
-            data = rec.path.read_bytes()
-        except OSError as e:
-            raise CorruptArtifact(f"artifact {name!r} cannot be read: {e.strerror or e}",
-                                  where=f"run {run_id}") from None
-        if hashlib.sha256(data).hexdigest() != rec.sha256:
-            raise CorruptArtifact(f"artifact {name!r} is corrupt (SHA-256 mismatch): {rec.path}",
-                                  where=f"run {run_id}")
-        return data
+        return verified_bytes(self.artifact(run_id, name), run_id)
 
     def read_json(self, run_id: str, name: str) -> Any:
-        try:
-            return json.loads(self.read_bytes(run_id, name))
-        except ValueError:
-            raise CorruptArtifact(f"artifact {name!r} is not valid JSON", where=f"run {run_id}") from None
+        return verified_json(self.artifact(run_id, name), run_id)
 
     def list_runs(self, *, kind: str | None = None, status: str | None = None) -> list[RunRecord]:
         key = (kind, status)

@@ -14,8 +14,7 @@ degradation GAN the runs share — sees the same test faces. The scikit-image sa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,6 +25,7 @@ from pydantic import Field, model_validator
 
 from poise.errors import UserError
 from poise.recipes import DataCfg
+from poise.threads import one_thread
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 PHOTOS = ("astronaut.png", "camera.png", "chelsea.png", "coffee.png")
@@ -105,20 +105,10 @@ class FaceData:
         return self._photos
 
 
-@contextmanager
-def small_image_threads(device: torch.device, hr_size: int) -> Iterator[None]:
-    """Run torch's CPU ops on one thread for small faces (HR side ≤ 64): their convolutions are too small
-    to split, and on a shared, busy machine intra-op threads made each training step several times slower
-    in CPU time. Restores the thread count afterwards; nothing changes on a GPU or for larger faces."""
-    if device.type != "cpu" or hr_size > 64:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def small_image_threads(device: torch.device, hr_size: int) -> AbstractContextManager[None]:
+    """One torch thread for small faces (HR side ≤ 64) on the CPU: their convolutions are too small to
+    split (see :mod:`poise.threads`); nothing changes on a GPU or for larger faces."""
+    return one_thread(device.type == "cpu" and hr_size <= 64)
 
 
 # --------------------------------------------------------------------------- reading images

@@ -5,19 +5,6 @@ unconstrained MLP or an α-Lipschitz policy π = α·g; certificates bound lip(�
 bounded attacks on the measured state check what the bound promises: ‖π(x+δ) − π(x)‖ ≤ lip(π)·ε.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from poise.threads import one_thread
 
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch's CPU ops on one thread: these problems are tiny matrices, where splitting work across
-    threads costs far more than the arithmetic (100× slower on a busy 2-core machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+__all__ = ["one_thread"]
