@@ -18,7 +18,8 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from poise.errors import CorruptArtifact, DiskFull, UserError
-from poise.frontier import Frontier, build_frontier, frontier_pairs, match_run, needs_config, parse_filters
+from poise.filters import config_paths, match_run, needs_config, parse_filters
+from poise.frontier import Frontier, build_frontier, frontier_pairs
 from poise.report.blocks import Block, focus, focusing, is_per_run, report_sections
 from poise.report.figures import cost_figure, cost_png, esc, frontier_figure, frontier_png
 from poise.store import CostRecord, RunRecord, Store
@@ -206,8 +207,8 @@ def _scope(store: Store, filters: list[str], *, kind: str | None, study: str | N
     """The runs a report shows: the newest ``limit`` (None: all) matching the filters, oldest first."""
     parsed = parse_filters(filters)
     ids = []
-    for r in store.iter_runs(newest_first=True, with_config=needs_config(parsed), kind=kind, study=study,
-                             since=since):
+    for r in store.iter_runs(newest_first=True, with_config=needs_config(parsed), config_keys=config_paths(parsed),
+                             kind=kind, study=study, since=since):
         if match_run(r, parsed):
             ids.append(r.id)
             if limit is not None and len(ids) >= limit:
