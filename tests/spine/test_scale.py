@@ -395,6 +395,33 @@ def test_report_of_hundreds_of_runs_opens_in_headless_chromium(store, tmp_path):
         browser.quit()
 
 
+@pytest.mark.browser
+def test_a_frontier_of_many_runs_is_drawn_with_webgl(store, tmp_path, monkeypatch):
+    """Beyond MAX_SVG_POINTS runs a frontier's markers are a scattergl trace (lowered here to 100 runs): every
+    run is still a point, on a WebGL canvas, with no error in the console."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from poise.report import figures
+    from tests.spine.test_report import _chromium
+
+    ids = _frontier_store(store, 150)
+    monkeypatch.setattr(figures, "MAX_SVG_POINTS", 100)
+    path = write_report(store, tmp_path / "rep")
+    text = path.read_text()
+    assert '"type":"scattergl"' in text
+    browser = _chromium()
+    try:
+        browser.get(path.resolve().as_uri())
+        points = ("var d = document.getElementById('fig0')._fullData; return d ? d.filter(t => t.type === "
+                  "'scattergl').reduce((n, t) => n + t._length, 0) : 0")
+        WebDriverWait(browser, 60).until(lambda b: b.execute_script(points) > 0)
+        assert browser.execute_script(points) == len(ids)
+        assert browser.execute_script("return document.querySelectorAll('#fig0 canvas').length") > 0
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
 def test_listing_reads_no_config_unless_a_filter_needs_it(store):
     make_runs(store, [{"config": {"a": 1}}, {"config": {"a": 2}}])
     rows = list(store.iter_runs())
