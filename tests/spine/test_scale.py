@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poise.report import Block, report_section, write_report
+from poise.report.html import TABLE_EAGER
 from poise.store import CostRecord, Store
 
 
@@ -383,7 +384,11 @@ def test_report_of_hundreds_of_runs_opens_in_headless_chromium(store, tmp_path):
             lambda b: b.execute_script("return document.querySelectorAll('#fig0 path.point').length") > 0)
         took = time.perf_counter() - t0
         assert browser.execute_script("return document.querySelectorAll('#fig0 path.point').length") == len(ids)
-        assert browser.execute_script("return document.querySelectorAll('#runs tbody tr').length") == len(ids)
+        # the table's first TABLE_EAGER rows are in the page, the others come as it is scrolled to its end
+        rows = "return document.querySelectorAll('#runs tbody tr').length"
+        assert browser.execute_script(rows) == TABLE_EAGER < len(ids)
+        browser.execute_script("var s = document.querySelector('#runs div.scroll'); s.scrollTop = s.scrollHeight")
+        WebDriverWait(browser, 10).until(lambda b: b.execute_script(rows) == len(ids))
         # figures further down are drawn when they come near the screen
         last = "var p = document.querySelectorAll('div.plot'); return p[p.length - 1]"
         assert browser.execute_script(last + ".getAttribute('data-drawn')") is None
@@ -417,6 +422,25 @@ def test_a_frontier_of_many_runs_is_drawn_with_webgl(store, tmp_path, monkeypatc
         WebDriverWait(browser, 60).until(lambda b: b.execute_script(points) > 0)
         assert browser.execute_script(points) == len(ids)
         assert browser.execute_script("return document.querySelectorAll('#fig0 canvas').length") > 0
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
+@pytest.mark.browser
+def test_sorting_a_long_table_sorts_every_row(store, tmp_path):
+    """A sort brings in the rows not yet added (the table was not scrolled) and orders them all."""
+    from tests.spine.test_report import _chromium
+
+    ids = _frontier_store(store, TABLE_EAGER + 30)
+    path = write_report(store, tmp_path / "rep")
+    browser = _chromium()
+    try:
+        browser.get(path.resolve().as_uri())
+        seeds = "Array.from(document.querySelectorAll('#runs tbody tr')).map(tr => tr.cells[4].textContent)"
+        assert len(browser.execute_script(f"return {seeds}")) == TABLE_EAGER
+        browser.execute_script("document.querySelectorAll('#runs th')[4].click()")  # the seed column
+        assert browser.execute_script(f"return {seeds}") == [str(i) for i in range(len(ids))]
         assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         browser.quit()

@@ -27,6 +27,7 @@ from poise.store import CostRecord, RunRecord, Store
 MAX_AUTO_PAIRS = 8
 REPORT_RUNS = 500  # a report's default scope: the newest runs (--all for every run)
 TABLE_ROWS = 1000  # rows of a table in the page
+TABLE_EAGER = 200  # rows of a table in the page's HTML; the others are added as it is scrolled (or sorted)
 FOCUS_ALL = 24  # a report of at most this many runs draws per-run figures for all of them
 FOCUS_PER_KIND = 2  # beyond that, the newest finished runs of each kind are in focus with the fronts' runs
 FOCUS_PER_FRONT = 8  # runs of each front in focus (spread along it) when it has more
@@ -47,9 +48,30 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}.status-failed{color:#
 """
 
 SORT_JS = """
+// a long table's rows past the first are a JSON list of row HTML after it, added as the table is scrolled
+// near its end, and all at once before a sort
+function poiseMoreRows(table, n){
+  if (table._more === undefined){
+    var s = table.parentNode.querySelector('script.more-rows');
+    table._more = s ? JSON.parse(s.textContent) : [];
+    table._shown = 0;
+  }
+  if (table._shown >= table._more.length) return;
+  var end = n === undefined ? table._more.length : Math.min(table._more.length, table._shown + n);
+  table.tBodies[0].insertAdjacentHTML('beforeend', table._more.slice(table._shown, end).join(''));
+  table._shown = end;
+}
+document.querySelectorAll('div.scroll').forEach(function(box){
+  var table = box.querySelector('table');
+  if (!table || !box.querySelector('script.more-rows')) return;
+  box.addEventListener('scroll', function(){
+    if (box.scrollTop + box.clientHeight > box.scrollHeight - 600) poiseMoreRows(table, 200);
+  }, {passive: true});
+});
 document.querySelectorAll('table.sortable').forEach(function(table){
   table.querySelectorAll('th').forEach(function(th, col){
     th.addEventListener('click', function(){
+      poiseMoreRows(table);
       var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
       var asc = !th.classList.contains('sorted-asc');
       table.querySelectorAll('th').forEach(function(h){h.classList.remove('sorted-asc','sorted-desc');});
@@ -143,8 +165,13 @@ def _table(headers: list[str], rows: list[list[Any]], *, css: str = "sortable", 
                 cells.append(f'<td data-v="{esc(text)}">{esc(text)}</td>')
         cls = f' class="{esc(row_class[i])}"' if row_class and row_class[i] else ""
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    more = ""
+    if len(body) > TABLE_EAGER:  # thousands of cells slow the page's opening: the rest come as it is scrolled
+        rest = _script_json(json.dumps(body[TABLE_EAGER:]))
+        more = f'<script type="application/json" class="more-rows">{rest}</script>'
+        body = body[:TABLE_EAGER]
     return (f'{cut}<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
+            f'<tbody>{"".join(body)}</tbody></table>{more}</div>')
 
 
 def _auto_pairs(finals: dict[str, dict[str, Any]], domains: list[str] | None = None) -> list[tuple[str, str]]:
