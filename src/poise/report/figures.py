@@ -53,7 +53,7 @@ def frontier_figure(fr: Frontier) -> go.Figure:
     # thousands of SVG markers take seconds to draw; WebGL draws them at once
     trace = go.Scattergl if len(fr.runs) > MAX_SVG_POINTS else go.Scatter
     for kind, idx in sorted(by_kind.items()):
-        hover = ([f"<b>{esc(fr.runs[i].name)}</b> [{esc(fr.runs[i].id)}]" for i in idx] if many else
+        hover = ([f"{esc(fr.runs[i].name)} [{esc(fr.runs[i].id)}]" for i in idx] if many else
                  [run_hover(fr.runs[i], dict(zip(fr.objectives, fr.values[i], strict=True))) for i in idx])
         fig.add_trace(trace(
             x=fr.values[idx, 0], y=fr.values[idx, 1], mode="markers", name=esc(kind),

@@ -27,7 +27,7 @@ from poise.store import CostRecord, RunRecord, Store
 MAX_AUTO_PAIRS = 8
 REPORT_RUNS = 500  # a report's default scope: the newest runs (--all for every run)
 TABLE_ROWS = 1000  # rows of a table in the page
-TABLE_EAGER = 200  # rows of a table in the page's HTML; the others are added as it is scrolled (or sorted)
+TABLE_EAGER = 100  # rows of a table in the page's HTML; the others are added as it is scrolled (or sorted)
 FOCUS_ALL = 24  # a report of at most this many runs draws per-run figures for all of them
 FOCUS_PER_KIND = 2  # beyond that, the newest finished runs of each kind are in focus with the fronts' runs
 FOCUS_PER_FRONT = 8  # runs of each front in focus (spread along it) when it has more
@@ -37,7 +37,8 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
 header{background:#13233a;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px}
 header p{margin:4px 0 0;color:#c9d4e3;font-size:13px}main{padding:10px 28px 40px;max-width:1300px}
-section{background:#fff;border:1px solid #e3e3e6;border-radius:8px;padding:14px 18px;margin:16px 0}
+section{background:#fff;border:1px solid #e3e3e6;border-radius:8px;padding:14px 18px;margin:16px 0;
+content-visibility:auto;contain-intrinsic-size:auto 800px}
 h2{font-size:17px;margin:4px 0 10px}h3{font-size:14px;margin:14px 0 6px;color:#333}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:14px}
 table{border-collapse:collapse;font-size:12px;width:100%}th,td{border-bottom:1px solid #eee;padding:4px 6px;
@@ -48,12 +49,12 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}.status-failed{color:#
 """
 
 SORT_JS = """
-// a long table's rows past the first are a JSON list of row HTML after it, added as the table is scrolled
-// near its end, and all at once before a sort
+// a long table's rows past the first are the HTML of a text/html script after it (cell text is escaped, so
+// '</tr>' only ends a row), added as the table is scrolled near its end, and all at once before a sort
 function poiseMoreRows(table, n){
   if (table._more === undefined){
     var s = table.parentNode.querySelector('script.more-rows');
-    table._more = s ? JSON.parse(s.textContent) : [];
+    table._more = s ? s.textContent.split('</tr>').slice(0, -1).map(function(r){ return r + '</tr>'; }) : [];
     table._shown = 0;
   }
   if (table._shown >= table._more.length) return;
@@ -68,6 +69,10 @@ document.querySelectorAll('div.scroll').forEach(function(box){
     if (box.scrollTop + box.clientHeight > box.scrollHeight - 600) poiseMoreRows(table, 200);
   }, {passive: true});
 });
+function key(cell){  // a number's full value, else the cell's text
+  var v = cell.getAttribute('data-v');
+  return v === null ? cell.textContent : v;
+}
 document.querySelectorAll('table.sortable').forEach(function(table){
   table.querySelectorAll('th').forEach(function(th, col){
     th.addEventListener('click', function(){
@@ -77,7 +82,7 @@ document.querySelectorAll('table.sortable').forEach(function(table){
       table.querySelectorAll('th').forEach(function(h){h.classList.remove('sorted-asc','sorted-desc');});
       th.classList.add(asc ? 'sorted-asc' : 'sorted-desc');
       rows.sort(function(a, b){
-        var x = a.cells[col].getAttribute('data-v'), y = b.cells[col].getAttribute('data-v');
+        var x = key(a.cells[col]), y = key(b.cells[col]);
         var nx = parseFloat(x), ny = parseFloat(y);
         var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : String(x).localeCompare(String(y));
         return asc ? c : -c;
@@ -161,14 +166,12 @@ def _table(headers: list[str], rows: list[list[Any]], *, css: str = "sortable", 
             elif isinstance(v, int) and not isinstance(v, bool):
                 cells.append(f'<td class="num" data-v="{v}">{v}</td>')
             else:
-                text = "" if v is None else str(v)
-                cells.append(f'<td data-v="{esc(text)}">{esc(text)}</td>')
+                cells.append("<td></td>" if v is None else f"<td>{esc(v)}</td>")  # sorted by its text
         cls = f' class="{esc(row_class[i])}"' if row_class and row_class[i] else ""
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
     more = ""
     if len(body) > TABLE_EAGER:  # thousands of cells slow the page's opening: the rest come as it is scrolled
-        rest = _script_json(json.dumps(body[TABLE_EAGER:]))
-        more = f'<script type="application/json" class="more-rows">{rest}</script>'
+        more = f'<script type="text/html" class="more-rows">{"".join(body[TABLE_EAGER:])}</script>'
         body = body[:TABLE_EAGER]
     return (f'{cut}<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>{more}</div>')
