@@ -35,6 +35,7 @@ DEFAULT_ROOT = Path(".poise")
 STATUSES = ("running", "done", "failed", "interrupted", "pruned")
 
 metadata = sa.MetaData()
+CONFIG_COLUMN_CHARS = 16  # a config field longer than this stays only in the config text
 
 runs_t = sa.Table(
     "runs",
@@ -59,7 +60,7 @@ runs_t = sa.Table(
     sa.Column("study", sa.String(255)),  # the sweep study a trial run belongs to (schema 3)
     # the config's top-level eval_split when it is a string ("val": a tuning run), kept out of the JSON so
     # that leaving tuning runs out of a frontier parses no config (schema 4); see CONFIG_COLUMNS
-    sa.Column("eval_split", sa.String(16)),
+    sa.Column("eval_split", sa.String(CONFIG_COLUMN_CHARS)),
 )
 # the queries of `runs ls`, `frontier` and the report: newest first, by status, by study, children of a run
 RUN_INDEXES = (
@@ -70,8 +71,8 @@ RUN_INDEXES = (
     sa.Index("ix_runs_parent_id", runs_t.c.parent_id),
     sa.Index("ix_runs_eval_split", runs_t.c.eval_split),
 )
-# top-level config fields with a column of their own, filled when the field's value is a string (NULL when
-# it is absent or not a string: then the config text itself is the reference)
+# top-level config fields with a column of their own, filled when the field's value is a string of at most
+# CONFIG_COLUMN_CHARS characters (NULL otherwise: then the config text itself is the reference)
 CONFIG_COLUMNS = ("eval_split",)
 
 metrics_t = sa.Table(
@@ -226,7 +227,8 @@ SUMMARY_COLUMNS = ("id", "name", "kind", "status", "seed", "quick", "started", "
 
 def config_columns(config: dict[str, Any]) -> dict[str, str | None]:
     """The values of a run's :data:`CONFIG_COLUMNS` for this config."""
-    return {k: v if isinstance(v := config.get(k), str) else None for k in CONFIG_COLUMNS}
+    return {k: v if isinstance(v := config.get(k), str) and len(v) <= CONFIG_COLUMN_CHARS else None
+            for k in CONFIG_COLUMNS}
 
 
 @dataclass
@@ -428,7 +430,7 @@ class Store:
         cols = {col["name"] for col in sa.inspect(c).get_columns("runs")}
         for k in CONFIG_COLUMNS:
             if k not in cols:
-                c.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {k} VARCHAR(16)")
+                c.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {k} VARCHAR({CONFIG_COLUMN_CHARS})")
         for ix in RUN_INDEXES:
             ix.create(c, checkfirst=True)
         mentions = sa.or_(*[runs_t.c.config.contains(f'"{k}"', autoescape=True) for k in CONFIG_COLUMNS])

@@ -215,8 +215,8 @@ def test_migration_from_schema_2_fills_the_final_metrics_table(tmp_path, store_u
 # --------------------------------------------------------------------------- migration 3 → 4, config columns
 
 CONFIGS = [{"eval_split": "val"}, {"eval_split": "test"}, {}, {"eval_split": 3}, {"eval_split": None},
-           {"train": {"eval_split": "val"}}, {"eval_split": "VAL", "note": '"eval_split"'}]
-SPLITS = ["val", "test", None, None, None, None, "VAL"]  # the column: a string value, else NULL
+           {"train": {"eval_split": "val"}}, {"eval_split": "VAL", "note": '"eval_split"'}, {"eval_split": "v" * 40}]
+SPLITS = ["val", "test", None, None, None, None, "VAL", None]  # the column: a short string value, else NULL
 
 
 def _splits(store: Store, ids: list[str]) -> list[str | None]:
@@ -242,9 +242,9 @@ def test_migration_from_schema_3_fills_the_eval_split_column(tmp_path, store_url
             assert c.exec_driver_sql("SELECT value FROM poise_schema WHERE key='version'").scalar() == "4"
         assert _splits(store, ids) == SPLITS
         objectives = ["utility.clean_acc", "robustness.pgd_acc"]
-        assert [r.id for r in build_frontier(store, objectives).runs] == [ids[i] for i in (1, 2, 3, 4, 5)]
+        assert [r.id for r in build_frontier(store, objectives).runs] == [ids[i] for i in (1, 2, 3, 4, 5, 7)]
         assert [r.id for r in build_frontier(store, objectives, filters=["config.eval_split=v*"]).runs] == [
-            ids[0], ids[6]]
+            ids[0], ids[6], ids[7]]
         assert [r.id for r in build_frontier(store, objectives, filters=["config.eval_split>1"]).runs] == [ids[3]]
         assert store.find_done("0" * 64, eval_split="val").id == ids[0]
     finally:
@@ -266,10 +266,10 @@ def test_frontier_parses_no_config_when_the_column_answers(store, monkeypatch):
     by_id = store.runs_by_id
     monkeypatch.setattr(store, "runs_by_id", lambda *a, **k: seen.extend(out := by_id(*a, **k)) or out)
     fr = build_frontier(store, ["utility.clean_acc", "robustness.pgd_acc"])
-    assert [r.id for r in fr.runs] == [ids[i] for i in (1, 2, 3, 4, 5)]
+    assert [r.id for r in fr.runs] == [ids[i] for i in (1, 2, 3, 4, 5, 7)]
     read = {r.id for r in seen if r.config_text is not None}
-    assert read == {ids[3], ids[4], ids[5]}  # eval_split 3, null, and train.eval_split
-    assert len(parsed) == 3
+    assert read == {ids[3], ids[4], ids[5], ids[7]}  # eval_split 3, null, train.eval_split, a long string
+    assert len(parsed) == 4
 
 
 @settings(max_examples=30, deadline=None)
