@@ -328,7 +328,7 @@ def runs_ls(
     import json
     import time
 
-    from poise.filters import match_run, needs_config, parse_filters
+    from poise.filters import config_paths, match_run, needs_config, parse_filters
     from poise.store import STATUSES
 
     if status is not None and status not in STATUSES:
@@ -342,16 +342,18 @@ def runs_ls(
     sql = {"kind": kind, "name": name, "status": status, "study": study, "since": parse_since(since)}
     store = _store()
     ui = get_ui()
-    with_config = needs_config(parsed)
+    with_config, keys = needs_config(parsed), config_paths(parsed)
     every = all_ or (ui.json and limit is None)
     n = None if every else (limit or 50)
 
     def rows() -> Any:
         if n is None:  # stream in start order
-            yield from (r for r in store.iter_runs(with_config=with_config, **sql) if match_run(r, parsed))
+            yield from (r for r in store.iter_runs(with_config=with_config, config_keys=keys, **sql)
+                        if match_run(r, parsed))
             return
         newest = []
-        for r in store.iter_runs(newest_first=True, with_config=with_config, batch=max(n, 200), **sql):
+        for r in store.iter_runs(newest_first=True, with_config=with_config, config_keys=keys, batch=max(n, 200),
+                                 **sql):
             if match_run(r, parsed):
                 newest.append(r)
                 if len(newest) == n:
@@ -395,7 +397,7 @@ def runs_ls(
     total = shown if n is None and not parsed else None
     if total is None:
         total = store.count_runs(**sql) if not parsed else sum(
-            1 for r in store.iter_runs(with_config=with_config, **sql) if match_run(r, parsed))
+            1 for r in store.iter_runs(with_config=with_config, config_keys=keys, **sql) if match_run(r, parsed))
     more = "" if shown == total else " (the newest; --all or -n N for more)"
     ui.print(f"{shown} of {total} runs shown{more}")
 

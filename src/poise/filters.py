@@ -10,9 +10,21 @@ from typing import Any
 
 from poise.errors import UserError
 
+# top-level config fields the store also keeps in a column of their own (poise.store.CONFIG_COLUMNS; a
+# listing's run carries them as attributes, None where the field is absent or not a string)
+COLUMN_KEYS = ("eval_split",)
+
+
+def config_paths(filters: Sequence[tuple[str, str, str]]) -> list[str]:
+    """The config fields (dotted paths) the filters read."""
+    return [key.removeprefix("config.") for key, _, _ in filters if key.startswith("config.")]
+
 
 def _run_config_value(run: object, dotted: str) -> object:
-    """A config field of a run; a listing's run whose config text does not mention the field is not parsed."""
+    """A config field of a run: from its own column when the store keeps one (no config parsed); a
+    listing's run whose config text does not mention the field is not parsed either."""
+    if dotted in COLUMN_KEYS and (value := getattr(run, dotted, None)) is not None:
+        return value
     text = getattr(run, "config_text", None)
     if text is not None and f'"{dotted.rsplit(".", 1)[-1]}"' not in text:
         return None

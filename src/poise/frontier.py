@@ -18,7 +18,7 @@ import moocore
 import numpy as np
 
 from poise.errors import UserError
-from poise.filters import FILTER_FIELDS, _config_value, match_run, needs_config, parse_filters  # noqa: F401
+from poise.filters import FILTER_FIELDS, _config_value, config_paths, match_run, needs_config, parse_filters  # noqa: F401
 from poise.store import RunRecord, Store
 from poise.ui import TextTable, get_ui
 
@@ -115,7 +115,7 @@ def build_frontier(store: Store, objectives: Sequence[str], *, filters: Sequence
     if runs is None:  # only the objectives' final values, then only the runs that have them all
         finals = store.final_metrics(names=objectives)
         ids = [rid for rid, m in finals.items() if all(o in m for o in objectives)]
-        keys = [k.rsplit(".", 1)[-1] for k, _, _ in parsed if k.startswith("config.")]
+        keys = config_paths(parsed)
         pool: list = [r for r in store.runs_by_id(ids, status="done", with_config=bool(keys), config_keys=keys)
                       if match_run(r, parsed)]
     else:

@@ -35,6 +35,7 @@ DEFAULT_ROOT = Path(".poise")
 STATUSES = ("running", "done", "failed", "interrupted", "pruned")
 
 metadata = sa.MetaData()
+CONFIG_COLUMN_CHARS = 16  # a config field longer than this stays only in the config text
 
 runs_t = sa.Table(
     "runs",
@@ -57,6 +58,9 @@ runs_t = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("heartbeat", sa.Float),  # the owner's last sign of life (a lease: stale after STALE_S)
     sa.Column("study", sa.String(255)),  # the sweep study a trial run belongs to (schema 3)
+    # the config's top-level eval_split when it is a string ("val": a tuning run), kept out of the JSON so
+    # that leaving tuning runs out of a frontier parses no config (schema 4); see CONFIG_COLUMNS
+    sa.Column("eval_split", sa.String(CONFIG_COLUMN_CHARS)),
 )
 # the queries of `runs ls`, `frontier` and the report: newest first, by status, by study, children of a run
 RUN_INDEXES = (
@@ -65,7 +69,11 @@ RUN_INDEXES = (
     sa.Index("ix_runs_kind", runs_t.c.kind),
     sa.Index("ix_runs_study", runs_t.c.study),
     sa.Index("ix_runs_parent_id", runs_t.c.parent_id),
+    sa.Index("ix_runs_eval_split", runs_t.c.eval_split),
 )
+# top-level config fields with a column of their own, filled when the field's value is a string of at most
+# CONFIG_COLUMN_CHARS characters (NULL otherwise: then the config text itself is the reference)
+CONFIG_COLUMNS = ("eval_split",)
 
 metrics_t = sa.Table(
     "metrics",
@@ -152,7 +160,7 @@ schema_t = sa.Table(
     sa.Column("value", sa.String(64), nullable=False),
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 HEARTBEAT_S = 20.0  # a running process refreshes its runs' heartbeat this often
 STALE_S = 120.0  # a run whose owner has not been heard from for this long may be claimed by another
 
@@ -177,6 +185,7 @@ class RunRecord:
     error: str | None
     heartbeat: float | None = None
     study: str | None = None
+    eval_split: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -197,6 +206,7 @@ class RunSummary:
     ended: float | None
     study: str | None
     parent_id: str | None
+    eval_split: str | None = None
     config_text: str | None = field(default=None, repr=False)
     _config: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -211,7 +221,14 @@ class RunSummary:
         return None if self.ended is None else self.ended - self.started
 
 
-SUMMARY_COLUMNS = ("id", "name", "kind", "status", "seed", "quick", "started", "ended", "study", "parent_id")
+SUMMARY_COLUMNS = ("id", "name", "kind", "status", "seed", "quick", "started", "ended", "study", "parent_id",
+                   "eval_split")
+
+
+def config_columns(config: dict[str, Any]) -> dict[str, str | None]:
+    """The values of a run's :data:`CONFIG_COLUMNS` for this config."""
+    return {k: v if isinstance(v := config.get(k), str) and len(v) <= CONFIG_COLUMN_CHARS else None
+            for k in CONFIG_COLUMNS}
 
 
 @dataclass
@@ -379,6 +396,8 @@ class Store:
                 self._migrate_1_to_2(c)
             if version < 3:
                 self._migrate_2_to_3(c)
+            if version < 4:
+                self._migrate_3_to_4(c)
             stmt, rows = self._upsert(schema_t, [{"key": "version", "value": str(SCHEMA_VERSION)}], ["key"])
             c.execute(stmt, rows)
 
@@ -412,8 +431,10 @@ class Store:
         cols = {col["name"] for col in sa.inspect(c).get_columns("runs")}
         if "study" not in cols:
             c.exec_driver_sql("ALTER TABLE runs ADD COLUMN study VARCHAR(255)")
-        for ix in RUN_INDEXES:
-            ix.create(c, checkfirst=True)
+            cols.add("study")
+        for ix in RUN_INDEXES:  # an index on a column of a later schema comes with that column
+            if all(col.name in cols for col in ix.columns):
+                ix.create(c, checkfirst=True)
         finals_t.create(c, checkfirst=True)
         c.execute(finals_t.delete())
         m = metrics_t.alias("m")
@@ -423,6 +444,36 @@ class Store:
         sel = sa.select(*cols3).join(last, sa.and_(m.c.run_id == last.c.run_id, m.c.name == last.c.name,
                                                    m.c.step == last.c.step))
         c.execute(finals_t.insert().from_select([col.name for col in cols3], sel))
+
+    def _migrate_3_to_4(self, c: sa.Connection) -> None:
+        """Runs gain the :data:`CONFIG_COLUMNS` (eval_split), filled from each run's config, and their index.
+        Only configs that mention a field are parsed, a few thousand at a time (memory stays flat)."""
+        cols = {col["name"] for col in sa.inspect(c).get_columns("runs")}
+        for k in CONFIG_COLUMNS:
+            if k not in cols:
+                c.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {k} VARCHAR({CONFIG_COLUMN_CHARS})")
+        for ix in RUN_INDEXES:
+            ix.create(c, checkfirst=True)
+        mentions = sa.or_(*[runs_t.c.config.contains(f'"{k}"', autoescape=True) for k in CONFIG_COLUMNS])
+        last = ""
+        while True:
+            rows = c.execute(sa.select(runs_t.c.id, runs_t.c.config).where(mentions, runs_t.c.id > last)
+                             .order_by(runs_t.c.id).limit(2000)).fetchall()
+            if not rows:
+                return
+            updates = []
+            for rid, text in rows:
+                try:
+                    config = json.loads(text)
+                except ValueError:
+                    continue
+                values = config_columns(config) if isinstance(config, dict) else {}
+                if any(v is not None for v in values.values()):
+                    updates.append({"rid": rid, **{f"v_{k}": v for k, v in values.items()}})
+            if updates:
+                c.execute(runs_t.update().where(runs_t.c.id == sa.bindparam("rid"))
+                          .values({k: sa.bindparam(f"v_{k}") for k in CONFIG_COLUMNS}), updates)
+            last = rows[-1][0]
 
     # ------------------------------------------------------------------ plumbing
 
@@ -518,7 +569,7 @@ class Store:
             id=run_id, kind=kind, name=name, status="running", config=json.dumps(config, sort_keys=True),
             config_hash=config_hash, seed=seed, quick=quick, source=source, git_commit=_git_commit(),
             host=socket.gethostname(), pid=os.getpid(), parent_id=parent_id, started=time.time(),
-            ended=None, error=None, heartbeat=time.time(),
+            ended=None, error=None, heartbeat=time.time(), **config_columns(config),
         )
         self._write(lambda c: c.execute(runs_t.insert().values(**row)))
         return run_id
@@ -608,13 +659,33 @@ class Store:
         q = self._where_runs(sa.select(sa.func.count()).select_from(runs_t), **filters)
         return int(self._read(lambda c: c.execute(q).scalar()) or 0)
 
+    @staticmethod
+    def _config_text(config_keys: Sequence[str] | None) -> Any:
+        """The config column, or with ``config_keys`` (dotted paths) the config text only of runs where it
+        is needed to read one of those fields: it names the field's last key, and (a field with a column of
+        its own) that column is empty. Other runs get NULL (their fields are absent, or in the column)."""
+        if not config_keys:
+            return runs_t.c.config
+        needed = []
+        for path in dict.fromkeys(config_keys):
+            mentions = runs_t.c.config.contains(f'"{path.rsplit(".", 1)[-1]}"', autoescape=True)
+            needed.append(sa.and_(runs_t.c[path].is_(None), mentions) if path in CONFIG_COLUMNS else mentions)
+        return sa.case((sa.or_(*needed), runs_t.c.config), else_=sa.null())
+
+    @staticmethod
+    def _summary(r: Any, with_config: bool) -> RunSummary:
+        return RunSummary(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10],
+                          r[11] if with_config else None)
+
     def iter_runs(self, *, newest_first: bool = False, limit: int | None = None, with_config: bool = False,
-                  batch: int = 2000, **filters: Any) -> Iterator[RunSummary]:
+                  config_keys: Sequence[str] | None = None, batch: int = 2000,
+                  **filters: Any) -> Iterator[RunSummary]:
         """Runs matching ``kind``/``name`` (globs), ``status``, ``study``, ``since`` (epoch seconds), by start
         time, read ``batch`` at a time (keyset pages: no connection is held while the caller works, and
         memory stays flat however many runs the store holds). Only the listing columns are read, plus
-        the config text with ``with_config`` (parsed on first use of ``.config``)."""
-        cols = [runs_t.c[k] for k in SUMMARY_COLUMNS] + ([runs_t.c.config] if with_config else [])
+        the config text with ``with_config`` (parsed on first use of ``.config``; with ``config_keys``, only
+        where those config fields need it, see :meth:`_config_text`)."""
+        cols = [runs_t.c[k] for k in SUMMARY_COLUMNS] + ([self._config_text(config_keys)] if with_config else [])
         started, rid = runs_t.c.started, runs_t.c.id
         order = [started.desc(), rid.desc()] if newest_first else [started, rid]
         last: tuple[float, str] | None = None
@@ -629,8 +700,7 @@ class Store:
             n = batch if left is None else min(batch, left)
             rows = self._read(lambda c, q=q, n=n: c.execute(q.limit(n)).fetchall())
             for r in rows:
-                yield RunSummary(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9],
-                                 r[10] if with_config else None)
+                yield self._summary(r, with_config)
             if len(rows) < n:
                 return
             last = (rows[-1][6], rows[-1][0])
@@ -640,22 +710,17 @@ class Store:
     def runs_by_id(self, ids: Iterable[str], *, status: str | None = None, with_config: bool = False,
                    config_keys: Sequence[str] | None = None) -> list[RunSummary]:
         """The listing view of these runs (in start order), read in chunks of IN queries. With
-        ``config_keys``, a run's config text is read only when it names one of those keys (the others'
-        fields are absent anyway)."""
+        ``config_keys`` (dotted config paths), a run's config text is read only where one of those fields
+        needs it (see :meth:`_config_text`)."""
         ids = list(ids)
-        config: Any = runs_t.c.config
-        if config_keys:
-            mentions = sa.or_(*[runs_t.c.config.contains(f'"{k}"', autoescape=True) for k in config_keys])
-            config = sa.case((mentions, runs_t.c.config), else_=sa.null())
-        cols = [runs_t.c[k] for k in SUMMARY_COLUMNS] + ([config] if with_config else [])
+        cols = [runs_t.c[k] for k in SUMMARY_COLUMNS] + ([self._config_text(config_keys)] if with_config else [])
         out: list[RunSummary] = []
         for i in range(0, len(ids), 5000):
             q = sa.select(*cols).where(runs_t.c.id.in_(ids[i:i + 5000]))
             if status:
                 q = q.where(runs_t.c.status == status)
             for r in self._read(lambda c, q=q: c.execute(q).fetchall()):
-                out.append(RunSummary(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9],
-                                      r[10] if with_config else None))
+                out.append(self._summary(r, with_config))
         return sorted(out, key=lambda r: (r.started, r.id))
 
     def runs_full(self, ids: Iterable[str]) -> list[RunRecord]:

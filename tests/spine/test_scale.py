@@ -1,5 +1,6 @@
-"""Many runs: `runs ls` filters and bad input, the final-metrics table, the schema 2 → 3 migration, and the
-report's scope (per-run figures only for runs in focus) — checked in headless Chromium for a few hundred runs."""
+"""Many runs: `runs ls` filters and bad input, the final-metrics table, the schema 2 → 3 and 3 → 4
+migrations, config filters read from a column without parsing configs, and the report's scope (per-run
+figures only for runs in focus) — checked in headless Chromium for a few hundred runs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poise.report import Block, report_section, write_report
+from poise.report.html import TABLE_EAGER
 from poise.store import CostRecord, Store
 
 
@@ -166,8 +168,17 @@ def test_metric_series_thins_a_long_log(store_url, tmp_path):
 # --------------------------------------------------------------------------- migration 2 → 3
 
 
+def _downgrade_to_schema_3(store: Store) -> None:
+    """The tables of schema 3 (poise before the eval_split column): no eval_split column nor its index."""
+    with store.engine.begin() as c:
+        c.exec_driver_sql("DROP INDEX IF EXISTS ix_runs_eval_split")
+        c.exec_driver_sql("ALTER TABLE runs DROP COLUMN eval_split")
+        c.exec_driver_sql("UPDATE poise_schema SET value = '3' WHERE key = 'version'")
+
+
 def _downgrade_to_schema_2(store: Store) -> None:
     """The tables of schema 2 (poise before the final-metrics table): no study column, no run indexes."""
+    _downgrade_to_schema_3(store)
     with store.engine.begin() as c:
         for ix in ("ix_runs_started", "ix_runs_status_started", "ix_runs_kind", "ix_runs_study", "ix_runs_parent_id"):
             c.exec_driver_sql(f"DROP INDEX IF EXISTS {ix}")
@@ -191,7 +202,7 @@ def test_migration_from_schema_2_fills_the_final_metrics_table(tmp_path, store_u
         assert "study" in {c["name"] for c in insp.get_columns("runs")}
         assert {"ix_runs_started", "ix_runs_study"} <= {i["name"] for i in insp.get_indexes("runs")}
         with store.engine.connect() as c:
-            assert c.exec_driver_sql("SELECT value FROM poise_schema WHERE key='version'").scalar() == "3"
+            assert c.exec_driver_sql("SELECT value FROM poise_schema WHERE key='version'").scalar() == "4"
         assert _same(_table(store), expected)
         assert store.final_metrics([ids[0]])[ids[0]]["utility.clean_acc"].value == 0.7
         store.log_metrics(ids[0], [("clean_acc", "utility", "max", 12, 0.8)])  # kept up to date after it
@@ -199,6 +210,100 @@ def test_migration_from_schema_2_fills_the_final_metrics_table(tmp_path, store_u
         assert [r.id for r in store.iter_runs()] == ids
     finally:
         store.close()
+
+
+# --------------------------------------------------------------------------- migration 3 → 4, config columns
+
+CONFIGS = [{"eval_split": "val"}, {"eval_split": "test"}, {}, {"eval_split": 3}, {"eval_split": None},
+           {"train": {"eval_split": "val"}}, {"eval_split": "VAL", "note": '"eval_split"'}, {"eval_split": "v" * 40}]
+SPLITS = ["val", "test", None, None, None, None, "VAL", None]  # the column: a short string value, else NULL
+
+
+def _splits(store: Store, ids: list[str]) -> list[str | None]:
+    with store.engine.connect() as c:
+        got = dict(c.exec_driver_sql("SELECT id, eval_split FROM runs").fetchall())
+    return [got[i] for i in ids]
+
+
+def test_migration_from_schema_3_fills_the_eval_split_column(tmp_path, store_url):
+    from poise.frontier import build_frontier
+
+    root = tmp_path / ".poise"
+    old = Store(store_url, root=root)
+    m = [("clean_acc", "utility", "max", 1, 0.5), ("pgd_acc", "robustness", "max", 1, 0.5)]
+    ids = make_runs(old, [{"config": c, "metrics": m} for c in CONFIGS])
+    assert _splits(old, ids) == SPLITS  # written with the run
+    _downgrade_to_schema_3(old)
+    old.close()
+    store = Store(store_url, root=root)  # migrates
+    try:
+        assert "ix_runs_eval_split" in {i["name"] for i in sa.inspect(store.engine).get_indexes("runs")}
+        with store.engine.connect() as c:
+            assert c.exec_driver_sql("SELECT value FROM poise_schema WHERE key='version'").scalar() == "4"
+        assert _splits(store, ids) == SPLITS
+        objectives = ["utility.clean_acc", "robustness.pgd_acc"]
+        assert [r.id for r in build_frontier(store, objectives).runs] == [ids[i] for i in (1, 2, 3, 4, 5, 7)]
+        assert [r.id for r in build_frontier(store, objectives, filters=["config.eval_split=v*"]).runs] == [
+            ids[0], ids[6], ids[7]]
+        assert [r.id for r in build_frontier(store, objectives, filters=["config.eval_split>1"]).runs] == [ids[3]]
+        assert store.find_done("0" * 64, eval_split="val").id == ids[0]
+    finally:
+        store.close()
+
+
+def test_frontier_parses_no_config_when_the_column_answers(store, monkeypatch):
+    """The default filter (tuning runs left out) reads eval_split from its column: no config text is read
+    or parsed, except where the column is empty and the config names the field (not a string, or nested)."""
+    from poise import store as store_mod
+    from poise.frontier import build_frontier
+
+    m = [("clean_acc", "utility", "max", 1, 0.5), ("pgd_acc", "robustness", "max", 1, 0.5)]
+    ids = make_runs(store, [{"config": c, "metrics": m} for c in CONFIGS])
+    parsed: list[str] = []
+    loads = store_mod.json.loads
+    monkeypatch.setattr(store_mod.json, "loads", lambda t, *a, **k: parsed.append(t) or loads(t, *a, **k))
+    seen = []
+    by_id = store.runs_by_id
+    monkeypatch.setattr(store, "runs_by_id", lambda *a, **k: seen.extend(out := by_id(*a, **k)) or out)
+    fr = build_frontier(store, ["utility.clean_acc", "robustness.pgd_acc"])
+    assert [r.id for r in fr.runs] == [ids[i] for i in (1, 2, 3, 4, 5, 7)]
+    read = {r.id for r in seen if r.config_text is not None}
+    assert read == {ids[3], ids[4], ids[5], ids[7]}  # eval_split 3, null, train.eval_split, a long string
+    assert len(parsed) == 4
+
+
+@settings(max_examples=30, deadline=None)
+@given(configs=st.lists(st.sampled_from(CONFIGS + [{"eval_split": "test", "train": {"lr": 0.1}}]), min_size=1,
+                        max_size=6),
+       filters=st.lists(st.sampled_from(["config.eval_split=val", "config.eval_split!=test", "config.eval_split=V*",
+                                         "config.eval_split=null", "config.eval_split>1", "config.train.lr>0.05",
+                                         "config.train.eval_split=val", "kind=vision.*"]), max_size=2))
+def test_filters_read_from_columns_match_parsing_the_config(shared_store, configs, filters):
+    """A listing and a frontier give what matching each run's parsed config gives."""
+    from types import SimpleNamespace
+
+    from poise.filters import config_paths, match_run, parse_filters
+    from poise.frontier import build_frontier
+
+    store = shared_store
+    tag = f"t{len(store.metric_keys())}"
+    m = [(f"{tag}u", "utility", "max", 1, 0.5), (f"{tag}r", "robustness", "max", 1, 0.5)]
+    ids = make_runs(store, [{"config": c, "metrics": m} for c in configs])
+    parsed = parse_filters(filters)
+    reference = [r.id for r in store.runs_full(ids)
+                 if match_run(SimpleNamespace(config=r.config, kind=r.kind), parsed)]
+    listed = [r.id for r in store.iter_runs(with_config=True, config_keys=config_paths(parsed))
+              if r.id in ids and match_run(r, parsed)]
+    assert listed == reference
+    if not any(k == "config.eval_split" for k, _, _ in parsed):
+        parsed.append(("config.eval_split", "!=", "val"))
+    expected = [r.id for r in store.runs_full(ids) if match_run(SimpleNamespace(config=r.config, kind=r.kind), parsed)]
+    try:
+        got = [r.id for r in build_frontier(store, [f"utility.{tag}u", f"robustness.{tag}r"], filters=filters).runs]
+    except Exception as e:  # no run left: a UserError
+        assert type(e).__name__ == "UserError" and not expected
+    else:
+        assert got == expected
 
 
 # --------------------------------------------------------------------------- the report's scope
@@ -279,7 +384,11 @@ def test_report_of_hundreds_of_runs_opens_in_headless_chromium(store, tmp_path):
             lambda b: b.execute_script("return document.querySelectorAll('#fig0 path.point').length") > 0)
         took = time.perf_counter() - t0
         assert browser.execute_script("return document.querySelectorAll('#fig0 path.point').length") == len(ids)
-        assert browser.execute_script("return document.querySelectorAll('#runs tbody tr').length") == len(ids)
+        # the table's first TABLE_EAGER rows are in the page, the others come as it is scrolled to its end
+        rows = "return document.querySelectorAll('#runs tbody tr').length"
+        assert browser.execute_script(rows) == TABLE_EAGER < len(ids)
+        browser.execute_script("var s = document.querySelector('#runs div.scroll'); s.scrollTop = s.scrollHeight")
+        WebDriverWait(browser, 10).until(lambda b: b.execute_script(rows) == len(ids))
         # figures further down are drawn when they come near the screen
         last = "var p = document.querySelectorAll('div.plot'); return p[p.length - 1]"
         assert browser.execute_script(last + ".getAttribute('data-drawn')") is None
@@ -287,6 +396,52 @@ def test_report_of_hundreds_of_runs_opens_in_headless_chromium(store, tmp_path):
         WebDriverWait(browser, 60).until(lambda b: b.execute_script(last + ".querySelector('.main-svg') !== null"))
         assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
         assert took < 20, took  # 5 s on an idle machine; a margin for a loaded one
+    finally:
+        browser.quit()
+
+
+@pytest.mark.browser
+def test_a_frontier_of_many_runs_is_drawn_with_webgl(store, tmp_path, monkeypatch):
+    """Beyond MAX_SVG_POINTS runs a frontier's markers are a scattergl trace (lowered here to 100 runs): every
+    run is still a point, on a WebGL canvas, with no error in the console."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from poise.report import figures
+    from tests.spine.test_report import _chromium
+
+    ids = _frontier_store(store, 150)
+    monkeypatch.setattr(figures, "MAX_SVG_POINTS", 100)
+    path = write_report(store, tmp_path / "rep")
+    text = path.read_text()
+    assert '"type":"scattergl"' in text
+    browser = _chromium()
+    try:
+        browser.get(path.resolve().as_uri())
+        points = ("var d = document.getElementById('fig0')._fullData; return d ? d.filter(t => t.type === "
+                  "'scattergl').reduce((n, t) => n + t._length, 0) : 0")
+        WebDriverWait(browser, 60).until(lambda b: b.execute_script(points) > 0)
+        assert browser.execute_script(points) == len(ids)
+        assert browser.execute_script("return document.querySelectorAll('#fig0 canvas').length") > 0
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
+@pytest.mark.browser
+def test_sorting_a_long_table_sorts_every_row(store, tmp_path):
+    """A sort brings in the rows not yet added (the table was not scrolled) and orders them all."""
+    from tests.spine.test_report import _chromium
+
+    ids = _frontier_store(store, TABLE_EAGER + 30)
+    path = write_report(store, tmp_path / "rep")
+    browser = _chromium()
+    try:
+        browser.get(path.resolve().as_uri())
+        seeds = "Array.from(document.querySelectorAll('#runs tbody tr')).map(tr => tr.cells[4].textContent)"
+        assert len(browser.execute_script(f"return {seeds}")) == TABLE_EAGER
+        browser.execute_script("document.querySelectorAll('#runs th')[4].click()")  # the seed column
+        assert browser.execute_script(f"return {seeds}") == [str(i) for i in range(len(ids))]
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         browser.quit()
 

@@ -14,6 +14,7 @@ from poise.frontier import Frontier
 
 MAX_CURVE_POINTS = 2000  # a training curve is thinned to about this many points for plotting
 MAX_HOVER_POINTS = 2000  # beyond this many points a frontier's hover text is short (name, ID, values)
+MAX_SVG_POINTS = 2000  # beyond this many points a frontier's markers are drawn with WebGL (scattergl), not SVG
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
            "#7f7f7f"]
@@ -49,10 +50,12 @@ def frontier_figure(fr: Frontier) -> go.Figure:
     for i, r in enumerate(fr.runs):
         by_kind[r.kind].append(i)
     many = len(fr.runs) > MAX_HOVER_POINTS  # a short hover (name and ID; x and y from the data) keeps it small
+    # thousands of SVG markers take seconds to draw; WebGL draws them at once
+    trace = go.Scattergl if len(fr.runs) > MAX_SVG_POINTS else go.Scatter
     for kind, idx in sorted(by_kind.items()):
-        hover = ([f"<b>{esc(fr.runs[i].name)}</b> [{esc(fr.runs[i].id)}]" for i in idx] if many else
+        hover = ([f"{esc(fr.runs[i].name)} [{esc(fr.runs[i].id)}]" for i in idx] if many else
                  [run_hover(fr.runs[i], dict(zip(fr.objectives, fr.values[i], strict=True))) for i in idx])
-        fig.add_trace(go.Scatter(
+        fig.add_trace(trace(
             x=fr.values[idx, 0], y=fr.values[idx, 1], mode="markers", name=esc(kind),
             marker={"size": 11 if not many else 7, "color": colors[kind], "line": {"width": 1, "color": "#222"},
                     "symbol": [2 if fr.on_front[i] else 0 for i in idx]},  # diamond on the front, else circle

@@ -17,7 +17,8 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from poise.errors import CorruptArtifact, DiskFull, UserError
-from poise.frontier import Frontier, build_frontier, frontier_pairs, match_run, needs_config, parse_filters
+from poise.filters import config_paths, match_run, needs_config, parse_filters
+from poise.frontier import Frontier, build_frontier, frontier_pairs
 from poise.report.blocks import Block, focus, focusing, is_per_run, report_sections
 from poise.report.figures import cost_figure, cost_png, esc, frontier_figure, frontier_png
 from poise.store import CostRecord, RunRecord, Store, verified_bytes, verified_json
@@ -25,6 +26,7 @@ from poise.store import CostRecord, RunRecord, Store, verified_bytes, verified_j
 MAX_AUTO_PAIRS = 8
 REPORT_RUNS = 500  # a report's default scope: the newest runs (--all for every run)
 TABLE_ROWS = 1000  # rows of a table in the page
+TABLE_EAGER = 100  # rows of a table in the page's HTML; the others are added as it is scrolled (or sorted)
 FOCUS_ALL = 24  # a report of at most this many runs draws per-run figures for all of them
 FOCUS_PER_KIND = 2  # beyond that, the newest finished runs of each kind are in focus with the fronts' runs
 FOCUS_PER_FRONT = 8  # runs of each front in focus (spread along it) when it has more
@@ -34,7 +36,8 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
 header{background:#13233a;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px}
 header p{margin:4px 0 0;color:#c9d4e3;font-size:13px}main{padding:10px 28px 40px;max-width:1300px}
-section{background:#fff;border:1px solid #e3e3e6;border-radius:8px;padding:14px 18px;margin:16px 0}
+section{background:#fff;border:1px solid #e3e3e6;border-radius:8px;padding:14px 18px;margin:16px 0;
+content-visibility:auto;contain-intrinsic-size:auto 800px}
 h2{font-size:17px;margin:4px 0 10px}h3{font-size:14px;margin:14px 0 6px;color:#333}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:14px}
 table{border-collapse:collapse;font-size:12px;width:100%}th,td{border-bottom:1px solid #eee;padding:4px 6px;
@@ -45,15 +48,40 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}.status-failed{color:#
 """
 
 SORT_JS = """
+// a long table's rows past the first are the HTML of a text/html script after it (cell text is escaped, so
+// '</tr>' only ends a row), added as the table is scrolled near its end, and all at once before a sort
+function poiseMoreRows(table, n){
+  if (table._more === undefined){
+    var s = table.parentNode.querySelector('script.more-rows');
+    table._more = s ? s.textContent.split('</tr>').slice(0, -1).map(function(r){ return r + '</tr>'; }) : [];
+    table._shown = 0;
+  }
+  if (table._shown >= table._more.length) return;
+  var end = n === undefined ? table._more.length : Math.min(table._more.length, table._shown + n);
+  table.tBodies[0].insertAdjacentHTML('beforeend', table._more.slice(table._shown, end).join(''));
+  table._shown = end;
+}
+document.querySelectorAll('div.scroll').forEach(function(box){
+  var table = box.querySelector('table');
+  if (!table || !box.querySelector('script.more-rows')) return;
+  box.addEventListener('scroll', function(){
+    if (box.scrollTop + box.clientHeight > box.scrollHeight - 600) poiseMoreRows(table, 200);
+  }, {passive: true});
+});
+function key(cell){  // a number's full value, else the cell's text
+  var v = cell.getAttribute('data-v');
+  return v === null ? cell.textContent : v;
+}
 document.querySelectorAll('table.sortable').forEach(function(table){
   table.querySelectorAll('th').forEach(function(th, col){
     th.addEventListener('click', function(){
+      poiseMoreRows(table);
       var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
       var asc = !th.classList.contains('sorted-asc');
       table.querySelectorAll('th').forEach(function(h){h.classList.remove('sorted-asc','sorted-desc');});
       th.classList.add(asc ? 'sorted-asc' : 'sorted-desc');
       rows.sort(function(a, b){
-        var x = a.cells[col].getAttribute('data-v'), y = b.cells[col].getAttribute('data-v');
+        var x = key(a.cells[col]), y = key(b.cells[col]);
         var nx = parseFloat(x), ny = parseFloat(y);
         var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : String(x).localeCompare(String(y));
         return asc ? c : -c;
@@ -137,12 +165,15 @@ def _table(headers: list[str], rows: list[list[Any]], *, css: str = "sortable", 
             elif isinstance(v, int) and not isinstance(v, bool):
                 cells.append(f'<td class="num" data-v="{v}">{v}</td>')
             else:
-                text = "" if v is None else str(v)
-                cells.append(f'<td data-v="{esc(text)}">{esc(text)}</td>')
+                cells.append("<td></td>" if v is None else f"<td>{esc(v)}</td>")  # sorted by its text
         cls = f' class="{esc(row_class[i])}"' if row_class and row_class[i] else ""
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    more = ""
+    if len(body) > TABLE_EAGER:  # thousands of cells slow the page's opening: the rest come as it is scrolled
+        more = f'<script type="text/html" class="more-rows">{"".join(body[TABLE_EAGER:])}</script>'
+        body = body[:TABLE_EAGER]
     return (f'{cut}<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
+            f'<tbody>{"".join(body)}</tbody></table>{more}</div>')
 
 
 def _auto_pairs(finals: dict[str, dict[str, Any]], domains: list[str] | None = None) -> list[tuple[str, str]]:
@@ -205,8 +236,8 @@ def _scope(store: Store, filters: list[str], *, kind: str | None, study: str | N
     """The runs a report shows: the newest ``limit`` (None: all) matching the filters, oldest first."""
     parsed = parse_filters(filters)
     ids = []
-    for r in store.iter_runs(newest_first=True, with_config=needs_config(parsed), kind=kind, study=study,
-                             since=since):
+    for r in store.iter_runs(newest_first=True, with_config=needs_config(parsed), config_keys=config_paths(parsed),
+                             kind=kind, study=study, since=since):
         if match_run(r, parsed):
             ids.append(r.id)
             if limit is not None and len(ids) >= limit:
