@@ -35,6 +35,7 @@ def _sweep(trials: int, jobs: int, work: Path) -> float:
 def _front(work: Path) -> str:
     import optuna
 
+    from poise.recipes import load_recipe
     from poise.report.sweep import hypervolume_history
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -47,12 +48,13 @@ def _front(work: Path) -> str:
         method = t.params["kind"].split(".")[1]
         rows.append(f"| {t.number} | {method} | {knob} | {t.values[0]:.3f} | {t.values[1]:.3f} |")
     kinds = [t.params["kind"].split(".")[1] for t in study.trials]
+    quick = load_recipe(RECIPE, quick=True)  # the settings every trial starts from
     marks = [1, 5, 10, 15, len(history)]
     hv = ", ".join(f"{k}: {history[k - 1][1]:.4f}" for k in sorted(set(marks)) if 0 < k <= len(history))
     return "\n".join([
         f"{len(study.trials)} trials ({kinds.count('pgd_at')} PGD-AT, {kinds.count('trades')} TRADES), "
         f"{len(study.best_trials)} on the Pareto front (clean accuracy vs PGD-20 accuracy at eps 0.2, quick "
-        f"recipes: 3 epochs, 3-step training attacks):",
+        f"recipes: {quick.train.budget.epochs:g} epochs, {quick.train.attack.steps}-step training attacks):",
         "",
         "| trial | method | knob | clean acc | PGD-20 acc |",
         "|---|---|---|---|---|",
