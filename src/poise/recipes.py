@@ -169,6 +169,8 @@ class Recipe(Section):
     store: str | None = Field(None, description="store URL; default .poise/ in the working directory")
     tour: bool = Field(True, description="include in poise tour (false for recipes that need local data or a GPU)")
     quick: dict[str, Any] = Field(default_factory=dict, description="dotted overrides applied by --quick")
+    quick_note: str = Field("", max_length=200, description="how the [quick] version differs in kind from the full "
+                            "recipe (not only in size), shown in the tour table")
 
     # how to turn weights shaped like this kind's ``model`` artifact back into what its evaluators take
     # (``fn(cfg, tensors, device, meta) -> (model, data)``); set on a domain's recipe base class so that
@@ -216,7 +218,7 @@ class Recipe(Section):
         quick table) are left out, so a teacher trained once is found again by any recipe that needs it.
         """
         data = self.model_dump(mode="json", exclude={"name", "description", "store", "eval", "eval_split", "device",
-                                                     "quick", "tour"})
+                                                     "quick", "quick_note", "tour"})
         from poise import __version__
 
         data["_poise"] = __version__.split("+")[0]

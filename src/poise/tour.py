@@ -34,7 +34,7 @@ class TourItem:
 
 
 def _same_config(run: RunRecord, resolved: dict) -> bool:
-    strip = lambda d: {k: v for k, v in d.items() if k not in ("store",)}  # noqa: E731
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("store", "quick_note")}  # noqa: E731
     return strip(run.config) == strip(resolved)
 
 
@@ -58,13 +58,14 @@ def run_tour(store: Store, *, quick: bool, output: Path, only: Sequence[str] = (
         if not fresh:
             found = store.find_done(cfg.config_hash())
             if found is not None and _same_config(found, cfg.resolved()):
-                items.append(TourItem(rel, cfg.kind, "reused", 0.0, found))
+                items.append(TourItem(rel, cfg.kind, "reused", 0.0, found, note=cfg.quick_note if quick else ""))
                 continue
         ui.info(Text.assemble(("tour", "bold"), f": {rel}"))
         t0 = time.perf_counter()
         try:
             rec = runner.run(cfg)
-            items.append(TourItem(rel, cfg.kind, "ran", time.perf_counter() - t0, rec))
+            items.append(TourItem(rel, cfg.kind, "ran", time.perf_counter() - t0, rec,
+                                  note=cfg.quick_note if quick else ""))
         except UserError as e:
             items.append(TourItem(rel, cfg.kind, "failed", time.perf_counter() - t0, note=e.line()))
         except Exception as e:  # noqa: BLE001 - one broken recipe must not hide the others

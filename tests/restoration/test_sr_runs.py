@@ -119,3 +119,22 @@ def test_interrupted_run_resumes_to_the_same_weights(runner, store, tmp_path, mo
         runner.run(load_recipe(root / "sr-robust.toml", over | {"name": "crashy"}))
     monkeypatch.setattr(sr_mod, "bicubic_down", real)
     resume_matches(runner, store, full)
+
+
+def test_the_tour_says_where_a_quick_recipe_differs_in_kind(cli):
+    """Quick SR models learn a residual over bicubic while the full recipes keep the paper's form: the tour
+    table says so beside the run, and the note is not part of what the run trains."""
+    import json
+
+    from poise.recipes import load_recipe
+
+    from ..conftest import RECIPES
+
+    code, out, _ = cli("--json", "tour", "--quick", "--only", "restoration/sr-clean.toml")
+    assert code == 0
+    items = {i["recipe"]: i for i in json.loads(out)["recipes"]}
+    assert items["restoration/sr-clean.toml"]["status"] == "ran"
+    assert "residual over bicubic" in items["restoration/sr-clean.toml"]["note"]
+    full, quick = (load_recipe(RECIPES / "restoration" / "sr-clean.toml", quick=q) for q in (False, True))
+    assert full.quick_note == quick.quick_note and not full.model.global_skip and quick.model.global_skip
+    assert full.config_hash() == full.model_copy(update={"quick_note": ""}).config_hash()
