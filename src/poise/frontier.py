@@ -18,7 +18,7 @@ import moocore
 import numpy as np
 
 from poise.errors import UserError
-from poise.filters import FILTER_FIELDS, _config_value, config_paths, match_run, needs_config, parse_filters  # noqa: F401
+from poise.filters import config_paths, match_run, parse_filters
 from poise.store import RunRecord, Store
 from poise.ui import TextTable, get_ui
 
@@ -33,12 +33,9 @@ def register_frontier(x: str, y: str) -> None:
 
 def frontier_pairs(domains: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """The registered headline pairs, after loading every domain (or only ``domains``)."""
-    from poise.registry import load_all_kinds, load_domains
+    from poise.registry import load_domains
 
-    if domains is None:
-        load_all_kinds()
-    else:
-        load_domains(domains)
+    load_domains(domains)
     return list(_FRONTIER_PAIRS)
 
 

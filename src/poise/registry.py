@@ -213,18 +213,17 @@ def _load_entry_points() -> None:
         ep.load()
 
 
-def load_domains(domains: Iterable[str]) -> None:
-    """Import these built-in domains (names not among them are passed over) and the plug-ins."""
-    for domain in domains:
+def load_domains(domains: Iterable[str] | None = None) -> None:
+    """Import these built-in domains (every one when ``None``; names not among them are passed over) and
+    the plug-ins."""
+    for domain in builtin_domains() if domains is None else domains:
         load_domain(domain)
     _load_entry_points()
 
 
 def load_all_kinds() -> dict[str, KindSpec]:
     """Every kind: built-in domains and entry-point plug-ins."""
-    for domain in builtin_domains():
-        load_domain(domain)
-    _load_entry_points()
+    load_domains()
     return dict(sorted(_KINDS.items()))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.text import Text
 
 from poise.errors import UserError
-from poise.frontier import build_frontier, frontier_pairs, print_frontier  # noqa: F401 - re-exported
+from poise.frontier import frontier_pairs, print_frontier
 from poise.recipes import load_recipe, shipped_recipes, shipped_recipes_root
 from poise.runner import Runner
 from poise.store import RunRecord, Store

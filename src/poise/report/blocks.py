@@ -88,10 +88,7 @@ def focusing(ids: set[str] | None) -> Iterator[None]:
 def report_sections(domains: Iterable[str] | None = None) -> dict[str, tuple[str, SectionFn]]:
     """The registered sections, after loading every domain (or only ``domains``: those a report's runs are
     of, so a report of vision runs never imports the language stack)."""
-    from poise.registry import load_all_kinds, load_domains
+    from poise.registry import load_domains
 
-    if domains is None:
-        load_all_kinds()
-    else:
-        load_domains(domains)
+    load_domains(domains)
     return dict(_SECTIONS)

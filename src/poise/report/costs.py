@@ -28,7 +28,8 @@ from typing import Any
 import plotly.graph_objects as go
 
 from poise.errors import UserError
-from poise.frontier import _config_value, build_frontier, frontier_pairs
+from poise.filters import _config_value
+from poise.frontier import build_frontier, frontier_pairs
 from poise.phases import OTHER
 from poise.report.blocks import Block, focus, report_section
 from poise.report.figures import PALETTE, esc, png_bytes
