@@ -41,7 +41,7 @@ from poise.restoration.data import (
     small_image_threads,
 )
 from poise.restoration.degradations import FAMILIES, bicubic_down, check_family, generator, quantize, resize
-from poise.restoration.losses import d_loss, g_loss
+from poise.restoration.losses import discriminator_step, g_loss
 from poise.restoration.models import BicubicToDegraded, HighToLow, PatchDiscriminator
 
 
@@ -203,12 +203,7 @@ def _run(cfg: DegradationGanRecipe, ctx: RunContext) -> None:
             pix = F.mse_loss(fake, keep)
             loss = cfg.loss.adversarial * adv + cfg.loss.pixel * pix
             ctx.optimizer_step(loss, opt, sched)
-        with ctx.phase("discriminator"):
-            with ctx.autocast():
-                dl = d_loss(disc(real), disc(fake.detach()), cfg.loss.adv_loss)
-            d_opt.zero_grad(set_to_none=True)
-            dl.backward()
-            d_opt.step()
+        dl = discriminator_step(ctx, disc, d_opt, real, fake, cfg.loss.adv_loss)
         if step % 10 == 0:
             ctx.log_metrics(
                 {

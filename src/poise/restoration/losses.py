@@ -27,7 +27,7 @@ Open choices, written down and exposed as recipe fields:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from poise.recipes import Section
+
+if TYPE_CHECKING:
+    from poise.context import RunContext
 
 
 class MixCfg(Section):
@@ -138,6 +141,19 @@ def d_loss(real: torch.Tensor, fake: torch.Tensor, kind: str) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(
         real, torch.ones_like(real)
     ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+
+
+def discriminator_step(ctx: RunContext, disc: torch.nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor,
+                       fake: torch.Tensor, kind: str) -> torch.Tensor:
+    """One discriminator update on real and (detached) fake images, timed as phase ``discriminator``; its
+    own plain step (no gradient clipping or schedule, unlike ``ctx.optimizer_step``). Returns the loss."""
+    with ctx.phase("discriminator"):
+        with ctx.autocast():
+            dl = d_loss(disc(real), disc(fake.detach()), kind)
+        opt.zero_grad(set_to_none=True)
+        dl.backward()
+        opt.step()
+    return dl
 
 
 def g_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:

@@ -59,7 +59,7 @@ from poise.restoration.losses import (
     MixCfg,
     SinkhornAlign,
     SinkhornCfg,
-    d_loss,
+    discriminator_step,
     g_loss,
     sample_lambda,
 )
@@ -227,12 +227,7 @@ def _run(cfg: SRRecipe, ctx: RunContext) -> None:
                 logs |= {k: v.item() for k, v in terms.items()}
             ctx.optimizer_step(loss, opt, sched)
         if disc is not None:
-            with ctx.phase("discriminator"):
-                with ctx.autocast():
-                    dl = d_loss(disc(hr), disc(sr.detach()), cfg.loss.adv_loss)
-                d_opt.zero_grad(set_to_none=True)
-                dl.backward()
-                d_opt.step()
+            dl = discriminator_step(ctx, disc, d_opt, hr, sr, cfg.loss.adv_loss)
             logs["d_loss"] = dl.item()
         if step % 10 == 0:
             ctx.log_metrics({"loss": loss.item(), **logs, "lr": sched.get_last_lr()[0]}, step=step)
