@@ -2,7 +2,8 @@
 its Pareto front and hypervolume — and its wall time with ``--jobs 1`` against ``--jobs 2``.
 
 Each run is ``poise sweep`` as a user types it, in a fresh store, timed from the outside: the
-``--jobs 2`` figure includes starting the second worker process. The goal on 2 cores is ≥ 1.7×. The
+``--jobs 2`` figure includes starting the second worker (forked once the trial's modules are imported,
+each worker with one core's worth of torch threads). The goal on 2 cores is ≥ 1.7×. The
 machine's load average is printed next to the times: on a shared machine the ratio is noisy.
 """
 

@@ -35,9 +35,11 @@ import numpy as np
 from poise.errors import Pruned, UserError
 from poise.evaluators import get_evaluator
 from poise.recipes import Recipe, build_recipe, read_toml
+from poise.registry import get_kind
 from poise.runner import Runner
 from poise.space import Param, check_space, conditions, grid_of, parse_param, suggest_all
 from poise.store import Store, display_url, sqlalchemy_url
+from poise.threads import torch_threads
 from poise.ui import get_ui
 
 __all__ = ["Param", "SweepSpec", "objective_direction", "parse_param", "run_sweep", "run_worker", "study_storage"]
@@ -474,20 +476,90 @@ def work(study: Any, spec: SweepSpec, store: Store, *, storage_url: str, device:
                     study.optimize(objective, n_trials=1, gc_after_trial=False)
                     ran += 1
                     continue
-            time.sleep(min(spec.heartbeat, 2.0))  # the last trials run elsewhere: wait for them (or their stale end)
+            time.sleep(min(spec.heartbeat, 0.5))  # the last trials run elsewhere: wait for them (or their stale end)
     finally:
         lock.close()
     return ran
 
 
-def _spawn_workers(n: int, name: str, storage_url: str, store: Store, device: str | None) -> list[subprocess.Popen]:
-    env = dict(os.environ, POISE_STORAGE=storage_url, POISE_STORE=_absolute_store_url(store),
-               POISE_HOME=str(Path(store.root).resolve()))
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(jobs: int) -> int:
+    """Torch threads for each of ``jobs`` local workers: the cores shared out, at least one each
+    (``jobs`` processes with every core each would oversubscribe the machine and spin)."""
+    return max(1, _cores() // max(1, jobs))
+
+
+def _spawn_workers(n: int, name: str, storage_url: str, store: Store, device: str | None,
+                   threads: int) -> list[Any]:
+    """Start ``n`` local workers. Where the OS forks (Linux), they are forked from this process after
+    the trial's modules are imported, so a worker starts pulling trials at once instead of paying the
+    imports again (seconds each, which at tour size is a whole trial); elsewhere they are
+    ``poise worker`` processes."""
+    import multiprocessing as mp
+
+    store_url, root = _absolute_store_url(store), str(Path(store.root).resolve())
+    if sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods():
+        ctx = mp.get_context("fork")
+        procs = [ctx.Process(target=_forked_worker, args=(name, storage_url, store_url, root, device, threads),
+                             name=f"poise-worker-{i}") for i in range(n)]
+        for proc in procs:
+            proc.start()
+        return procs
+    env = dict(os.environ, POISE_STORAGE=storage_url, POISE_STORE=store_url, POISE_HOME=root,
+               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, "-m", "poise", "--quiet", "worker", "--study", name]
     if device:
         cmd += ["--device", device]
     # their summaries would only repeat this process's (and break its --json output); errors go to stderr
     return [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(n)]
+
+
+def _forked_worker(name: str, storage_url: str, store_url: str, root: str, device: str | None,
+                   threads: int) -> None:
+    """A forked worker: its own store and storage connections (none are shared with the parent), no
+    output but one line on stderr if it fails; the exit code says how it went."""
+    import torch
+
+    from poise.ui import UI, set_ui
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    set_ui(UI(quiet=True))
+    torch.set_num_threads(threads)
+    os.environ.update(POISE_STORAGE=storage_url, POISE_STORE=store_url, POISE_HOME=root)
+    try:
+        run_worker(storage_url, name, Store(store_url, root), device=device)
+    except UserError as e:
+        print(f"poise worker: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - one line for the parent's summary, not a traceback per worker
+        print(f"poise worker: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def _preload(spec: SweepSpec) -> None:
+    """Import what a trial of ``spec`` runs (torch, its kind, its evaluators), so forked workers have it."""
+    import torch  # noqa: F401
+
+    recipe = spec.recipe()
+    get_kind(recipe.kind)
+    for ev in getattr(recipe, "eval", None) or []:
+        name = getattr(ev, "name", None)
+        if isinstance(name, str):
+            get_evaluator(name)
+
+
+def _wait(worker: Any) -> int:
+    if isinstance(worker, subprocess.Popen):
+        return worker.wait()
+    worker.join()
+    return worker.exitcode
 
 
 def _absolute_store_url(store: Store) -> str:
@@ -532,12 +604,17 @@ def run_sweep(store: Store, recipe_path: Path, params: list[Param], objectives: 
         elif executor == "ray":
             ray_sweep(name, storage_url, store, jobs=jobs, gpus_per_trial=gpus_per_trial, device=device)
         else:
-            workers = _spawn_workers(jobs - 1, name, storage_url, store, device)
-            try:
-                st, _ = load_study(storage_url, name, store)
-                work(st, spec, store, storage_url=storage_url, device=device, runner=runner, parent_id=parent_id)
-            finally:
-                failed = sum(w.wait() != 0 for w in workers)
+            st, _ = load_study(storage_url, name, store)
+            workers: list[Any] = []
+            with torch_threads(threads_per_worker(jobs) if jobs > 1 else None) as threads:
+                if jobs > 1:
+                    _preload(spec)  # import the trial's modules once, before forking
+                    workers = _spawn_workers(jobs - 1, name, storage_url, store, device, threads)
+                try:
+                    work(st, spec, store, storage_url=storage_url, device=device, runner=runner,
+                         parent_id=parent_id)
+                finally:
+                    failed = sum(_wait(w) != 0 for w in workers)
             if failed:
                 raise UserError(f"{failed} of {len(workers)} worker processes failed", where="--jobs")
     finally:

@@ -12,16 +12,23 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def one_thread(active: bool = True) -> Iterator[None]:
-    """Run torch's CPU ops on one thread inside the block (nothing changes when ``active`` is false)."""
-    if not active:
-        yield
+def torch_threads(n: int | None) -> Iterator[int | None]:
+    """Run torch's CPU ops on ``n`` threads inside the block (nothing changes when ``n`` is None)."""
+    if n is None:
+        yield None
         return
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
-        yield
+        yield n
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def one_thread(active: bool = True) -> Iterator[None]:
+    """Run torch's CPU ops on one thread inside the block (nothing changes when ``active`` is false)."""
+    with torch_threads(1 if active else None):
+        yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -283,6 +284,26 @@ def test_workers_claim_exactly_the_trial_count(cli, tmp_path):
     runs = [t.user_attrs["run"] for t in study.trials]
     code, out, _ = cli("--json", "runs", "ls")
     assert sorted(r["id"] for r in json.loads(out)) == sorted(runs)  # one run per trial, none twice
+
+
+def test_jobs_share_the_cores_and_both_processes_run_trials(cli, tmp_path):
+    import torch
+
+    from poise.store import Store
+    from poise.sweep import threads_per_worker
+
+    assert threads_per_worker(1) >= 1 and threads_per_worker(10_000) == 1
+    assert threads_per_worker(2) == max(1, threads_per_worker(1) // 2)
+    before = torch.get_num_threads()
+    code, out, err = cli("--json", "sweep", ERM, "-p", "model.width=int:2..6", "--objective", "utility.clean_acc",
+                         "--trials", "4", "--study", "y", "--jobs", "2", "--pruner", "none", *TINY)
+    assert code == 0, err
+    assert torch.get_num_threads() == before  # the sweep's per-worker thread count does not leak
+    study = _load(tmp_path, "y")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    store = Store(root=tmp_path / ".poise")
+    pids = {store.get_run(t.user_attrs["run"]).pid for t in study.trials}
+    assert len(pids) == 2 and os.getpid() in pids  # this process and one worker each ran trials
 
 
 # --------------------------------------------------------------------------- the report's Sweeps section
