@@ -179,10 +179,22 @@ class Recipe(Section):
 
     _source: Path | None = PrivateAttr(default=None)
     _quick: bool = PrivateAttr(default=False)
+    _overrides: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @property
     def source(self) -> Path | None:
         return self._source
+
+    def command(self) -> str:
+        """The ``poise run`` command line that builds this recipe from its file (with ``--quick`` and its
+        ``--set`` overrides), so a number reported from it names how to get it again."""
+        import shlex
+
+        parts = ["poise", "run", str(self._source) if self._source else "<recipe>"]
+        parts += ["--quick"] if self._quick else []
+        for k, v in self._overrides.items():
+            parts += ["--set", f"{k}={v if isinstance(v, str) else json.dumps(v)}"]
+        return " ".join(shlex.quote(x) if i > 1 else x for i, x in enumerate(parts))
 
     def preflight(self) -> None:
         """Checks that need more than the fields (files, folders, other recipes), run before the run exists so
@@ -438,6 +450,7 @@ def build_recipe(
     validate_eval_entries(recipe, where)
     recipe._source = source
     recipe._quick = quick
+    recipe._overrides = dict(overrides or {})
     return recipe
 
 

@@ -202,3 +202,17 @@ def test_broken_recipes_get_one_line_and_exit_2(case, cli, tmp_path):
     assert str(path) in lines[0] or "--set" in lines[0]
     if field:
         assert field in lines[0], (field, lines[0])
+
+
+def test_a_recipe_names_the_command_that_builds_it():
+    import shlex
+
+    from poise.recipes import load_recipe
+
+    path = RECIPES / "vision" / "study-mtard-digits.toml"
+    r = load_recipe(path, {"study.trials": "8", "study.seeds": "[0, 1, 2, 3, 4]"}, quick=True)
+    argv = shlex.split(r.command())
+    assert argv[:3] == ["poise", "run", str(path)] and "--quick" in argv
+    again = load_recipe(argv[2], dict(a.split("=", 1) for a in argv[argv.index("--set") + 1::2]), quick=True)
+    assert again.study.trials == 8 and again.study.seeds == [0, 1, 2, 3, 4]
+    assert "--set" not in load_recipe(path).command() and "--quick" not in load_recipe(path).command()

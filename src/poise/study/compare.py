@@ -217,7 +217,7 @@ def run(cfg: CompareRecipe, ctx: RunContext) -> None:
     result = {
         "name": cfg.display_name, "description": cfg.description, "objective": s.objective, "trials": s.trials,
         "seeds": s.seeds, "tune_seed": s.tune_seed, "quick": ctx.quick,
-        "command": f"poise run {cfg.source}" + (" --quick" if ctx.quick else "") if cfg.source else "",
+        "command": cfg.command() if cfg.source else "",
         "rows": rows, "claims": claims,
     }
     ctx.save_file("comparison", json.dumps(result, indent=1, sort_keys=True).encode(), "application/json")

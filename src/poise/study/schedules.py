@@ -206,7 +206,7 @@ def run(cfg: SchedulesRecipe, ctx: RunContext) -> None:
     result = {"name": cfg.display_name, "budgets": list(s.budgets), "seeds": list(s.seeds), "trials": s.trials,
               "rows": [{"label": row_label(sc, p), "schedule": sc, "phi": p} for sc, p in rows(s)],
               "targets": targets, "quick": ctx.quick,
-              "command": f"poise run {cfg.source}" + (" --quick" if ctx.quick else "") if cfg.source else ""}
+              "command": cfg.command() if cfg.source else ""}
     result.update(summarise(result))
     ctx.log_metrics({f"mean_rank:{k}": v["mean"] for k, v in result["mean_ranks"].items()}, axis="train")
     ctx.save_file("schedules", json.dumps(result, indent=1, sort_keys=True).encode(), "application/json")
