@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poise.vision.losses import mean_plogp, soft_kl
-from poise.vision.mtard import balance_temperatures, balance_weights
+from poise.vision.mtard import balance_temperatures, balance_weights, entropy_rate
 
 
 @pytest.mark.filterwarnings("ignore:reduction")
@@ -80,3 +80,21 @@ def test_saturated_teacher_raises_its_temperature_instead_of_dividing_by_zero():
     # both saturated, or a non-finite entropy: nothing to balance
     assert balance_temperatures(5.0, 3.0, 0.0, 0.0, 0.5, 1.0, 10.0) == (5.0, 3.0)
     assert balance_temperatures(5.0, 3.0, float("nan"), h_soft, 0.5, 1.0, 10.0) == (5.0, 3.0)
+
+
+@given(st.integers(1, 10**6), st.integers(1, 10**6))
+def test_the_entropy_rate_keeps_the_papers_travel_of_tau(meant, total):
+    rate = entropy_rate(0.001, meant, total)
+    assert rate * total == pytest.approx(0.001 * meant)  # τ may travel as far over any run length
+    assert entropy_rate(0.001, None, total) == 0.001 and entropy_rate(0.001, meant, None) == 0.001
+
+
+def test_the_digits_recipe_lets_tau_move_over_its_short_run():
+    from poise.recipes import load_recipe
+
+    from ..conftest import RECIPES
+
+    cfg = load_recipe(RECIPES / "vision" / "mtard-digits.toml", quick=True)
+    assert cfg.train.entropy_balance and cfg.train.temp_lr_steps == 117300
+    # a few hundred steps: τ can cross its whole range [1, 10] several times, as over the paper's run
+    assert entropy_rate(cfg.train.temp_lr, cfg.train.temp_lr_steps, 200) * 200 > 9 * 10
