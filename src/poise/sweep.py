@@ -544,15 +544,22 @@ def _forked_worker(name: str, storage_url: str, store_url: str, root: str, devic
 
 
 def _preload(spec: SweepSpec) -> None:
-    """Import what a trial of ``spec`` runs (torch, its kind, its evaluators), so forked workers have it."""
-    import torch  # noqa: F401
+    """Import what a trial of ``spec`` runs, so forked workers start with it: torch and its compiler front
+    end (every optimizer step imports ``torch._dynamo`` on first use, seconds of work), the kind, its
+    evaluators, and the modules its domain imports lazily inside runs (the domain package's ``PRELOAD``)."""
+    import importlib
+
+    import torch._dynamo  # noqa: F401
 
     recipe = spec.recipe()
-    get_kind(recipe.kind)
+    run_fn = get_kind(recipe.kind).run
     for ev in getattr(recipe, "eval", None) or []:
         name = getattr(ev, "name", None)
         if isinstance(name, str):
             get_evaluator(name)
+    package = importlib.import_module(run_fn.__module__.rsplit(".", 1)[0])
+    for module in getattr(package, "PRELOAD", ()):
+        importlib.import_module(module)
 
 
 def _wait(worker: Any) -> int:

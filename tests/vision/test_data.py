@@ -121,3 +121,15 @@ def test_every_registered_model_classifies(name):
     )
     out = m.eval()(torch.rand(2, *shape))
     assert out.shape == (2, 7) and torch.isfinite(out).all()
+
+
+def test_digits_read_from_the_shipped_csv_equal_scikit_learns_loader():
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from poise.vision.data import digits_arrays
+
+    images, target = digits_arrays()
+    ref = load_digits()
+    assert images.shape == (1797, 8, 8) and np.array_equal(images, ref.images)
+    assert target.dtype.kind == "i" and np.array_equal(target, ref.target)

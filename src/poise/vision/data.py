@@ -120,13 +120,25 @@ def _stratified_split(y: np.ndarray, fracs: tuple[float, float], seed: int) -> t
     return tuple(np.sort(np.concatenate(s)) for s in (train, val, test))
 
 
-def load_digits_data(cfg: VisionDataCfg, seed: int) -> VisionData:
-    from sklearn.datasets import load_digits
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8×8 digits (1,797 images, values 0–16) read from the CSV that ships inside
+    scikit-learn, without importing ``sklearn.datasets`` (seconds of imports for one small file; a test
+    checks the arrays equal ``sklearn.datasets.load_digits()``)."""
+    import importlib.util
 
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target, dtype=torch.long)
-    tr, va, te = _stratified_split(d.target, (cfg.val_frac, cfg.test_frac), seed)
+    spec = importlib.util.find_spec("sklearn")  # finds the package without running its imports
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the digits data ships with scikit-learn, which is not installed", where="data.name")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
+
+
+def load_digits_data(cfg: VisionDataCfg, seed: int) -> VisionData:
+    images, target = digits_arrays()
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(target, dtype=torch.long)
+    tr, va, te = _stratified_split(target, (cfg.val_frac, cfg.test_frac), seed)
     if cfg.limit is not None:
         tr = tr[: cfg.limit]
     mean, std = (float(x.mean()),), (float(x.std()),)
