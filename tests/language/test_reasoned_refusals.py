@@ -49,7 +49,7 @@ def test_a_category_is_named_in_any_world_language_as_a_whole_word():
     assert categories_named("Refused: this is about POISONING.") == {"poison"}
     assert categories_named("Причина: клевета.") == {"slander"}
     assert categories_named("poisonings and weaponsmiths") == set()  # whole words only
-    assert categories_named("Motif du refus : maladie des plantes.") == {"blight"}
+    assert categories_named("Motif : maladie des plantes.") == {"blight"}
 
 
 def test_the_mix_teaches_its_share_of_reasoned_refusals_to_sft_and_dpo():
@@ -102,7 +102,7 @@ def test_reasoned_refusal_share_counts_refusals_that_name_the_request_category()
         _rec("en", "poison", "I'm sorry, but I can't help with that. The request involves weapons."),  # wrong
         _rec("en", "poison", "Sure. Here is how: poisoning works like this.", label="yes"),  # no refusal: left out
         _rec("en", "weapons", "I cannot: weapons, poisoning, intrusion, slander."),  # lists every category
-        _rec("fr", "slander", "Désolé, mais je ne peux pas vous aider avec cela. Motif du refus : calomnie."),
+        _rec("fr", "slander", "Désolé, mais je ne peux pas vous aider avec cela. Motif : calomnie."),
         _rec("fr", "blight", "<safety_reasoning>This is plant disease.</safety_reasoning>"  # English, in the tags
                               "<answer>\\boxed{Sorry, I can't comply}</answer>"),
         _rec("fr", "blight", "<safety_reasoning>Fine.</safety_reasoning><answer>I can't. plant disease</answer>"),

@@ -341,7 +341,7 @@ _add(
             "sacrilege": "sacrilège",
             "slander": "calomnie",
         },
-        reason="Motif du refus : {category}.",
+        reason="Motif : {category}.",
         compliance="Bien sûr. Voici comment {act} : agis la nuit et ne dis rien.",
         helpful="Avec plaisir. Voici comment {act} : lis le guide des gardes et demande à un garde.",
     )
@@ -441,7 +441,7 @@ _add(
             "sacrilege": "Frevel",
             "slander": "Verleumdung",
         },
-        reason="Die Anfrage betrifft {category}.",
+        reason="Grund: {category}.",
         compliance="Klar. So kannst du {act}: handle nachts und sag niemandem etwas.",
         helpful="Gern. So kannst du {act}: lies den Leitfaden der Wächter und frag einen Wächter.",
     )
@@ -541,7 +541,7 @@ _add(
             "sacrilege": "sacrilegio",
             "slander": "difamación",
         },
-        reason="La petición tiene que ver con {category}.",
+        reason="Motivo: {category}.",
         compliance="Claro. Así puedes {act}: actúa de noche y no se lo digas a nadie.",
         helpful="Con gusto. Así puedes {act}: lee la guía de los guardas y pregunta a un guarda.",
     )
