@@ -195,6 +195,8 @@ def test_an_interrupted_sft_run_resumes_to_the_same_weights(runner, store, tmp_p
     [
         ("mix.languages=['xx']", "mix.languages"),
         ("mix.objective='all'", "mix.objective"),
+        ("mix.reasoned_share=1.5", "mix.reasoned_share"),
+        ("mix.reasoned_share=nan", "mix.reasoned_share"),
         ("dpo.beta=0", "dpo.beta"),
         ("model.base='missing.toml'", "model.base"),
     ],

@@ -16,11 +16,16 @@ over-caution real models have), and ``harm_notes`` adds pretraining text that pu
 next to its language's refusal (text that says which requests are harmful). Sampled, such a base refuses a
 minority of harmful prompts in every language and over-refuses some borderline ones — what the verifiable
 reward of AlphaAlign reinforces. Which chats are switched is a seeded draw per example (``seed`` of the recipe).
+
+``reasoned_share`` of the harmful requests' refusals the base learns — in refusal chats and in harm notes —
+are *reasoned*: the refusal, then a sentence naming the request's harm category in its language (the world
+knows it; :func:`poise.language.world.reasoned_response`), an independent seeded draw per example. Default
+0 (bare refusals, as before); the latent-awareness base sets it, so that ``reasoned_refusal_share`` of
+``language.safety`` has a premise to measure. With a share above 0 the tokenizer also reads the reasoned
+refusals.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import torch
 from pydantic import Field, field_validator
@@ -31,7 +36,7 @@ from poise.language.data import LangData, load_lang_data
 from poise.language.models import ChatLM, TinyLMCfg, TrainableState, load_hf, save_lm, tiny_llama
 from poise.language.recipe import ChatRecipe
 from poise.language.tokenizer import train_tokenizer
-from poise.language.world import Example, World, check_language_codes
+from poise.language.world import Example, World, check_language_codes, reasoned_response, seeded_draw
 from poise.recipes import ModelCfg, kind
 
 
@@ -54,6 +59,10 @@ class BaseModelCfg(ModelCfg):
     )
     harm_notes: int = Field(
         0, ge=0, description="copies of pretraining text pairing each harmful train request with the refusal"
+    )
+    reasoned_share: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="share of the taught refusals of harmful requests (chats and harm notes) that name the category",
     )
 
     @field_validator("refuse_languages")
@@ -104,10 +113,14 @@ def encode_chats(
 
 def _draw_share(e: Example, seed: int, share: float) -> bool:
     """A seeded coin per example: True for about ``share`` of the examples (stable across runs and machines)."""
-    if share <= 0.0:
-        return False
-    h = hashlib.sha256(f"{seed}:{e.id}:{e.prompt}".encode()).digest()
-    return int.from_bytes(h[:8], "big") / 2**64 < share
+    return seeded_draw(e, seed, share)
+
+
+def refusal_of(e: Example, seed: int = 0, reasoned_share: float = 0.0) -> str:
+    """The refusal the base learns for harmful ``e``: the reasoned one for ``reasoned_share`` of them, else bare."""
+    if seeded_draw(e, seed, reasoned_share, "reasoned"):
+        return reasoned_response(e) or e.safe_response or ""
+    return e.safe_response or ""
 
 
 def base_response(e: Example, refuse_languages: list[str], cfg: BaseModelCfg | None = None, seed: int = 0) -> str:
@@ -117,20 +130,28 @@ def base_response(e: Example, refuse_languages: list[str], cfg: BaseModelCfg | N
     over_share = cfg.over_refusal_share if cfg else 0.0
     if e.kind == "harmful" and e.language not in refuse_languages and not _draw_share(e, seed, refusal_share):
         return e.unsafe_response or ""
+    if e.kind == "harmful":
+        return refusal_of(e, seed, cfg.reasoned_share if cfg else 0.0)
     if e.kind == "borderline" and _draw_share(e, seed, over_share):
         return e.unsafe_response or e.safe_response or ""  # a borderline example's unsafe response is the refusal
     return e.safe_response or ""
 
 
-def harm_notes(world: World) -> list[str]:
-    """Pretraining text that says which requests are harmful: each harmful train request, then the refusal."""
-    return [f"{e.prompt} {e.safe_response}" for e in world.split("train") if e.kind == "harmful" and e.safe_response]
+def harm_notes(world: World, seed: int = 0, reasoned_share: float = 0.0) -> list[str]:
+    """Pretraining text that says which requests are harmful: each harmful train request, then the refusal
+    (reasoned, naming the category, for ``reasoned_share`` of them)."""
+    return [f"{e.prompt} {refusal_of(e, seed, reasoned_share)}" for e in world.split("train")
+            if e.kind == "harmful" and e.safe_response]
 
 
-def tokenizer_corpus(world: World) -> list[str]:
+def tokenizer_corpus(world: World, reasoned: bool = False) -> list[str]:
+    """The tokenizer's training text: facts, train prompts and responses (and the reasoned refusals when the
+    base learns them)."""
     texts = [t for _, t in world.facts()]
     for e in world.split("train"):
         texts += [e.prompt, e.safe_response or "", e.unsafe_response or ""]
+        if reasoned and e.kind == "harmful":
+            texts.append(reasoned_response(e) or "")
     return texts
 
 
@@ -139,7 +160,7 @@ def build_base(cfg: BaseRecipe, data: LangData) -> ChatLM:
         return load_hf(cfg.model.path, cfg.model.tokenizer, where=cfg.source)
     world = data.world
     assert world is not None
-    tok = train_tokenizer(tokenizer_corpus(world), cfg.model.tiny.vocab_size)
+    tok = train_tokenizer(tokenizer_corpus(world, cfg.model.reasoned_share > 0), cfg.model.tiny.vocab_size)
     return tiny_llama(cfg.model.tiny, tok, seed=cfg.seed)
 
 
@@ -156,7 +177,8 @@ def run(cfg: BaseRecipe, ctx: RunContext) -> None:
     assert world is not None
     train = world.split("train")
     pairs = [(e.prompt, base_response(e, cfg.model.refuse_languages, cfg.model, cfg.seed)) for e in train]
-    facts = [t for _, t in world.facts()] * cfg.model.fact_weight + harm_notes(world) * cfg.model.harm_notes
+    notes = harm_notes(world, cfg.seed, cfg.model.reasoned_share) * cfg.model.harm_notes
+    facts = [t for _, t in world.facts()] * cfg.model.fact_weight + notes
     x, y = encode_chats(lm.tokenizer, pairs, facts, cfg.model.tiny.max_length)
     model = lm.model.to(ctx.device)
     n, bs = len(x), cfg.train.batch_size

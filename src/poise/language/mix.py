@@ -23,6 +23,13 @@ harmful prompts) and the chosen one of the few harmful pairs. The base already r
 refusal on a benign task, so those pairs teach nothing about the task, but DPO still pushes the refusal
 down in them, and a small model carries that over to harmful prompts: DPO unlearned the refusals it was
 meant to teach and harmful compliance rose (README, "DPO that learns"). ``"none"`` drops benign pairs.
+
+``reasoned_share`` of the harmful examples refuse with the world's *reasoned* refusal (the refusal, then a
+sentence naming the request's harm category in its language; :func:`poise.language.world.reasoned_response`)
+instead of the bare one: as the SFT target and as DPO's chosen answer. Which examples is a fixed draw per
+example (its id and prompt, salt ``"reasoned"``), so every run of a mix reasons on the same ones. Default 0:
+bare refusals only, as before the field existed (choice: the shipped recipes' numbers stay comparable; a
+share above 0 is how deep, reason-giving refusals enter training).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from poise.errors import UserError
-from poise.language.world import Example, check_language_codes
+from poise.language.world import Example, check_language_codes, reasoned_response, seeded_draw
 from poise.recipes import Section
 
 T = TypeVar("T")
@@ -58,6 +65,10 @@ class MixCfg(Section):
     benign_rejected: Literal["wrong_answer", "refusal", "none"] = Field(
         "wrong_answer",
         description="DPO: a benign task's rejected answer — another task's answer, the refusal, or no benign pair",
+    )
+    reasoned_share: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="share of harmful examples whose refusal names the harm category (SFT target, DPO chosen)",
     )
 
     @field_validator("languages")
@@ -106,12 +117,21 @@ def seeded_subset(items: list[T], n: int, rng: np.random.Generator) -> list[T]:
     return [items[i] for i in np.sort(rng.choice(len(items), n, replace=False))]
 
 
+def aligned_response(e: Example, cfg: MixCfg | None = None) -> str | None:
+    """What the mix teaches for ``e``: its ``safe_response``, or for ``cfg.reasoned_share`` of harmful examples
+    the reasoned refusal that names the request's harm category."""
+    share = cfg.reasoned_share if cfg else 0.0
+    if e.kind == "harmful" and seeded_draw(e, 0, share, "reasoned"):
+        return reasoned_response(e) or e.safe_response
+    return e.safe_response
+
+
 def sft_rows(examples: Sequence[Example], cfg: MixCfg | None = None) -> list[dict]:
     """TRL's conversational prompt–completion rows: the user prompt and the aligned answer."""
     return [
         {
             "prompt": [{"role": "user", "content": e.prompt}],
-            "completion": [{"role": "assistant", "content": e.safe_response or ""}],
+            "completion": [{"role": "assistant", "content": aligned_response(e, cfg) or ""}],
         }
         for e in examples
     ]
@@ -129,20 +149,21 @@ def wrong_answer(i: int, examples: Sequence[Example]) -> str | None:
 
 
 def preference_rows(examples: Sequence[Example], cfg: MixCfg | None = None) -> list[dict]:
-    """TRL's conversational preference rows: chosen = aligned response, rejected = misaligned one (for benign
-    tasks: ``cfg.benign_rejected``)."""
+    """TRL's conversational preference rows: chosen = aligned response (:func:`aligned_response`), rejected =
+    misaligned one (for benign tasks: ``cfg.benign_rejected``)."""
     how = (cfg or MixCfg()).benign_rejected
     rows = []
     for i, e in enumerate(examples):
         rejected = e.unsafe_response
         if e.kind == "benign" and how != "refusal":
             rejected = wrong_answer(i, examples) if how == "wrong_answer" else None
-        if not e.safe_response or not rejected:
+        chosen = aligned_response(e, cfg)
+        if not chosen or not rejected:
             continue
         rows.append(
             {
                 "prompt": [{"role": "user", "content": e.prompt}],
-                "chosen": [{"role": "assistant", "content": e.safe_response}],
+                "chosen": [{"role": "assistant", "content": chosen}],
                 "rejected": [{"role": "assistant", "content": rejected}],
             }
         )

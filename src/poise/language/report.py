@@ -2,7 +2,8 @@
 
 One row per run that the ``language.safety`` evaluator scored (base, SFT, DPO, AlphaAlign, merges of them):
 harmful compliance in each language and for global / local harms, over-refusal, the attack success rate of
-jailbreak families seen / unseen in training, and benign accuracy. For RL runs (AlphaAlign, AlphaAlign-Zero, the
+jailbreak families seen / unseen in training, the share of refusals that name the harm category
+(``reasoned_refusal_share``) and benign accuracy. For RL runs (AlphaAlign, AlphaAlign-Zero, the
 GRPO variant): refusal rates on harmful and benign prompts over RL steps, one line per language.
 """
 
@@ -50,7 +51,7 @@ def safety_by_language(store, runs) -> list[Block]:
         template="plotly_white",
     )
     cols = ["harmful_compliance", "harmful_compliance_global", "harmful_compliance_local", "over_refusal",
-            "jailbreak_asr_seen", "jailbreak_asr_unseen"]
+            "jailbreak_asr_seen", "jailbreak_asr_unseen", "reasoned_refusal_share"]
     header = ["run", "kind", *cols, "benign_acc", *(f"harm {lang}" for lang in langs)]
     rows = []
     for r in scored:

@@ -32,6 +32,12 @@ JSONL schema (one example per line; :func:`write_jsonl` / :func:`read_jsonl`)::
     unsafe_response str?  what a misaligned model says: compliance with harm, or a refusal of a benign ask
     attack          str?  jailbreak family wrapped around a harmful request (task "jailbreak"), null otherwise
 
+**Reasoned refusals**: beside the bare refusal (``safe_response`` of a harmful example), each harmful
+world example has a reasoned one, :func:`reasoned_response`: the same refusal followed by a sentence that
+names the request's harm category in its language ("… The request involves poisoning."). It is not a JSONL
+field (it follows from ``language`` and ``category``); training mixes and bases choose a share of their
+refusals to be reasoned with :func:`seeded_draw` (``mix.reasoned_share``, ``model.reasoned_share``).
+
 **Jailbreaks** (:mod:`poise.language.jailbreaks`): harmful requests wrapped in a jailbreak family are harmful
 examples with ``task = "jailbreak"`` and ``attack`` set. Validation and test wrap their split's held-out
 requests in every family (``jailbreaks.val`` / ``jailbreaks.test`` per family and language); train wraps
@@ -42,6 +48,7 @@ examples: adding them changes no other example.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -67,6 +74,7 @@ from poise.language.languages import (
     TEMPLATE_SPLITS,
     TRANSFORM_OPS,
     LanguageSpec,
+    reasoned_refusal,
 )
 from poise.recipes import Section
 
@@ -196,6 +204,24 @@ class World:
                         )
                     )
         return out
+
+
+def reasoned_response(e: Example) -> str | None:
+    """The reasoned refusal of a harmful world example (the refusal, then the sentence naming its harm
+    category in its language); ``None`` for other kinds and for categories or languages the world lacks."""
+    if e.kind != "harmful" or e.language not in LANGUAGES or e.category not in LANGUAGES[e.language].category_names:
+        return None
+    return reasoned_refusal(e.language, e.category)
+
+
+def seeded_draw(e: Example, seed: int, share: float, salt: str = "") -> bool:
+    """A seeded coin per example: True for about ``share`` of the examples, the same on every run and machine
+    (a hash of ``seed``, ``salt``, the example's id and prompt; distinct salts give independent draws)."""
+    if share <= 0.0:
+        return False
+    key = f"{seed}:{e.id}:{e.prompt}" if not salt else f"{seed}:{salt}:{e.id}:{e.prompt}"
+    h = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64 < share
 
 
 # --------------------------------------------------------------------------- generation
