@@ -9,7 +9,8 @@ is centre-cropped to a square and resized down to ``hr_size`` (never up: smaller
 
 Splits come from ``data.split_seed``, not the run's seed, so every seed of a benchmark — and the
 degradation GAN the runs share — sees the same test faces. The scikit-image sample photographs
-(astronaut, camera, cat, coffee) give non-face patches for a generalisation check.
+(astronaut, camera, cat, coffee) give non-face patches for a generalisation check, validation patches
+from the middle band of each photograph and test patches from its top and bottom bands.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class FaceData:
     scale: int
     hr_size: int
     channels: int
-    _photos: torch.Tensor | None = field(default=None, repr=False)
+    _photos: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def lr_size(self) -> int:
@@ -98,11 +99,13 @@ class FaceData:
         flip = torch.rand(b, generator=g) < 0.5
         return torch.where(flip[:, None, None, None], out.flip(-1), out).contiguous()
 
-    def photos(self) -> torch.Tensor:
-        """Non-face HR patches from scikit-image's sample photographs (cached)."""
-        if self._photos is None:
-            self._photos = photo_patches(self.hr_size, self.channels)
-        return self._photos
+    def photos(self, split: str = "test") -> torch.Tensor:
+        """Non-face HR patches from scikit-image's sample photographs (cached): the validation split's
+        patches and the test split's come from disjoint bands of each photograph."""
+        if split not in self._photos:
+            key = "val" if split == "val" else "test"
+            self._photos[split] = photo_patches(self.hr_size, self.channels, split=key)
+        return self._photos[split]
 
 
 def small_image_threads(device: torch.device, hr_size: int) -> AbstractContextManager[None]:
@@ -219,9 +222,28 @@ def load_lfw_faces(channels: int = 1) -> torch.Tensor:
     return x.repeat(1, channels, 1, 1) if channels == 3 else x
 
 
-def photo_patches(hr_size: int, channels: int, per_photo: int = 8) -> torch.Tensor:
+def photo_patch_origins(height: int, width: int, hr_size: int, per_photo: int = 8,
+                        split: str = "test") -> list[tuple[int, int]]:
+    """Top-left corners of the ``per_photo`` patches of one resized photograph (short side 6·hr_size).
+
+    Test patches lie in the top and bottom bands (rows ``[0, hr)`` and ``[H - hr, H)``); validation
+    patches lie in the middle band, at least ``hr // 2`` rows away from both (more than the resize's
+    bicubic support), so no pixel of a test patch is scored by a tuning run. ``per_photo // 2`` columns
+    evenly spaced across the width, on two rows, for both splits.
+    """
+    if split == "test":
+        ys = np.linspace(0, height - hr_size, 2)
+    else:
+        gap = max(hr_size // 2, 2)
+        ys = np.linspace(hr_size + gap, height - 2 * hr_size - gap, 2)
+    xs = np.linspace(0, width - hr_size, per_photo // 2)
+    return [(int(y), int(x)) for y in ys.round() for x in xs.round()]
+
+
+def photo_patches(hr_size: int, channels: int, per_photo: int = 8, split: str = "test") -> torch.Tensor:
     """Non-face ``hr_size`` patches: each sample photograph is resized so its short side is 6·hr_size and
-    ``per_photo`` patches are taken on an even grid (deterministic)."""
+    ``per_photo`` patches are taken on an even grid (deterministic). Validation and test patches come
+    from disjoint bands of each photograph (:func:`photo_patch_origins`), so tuning never sees test pixels."""
     from PIL import Image
 
     out = []
@@ -239,9 +261,7 @@ def photo_patches(hr_size: int, channels: int, per_photo: int = 8) -> torch.Tens
         img = img.resize((max(hr_size, round(w * f)), max(hr_size, round(h * f))), Image.Resampling.BICUBIC)
         t = _to_tensor(img.convert("RGB") if img.mode not in ("L", "RGB") else img, channels)
         _, H, W = t.shape
-        ys = np.linspace(0, H - hr_size, 2).round().astype(int)
-        xs = np.linspace(0, W - hr_size, per_photo // 2).round().astype(int)
-        out += [t[:, y : y + hr_size, x : x + hr_size] for y in ys for x in xs]
+        out += [t[:, y : y + hr_size, x : x + hr_size] for y, x in photo_patch_origins(H, W, hr_size, per_photo, split)]
     return torch.stack(out)
 
 

@@ -4,7 +4,8 @@ under each held-out degradation family and under PGD (robustness), and feature s
 Every degraded test set is made with a fixed seed, so all runs are scored on the very same LR images.
 Clean LR is antialiased bicubic downsampling of the HR test faces, 8-bit. A tuning run
 (``eval_split = "val"``) scores the validation faces instead, so the test faces are read only for final
-numbers (the sample-photograph patches of ``restoration.photos`` are the same for both splits).
+numbers (``restoration.photos`` likewise scores validation patches from the middle band of each sample
+photograph, test patches from its top and bottom bands).
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ def clean(model: Any, data: FaceData, ctx: Any, *, batch_size: int, split: str =
     ],
 )
 def photos(model: Any, data: FaceData, ctx: Any, *, batch_size: int, split: str = "test") -> dict[str, float]:
-    """PSNR-Y and SSIM on clean LR patches of scikit-image's sample photographs (a non-face check)."""
-    hr = data.photos()
+    """PSNR-Y and SSIM on clean LR patches of scikit-image's sample photographs (a non-face check); a tuning
+    run scores patches disjoint from the test ones (:func:`poise.restoration.data.photo_patch_origins`)."""
+    hr = data.photos(split)
     p, s = _score(model, bicubic_down(hr, data.scale), hr, data.scale, ctx, batch_size)
     return {"psnr_y_photo": p, "ssim_photo": s}
 
