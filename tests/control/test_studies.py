@@ -32,6 +32,13 @@ def test_robust_rows_train_as_long_as_the_nominal_one_from_scratch_and_as_a_fine
     assert rows["MAS-AT scratch"].model.init_from == ""
     fine = rows["MAS-AT fine-tune"]
     assert fine.model.init_seed == "same"
+    # equal tuning: every row searches its lr (and the adversarial rows the MAS probability) on val
+    assert study.study.trials == (2 if quick else 8)
+    spaces = {r.name: set(r.space) for r in study.study.rows}
+    assert spaces == {"nominal": {"train.lr"}, "MAS-AT fine-tune": {"train.lr", "adversary.probability"},
+                      "MAS-AT scratch": {"train.lr", "adversary.probability"}}
+    # the fine-tune of seed s starts from the nominal row's own run of seed s
+    assert {r.name: r.start_from for r in study.study.rows}["MAS-AT fine-tune"] == {"model.init_from": "nominal"}
     assert load_recipe(RECIPES / fine.model.init_from, quick=quick).config_hash() == nominal.config_hash()
     metrics = {c.metric for c in study.study.claims}
     assert "robustness.auc_mas_mean" in metrics
@@ -116,3 +123,67 @@ def test_the_attacker_copies_a_gsde_agent_after_it_has_acted():
     model.learn(16, reset_num_timesteps=False)
     frozen.sync(live)
     np.testing.assert_array_equal(frozen.act(obs), live.act(obs))
+
+
+START_STUDY = """
+kind = "study.compare"
+name = "tiny-action-at"
+[study]
+seeds = [0, 1]
+trials = 2
+tune_seed = 5
+objective = "utility.return_mean"
+[study.set]
+"train.budget" = { steps = 40 }
+[[study.rows]]
+name = "nominal"
+recipe = "nominal.toml"
+space = { "train.lr" = "log:1e-4..3e-3" }
+[[study.rows]]
+name = "fine-tune"
+recipe = "fine.toml"
+start_from = { "model.init_from" = "nominal" }
+space = { "adversary.probability" = "0.1..0.9" }
+"""
+
+
+def test_a_study_fine_tune_starts_from_the_nominal_rows_own_agent_of_each_seed(runner, store, tmp_path):
+    """The study's set, the nominal row's chosen settings and the seed reach the start of the fine-tune: it
+    starts from the nominal row's run of its seed (the best nominal trial while tuning), never a retrained one."""
+    from poise.study.report import load_comparison
+
+    (tmp_path / "nominal.toml").write_text(NOMINAL)
+    (tmp_path / "fine.toml").write_text(FINE_TUNE)
+    (tmp_path / "study.toml").write_text(START_STUDY)
+    rec = runner.run(load_recipe(tmp_path / "study.toml"))
+    assert rec.status == "done", rec.error
+    nominal, fine = load_comparison(store, rec)["rows"]
+    agents = [r for r in store.list_runs() if r.kind == "control.agent"]
+    # only the nominal row's own runs were trained (2 trials + 2 seeds), all with the study's 40 steps
+    assert len(agents) == 4 and {r.config["train"]["budget"]["steps"] for r in agents} == {40}
+    lr = nominal["chosen"]["train.lr"]
+    for seed, run_id in fine["runs"].items():
+        start = store.get_run(nominal["runs"][seed])
+        assert store.get_run(run_id).config["model"]["init_from"] == f"run:{start.id}"
+        assert start.config["seed"] == int(seed) and start.config["train"]["lr"] == pytest.approx(lr)
+    best = store.get_run(nominal["tuning"]["best_run"])
+    assert best.config["seed"] == 5 and best.config["eval_split"] == "val"
+    assert fine["tuning"]["starts"] == {"model.init_from": f"run:{best.id}"}
+    trials = [store.get_run(t["run"]) for t in fine["tuning"]["all"]]
+    assert len(trials) == 2 and {t.config["model"]["init_from"] for t in trials} == {f"run:{best.id}"}
+
+
+@pytest.mark.parametrize(("start_from", "expected"), [
+    ('{ "model.init_from" = "later" }', "expected a row listed before it"),
+    ('{ "model.nope" = "nominal" }', "start_from.model.nope"),
+])
+def test_a_bad_start_from_fails_before_any_run(cli, tmp_path, start_from, expected):
+    (tmp_path / "nominal.toml").write_text(NOMINAL)
+    (tmp_path / "fine.toml").write_text(FINE_TUNE)
+    text = START_STUDY.replace('start_from = { "model.init_from" = "nominal" }', f"start_from = {start_from}")
+    (tmp_path / "study.toml").write_text(text + '[[study.rows]]\nname = "later"\nrecipe = "nominal.toml"\n')
+    code, out, err = cli("run", tmp_path / "study.toml")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert expected in err
+    code, out, _ = cli("--json", "runs", "ls")
+    assert json.loads(out) == []

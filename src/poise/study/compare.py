@@ -5,9 +5,13 @@ in) and claims about them. For each row: ``study.trials`` trials of ``poise swee
 split (the recipe's ``eval_split = "val"``, trained with ``study.tune_seed``) pick the settings with the
 best ``study.objective``; then every seed in ``study.seeds`` trains those settings and scores the test
 split — the only time the test split is read. Rows without a space are run as they are (there is
-nothing of theirs to tune; the table says so). Seeds are shared by all rows, so a claim compares two
-rows seed by seed (same seed, same data order). Every trial and every final run is an ordinary child run
-of the study, so a killed study resumes where it stopped: finished runs are reused, studies continue.
+nothing of theirs to tune; the table says so). A row that starts from another row's model (a fine-tune of
+the nominal agent, a student of a teacher row) says so in ``start_from``: the field it names is set to
+that row's run of the same seed — with the study's ``set``, the row's own and its chosen settings — so the
+start is exactly the other row's model, reused rather than trained again. Seeds are shared by all rows,
+so a claim compares two rows seed by seed (same seed, same data order). Every trial and every final run
+is an ordinary child run of the study, so a killed study resumes where it stopped: finished runs are
+reused, studies continue.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ class StudyRow(Section):
         default_factory=dict, description="FIELD = SPACE searched on the validation split, e.g. "
         "'train.lr' = 'log:1e-3..3e-1' (the syntax of poise sweep --param)")
     ablation_of: str | None = Field(None, description="the row this one switches a part of off")
+    start_from: dict[str, str] = Field(
+        default_factory=dict, description="FIELD = ROW: set this row's recipe FIELD (one that takes a recipe or "
+        "run:<id>, e.g. 'model.init_from') to ROW's run of the same seed; ROW comes earlier in the list. Tuning "
+        "trials start from ROW's run with the tuning seed and its chosen settings")
     note: str = Field("", max_length=500)
 
 
@@ -87,9 +95,15 @@ class StudyCfg(Section):
             for side in (c.a, c.b):
                 if side not in names:
                     raise ValueError(f"claims[{i}] names row {side!r}; expected one of: {', '.join(names)}")
-        for r in self.rows:
+        for i, r in enumerate(self.rows):
             if r.ablation_of is not None and r.ablation_of not in names:
                 raise ValueError(f"row {r.name!r}: ablation_of names no row ({r.ablation_of!r})")
+            for field, src in r.start_from.items():
+                if src not in names[:i]:
+                    raise ValueError(f"row {r.name!r}: start_from.{field} names {src!r}; expected a row listed "
+                                     f"before it ({', '.join(names[:i]) or 'none'})")
+                if field in r.space:
+                    raise ValueError(f"row {r.name!r}: {field} is both in start_from and in space")
         return self
 
 
@@ -118,6 +132,11 @@ class CompareRecipe(Recipe):
         for row in self.study.rows:
             where = f"{self.source or 'study'}: row {row.name!r}"
             base = self.row_recipe(row, {})
+            for field in row.start_from:
+                try:
+                    self.row_recipe(row, {field: "run:0000"})
+                except UserError as e:
+                    raise UserError(f"start_from: {e.message}", where=where, field=f"start_from.{field}") from None
             for field, space in row.space.items():
                 try:
                     p = parse_param(f"{field}={space}")
@@ -137,14 +156,31 @@ def _trial_values(trial: Any) -> float:
     return float(trial.values[0]) if trial.values else math.nan
 
 
-def _tune(cfg: CompareRecipe, ctx: RunContext, row: StudyRow) -> tuple[dict[str, Any], dict[str, Any]]:
+def _starts(cfg: CompareRecipe, ctx: RunContext, row: StudyRow, chosen: dict[str, dict[str, Any]],
+            seed: int, split: str) -> dict[str, str]:
+    """``{field: "run:<id>"}``: the run of each ``start_from`` row with this seed and split and that row's
+    chosen settings (reused from the store: the row's own final run, or its best tuning trial)."""
+    out = {}
+    for field, src in row.start_from.items():
+        source = next(r for r in cfg.study.rows if r.name == src)
+        recipe = cfg.row_recipe(source, {**chosen[src], "seed": seed, "eval_split": split})
+        rec = ctx.child_run(recipe, field=f"row {row.name} start_from.{field} (row {src}, seed {seed})")
+        if rec.status != "done":
+            raise UserError(f"row {src!r} seed {seed}: run {rec.id} ended {rec.status}", where=cfg.source or "study")
+        out[field] = f"run:{rec.id}"
+    return out
+
+
+def _tune(cfg: CompareRecipe, ctx: RunContext, row: StudyRow,
+          chosen_by_row: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(chosen settings, tuning record)`` of one row: its study's best trial on the validation split."""
     s = cfg.study
     if not row.space or s.trials == 0:
         return {}, {"trials": 0, "note": "nothing tuned" if not row.space else "tuning switched off"}
     params = [parse_param(f"{k}={v}") for k, v in row.space.items()]
     name = f"{cfg.display_name}:{ctx.run_id}:{row.name}"
-    fixed = {**s.set, **row.set, "eval_split": "val", "seed": s.tune_seed}
+    starts = _starts(cfg, ctx, row, chosen_by_row, s.tune_seed, "val")
+    fixed = {**s.set, **row.set, **starts, "eval_split": "val", "seed": s.tune_seed}
     st = ctx.sweep(row.recipe, params, [s.objective], trials=s.trials, study=name, overrides=fixed,
                    seed=s.sampler_seed, field=f"study.rows[{row.name}]")
     from optuna.trial import TrialState
@@ -155,7 +191,7 @@ def _tune(cfg: CompareRecipe, ctx: RunContext, row: StudyRow) -> tuple[dict[str,
     best = st.best_trial
     return dict(best.params), {
         "study": name, "trials": len(done), "best_value": _trial_values(best),
-        "best_run": best.user_attrs.get("run"), "space": dict(row.space),
+        "best_run": best.user_attrs.get("run"), "space": dict(row.space), "starts": starts,
         "all": [{"params": t.params, "value": _trial_values(t), "run": t.user_attrs.get("run")} for t in done],
     }
 
@@ -172,15 +208,18 @@ def run(cfg: CompareRecipe, ctx: RunContext) -> None:
     """A comparison as the papers ran it: equal tuning on val, seeds on test, intervals and verdicts."""
     s = cfg.study
     rows: list[dict[str, Any]] = []
+    chosen_by_row: dict[str, dict[str, Any]] = {}
     for row in s.rows:
-        chosen, tuning = _tune(cfg, ctx, row)
+        chosen, tuning = _tune(cfg, ctx, row, chosen_by_row)
+        chosen_by_row[row.name] = chosen
         ctx.info(f"study {cfg.display_name}: row {row.name} settings {chosen or 'as given'}")
         runs: dict[int, str] = {}
         values: dict[str, dict[int, float]] = {}
         directions: dict[str, str] = {}
         kind_name = ""
         for seed in s.seeds:
-            recipe = cfg.row_recipe(row, {**chosen, "seed": seed, "eval_split": "test"})
+            starts = _starts(cfg, ctx, row, chosen_by_row, seed, "test")
+            recipe = cfg.row_recipe(row, {**starts, **chosen, "seed": seed, "eval_split": "test"})
             kind_name = recipe.kind
             rec = ctx.child_run(recipe, field=f"row {row.name} seed {seed}")
             if rec.status != "done":
@@ -193,7 +232,7 @@ def run(cfg: CompareRecipe, ctx: RunContext) -> None:
                     directions[key] = m.direction
         rows.append({
             "name": row.name, "recipe": row.recipe, "kind": kind_name, "set": row.set, "chosen": chosen,
-            "tuning": tuning, "ablation_of": row.ablation_of, "note": row.note,
+            "tuning": tuning, "ablation_of": row.ablation_of, "note": row.note, "start_from": row.start_from,
             "runs": {str(k): v for k, v in runs.items()},
             "metrics": {k: {"values": {str(seed): v for seed, v in vals.items()},
                             "interval": mean_interval(list(vals.values())).as_dict(),

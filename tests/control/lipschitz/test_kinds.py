@@ -112,3 +112,34 @@ def test_unreadable_and_missing_demo_files(tmp_path: Path) -> None:
 def test_demos_and_file_are_exclusive(cli, tmp_path: Path) -> None:
     code, _, err = cli("run", BC, "--quick", "--set", f"data.file={tmp_path / 'd.npz'}")
     assert code == 2 and "exactly one of data.demos" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_tuning_run_scores_initial_states_disjoint_from_the_test_ones(cli, tmp_path: Path) -> None:
+    """eval_split = "val" draws the closed-loop evaluation states with a shifted seed: tuning never scores
+    the test states (the expert's cost, which depends only on the states, tells them apart)."""
+    from poise.control.lipschitz.bc import VAL_SEED_SHIFT, BCDataCfg, eval_states
+    from poise.control.lipschitz.systems import SystemCfg, make_system
+
+    system = make_system(SystemCfg())
+    cfg = BCDataCfg(file=tmp_path / "d.npz", eval_episodes=16)
+    test, val = eval_states(system, cfg, "test"), eval_states(system, cfg, "val")
+    assert torch.equal(test, system.sample_initial(16, cfg.eval_seed))  # the test states are unchanged
+    assert torch.equal(val, system.sample_initial(16, cfg.eval_seed + VAL_SEED_SHIFT))
+    assert torch.cdist(val, test).min() > 0
+
+    x = torch.rand(200, 2, dtype=torch.float64) * 2 - 1
+    u = -(x @ torch.tensor([[3.0], [2.5]], dtype=torch.float64))
+    f = _demo_file(tmp_path, x, u, "demos.npz")
+    costs = {}
+    for split in ("val", "test"):
+        (tmp_path / split).mkdir()
+        code, out, err = cli("--store", f"sqlite:///{tmp_path / split / 'poise.db'}", "run", BC, "--quick",
+                             "--set", f"data.file={f}", "--set", "data.demos=", "--set", f"eval_split={split}", *TINY)
+        assert code == 0, err
+        from poise.store import Store
+
+        s = Store(f"sqlite:///{tmp_path / split / 'poise.db'}")
+        (run,) = s.list_runs(kind="control.lipschitz_bc", status="done")
+        costs[split] = s.final_metrics([run.id])[run.id]["utility.expert_cost"].value
+        s.close()
+    assert costs["val"] != pytest.approx(costs["test"])

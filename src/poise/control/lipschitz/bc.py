@@ -47,7 +47,8 @@ class BCDataCfg(DataCfg):
         None, description="with data.file: the expert regret is measured against"
     )
     eval_episodes: int = Field(32, gt=0, description="initial states for the closed-loop evaluators")
-    eval_seed: int = Field(12345, description="seed of the evaluation initial states (same for every policy)")
+    eval_seed: int = Field(12345, ge=0, lt=2**31, description="seed of the evaluation initial states (same for "
+                           "every policy; a tuning run draws its own from eval_seed + VAL_SEED_SHIFT)")
 
     @field_validator("demos", "file", mode="before")
     @classmethod
@@ -132,6 +133,17 @@ def knn_edges(x: torch.Tensor, k: int) -> torch.Tensor:
     return e[(x[e[:, 0]] - x[e[:, 1]]).norm(dim=1) > 0]
 
 
+
+VAL_SEED_SHIFT = 500_000  # validation states' seed offset: far from any test eval_seed a recipe uses
+
+
+def eval_states(system: ControlSystem, data: BCDataCfg, split: str = "test") -> torch.Tensor:
+    """The closed-loop evaluation initial states: drawn with ``data.eval_seed`` on the test split; a tuning
+    run (``eval_split = "val"``) draws its own with ``eval_seed + VAL_SEED_SHIFT``, so tuning never scores
+    the test states."""
+    seed = data.eval_seed + VAL_SEED_SHIFT if split == "val" else data.eval_seed
+    return system.sample_initial(data.eval_episodes, seed)
+
 @kind("control.lipschitz_bc", BCRecipe)
 @one_thread()
 def run(cfg: BCRecipe, ctx: RunContext) -> None:
@@ -172,7 +184,7 @@ def run(cfg: BCRecipe, ctx: RunContext) -> None:
             ctx.log_metrics({"loss": loss.item(), "lr": sched.get_last_lr()[0]}, step=step)
     settle(policy)
     policy.eval()
-    x0 = system.sample_initial(cfg.data.eval_episodes, cfg.data.eval_seed)
+    x0 = eval_states(system, cfg.data, cfg.eval_split)
     ctx.evaluate(policy.cpu(), PolicyEvalData(system, expert, x0, demos))
     ctx.save_artifact(
         "model",

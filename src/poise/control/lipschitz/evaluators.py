@@ -1,9 +1,10 @@
 """Evaluators of Lipschitz feedback policies: nominal cost and regret, cost under attack, certificates.
 
 Closed-loop costs are totals over one episode, averaged over the evaluation initial states (the same
-states for every policy of a system). Regret is J(π) − J(expert) on those states; degradation at ε is
-J(π under the strongest of the listed attacks) − J(π), both averaged over episodes; it is floored at 0
-(an attack that happens to lower the cost counts as no degradation).
+states for every policy of a system; a tuning run's are drawn apart, see ``bc.eval_states``). Regret is
+J(π) − J(expert) on those states; degradation at ε is J(π under the strongest of the listed attacks) − J(π),
+both averaged over episodes; it is floored at 0 (an attack that happens to lower the cost counts as no
+degradation).
 """
 
 from __future__ import annotations
