@@ -35,9 +35,9 @@ STUDIES: dict[str, tuple[str, list[str], str]] = {
                     "LFW faces 24×24 ×2, each row's quick training (residual over bicubic, 300 steps, width 16), "
                     "8 tuning trials a learned row, 5 seeds, every test face"),
     "lipschitz": ("recipes/control/study-lipschitz-linear.toml", [],
-                  "the full study: double integrator, 5 seeds (rows as their recipe says, no tuning)"),
+                  "the full study: double integrator, 8 tuning trials a row (lr, on validation states), 5 seeds"),
     "action-at": ("recipes/control/study-action-at-pendulum.toml", ["--quick"],
-                  "Pendulum, the study's quick size"),
+                  "Pendulum, the study's quick size: 2 tuning trials a row, 3 seeds"),
 }
 
 
