@@ -178,7 +178,9 @@ def _tune(cfg: CompareRecipe, ctx: RunContext, row: StudyRow,
     if not row.space or s.trials == 0:
         return {}, {"trials": 0, "note": "nothing tuned" if not row.space else "tuning switched off"}
     params = [parse_param(f"{k}={v}") for k, v in row.space.items()]
-    name = f"{cfg.display_name}:{ctx.run_id}:{row.name}"
+    # named by what the study is (its config hash), not by its run: running the same study again continues
+    # its tuning where it stopped, as its finished child runs are reused
+    name = f"{cfg.display_name}:{cfg.config_hash()[:12]}:{row.name}"
     starts = _starts(cfg, ctx, row, chosen_by_row, s.tune_seed, "val")
     fixed = {**s.set, **row.set, **starts, "eval_split": "val", "seed": s.tune_seed}
     st = ctx.sweep(row.recipe, params, [s.objective], trials=s.trials, study=name, overrides=fixed,
