@@ -81,12 +81,14 @@ def test_a_study_tunes_on_val_runs_seeds_on_test_and_judges_by_interval(runner, 
     assert claim["difference"]["paired"] is True
     assert claim["verdict"] == verdict(d, "greater") and claim["difference"]["mean"] == pytest.approx(d.mean)
 
-    # a second run of the same study reuses every final run and continues the studies (nothing retrained)
+    # a second run of the same study reuses its tuning study and every final run (nothing retrained)
     before = len(store.list_runs())
     again = runner.run(load_recipe(study_file))
     assert again.status == "done"
-    assert len(store.list_runs()) == before + 1 + 2  # the new study run and its own two tuning trials
-    assert load_comparison(store, again)["rows"][1]["runs"] == fixed["runs"]
+    assert len(store.list_runs()) == before + 1  # only the new study run itself
+    result2 = load_comparison(store, again)
+    assert result2["rows"][0]["chosen"] == erm["chosen"] and result2["rows"][0]["runs"] == erm["runs"]
+    assert result2["rows"][1]["runs"] == fixed["runs"]
 
 
 def test_the_report_shows_the_claims(cli, tmp_path, study_file):
