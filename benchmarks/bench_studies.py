@@ -46,8 +46,9 @@ def _store_dirs() -> list[Path]:
     return [Path(p) for p in raw.split(os.pathsep) if p]
 
 
-def _find(command: str) -> dict | None:
-    """The comparison of a finished study run with exactly this command, in any of the bench stores."""
+def _find(command: str, config_hash: str) -> dict | None:
+    """The comparison of a finished study run of exactly this command and study config (the recipe file may
+    have changed under the same command), in any of the bench stores."""
     from poise.store import Store
     from poise.study.report import load_comparison
 
@@ -56,17 +57,21 @@ def _find(command: str) -> dict | None:
             continue
         store = Store(root=d)
         for run in sorted(store.list_runs(kind="study.compare", status="done"), key=lambda r: -(r.started or 0)):
+            if run.config_hash != config_hash:
+                continue
             result = load_comparison(store, run)
             if result and result.get("command") == command:
                 return {**result, "_run": run.id}
     return None
 
 
-def _command(recipe: str, args: list[str]) -> str:
+def _command(recipe: str, args: list[str]) -> tuple[str, str]:
+    """The command line a study records, and its config hash."""
     from poise.recipes import load_recipe, parse_set_options
 
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
-    return load_recipe(recipe, parse_set_options(sets), quick="--quick" in args).command()
+    cfg = load_recipe(recipe, parse_set_options(sets), quick="--quick" in args)
+    return cfg.command(), cfg.config_hash()
 
 
 def _run(recipe: str, args: list[str]) -> tuple[float, str]:
@@ -114,12 +119,12 @@ def main(quick: bool = False) -> str:
         recipe, args, size = STUDIES[name]
         if quick:  # a smoke test: the study's own quick form
             args, size = ["--quick"], "the study's quick form"
-        command = _command(recipe, args)
-        result = _find(command)
+        command, config_hash = _command(recipe, args)
+        result = _find(command, config_hash)
         took, error = (0.0, "")
         if result is None:
             took, error = _run(recipe, args)
-            result = _find(command)
+            result = _find(command, config_hash)
         if result is None:
             lines += [f"### {name}", "", f"`{command}` did not finish ({error}); run the bench again to resume it.", ""]
             continue

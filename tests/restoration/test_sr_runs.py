@@ -90,6 +90,9 @@ def test_bicubic_and_variants(runner, store, tmp_path):
     rec = runner.run(load_recipe(root / "bicubic.toml", {"data.eval_limit": 6}))
     finals = store.final_metrics([rec.id])[rec.id]
     assert finals["utility.psnr_y"].value > finals["robustness.psnr_y_held_out"].value
+    # the selection criterion weighs clean faces as much as all held-out degradations together
+    overall = (finals["utility.psnr_y"].value + finals["robustness.psnr_y_held_out"].value) / 2
+    assert finals["robustness.psnr_y_overall"].value == pytest.approx(overall, abs=1e-9)
     assert variant(load_recipe(root / "sr-clean.toml")) == "clean-trained"
     assert variant(load_recipe(root / "sr-robust.toml")) == "robust"
     assert variant(load_recipe(root / "sr-robust.toml", {"loss.sinkhorn": 0})) == "robust w/o Sinkhorn"
