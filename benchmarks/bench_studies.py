@@ -38,6 +38,8 @@ STUDIES: dict[str, tuple[str, list[str], str]] = {
                   "the full study: double integrator, 8 tuning trials a row (lr, on validation states), 5 seeds"),
     "action-at": ("recipes/control/study-action-at-pendulum.toml", ["--quick"],
                   "Pendulum, the study's quick size: 2 tuning trials a row, 3 seeds"),
+    "action-at-mountaincar": ("recipes/control/study-action-at-mountaincar.toml", ["--quick"],
+                              "MountainCarContinuous, the study's quick size: 2 tuning trials a row, 3 seeds"),
 }
 
 
