@@ -213,8 +213,8 @@ class Runner:
     def child(self, ctx: RunContext, recipe: Recipe, *, field: str) -> RunRecord:
         """The finished run of ``recipe`` for ``ctx``'s run: reused by config hash, resumed, or run now."""
         found = self.store.find_done(recipe.config_hash(), eval_split=recipe.eval_split)
-        if found is not None:
-            return found
+        if found is not None and found.config.get("eval") == recipe.resolved().get("eval"):
+            return found  # the same training, scored by the same evaluations (a changed list runs again)
         unfinished = self.store.find_unfinished(recipe.config_hash())
         if unfinished is not None and unfinished.config.get("eval_split", "test") != recipe.eval_split:
             unfinished = None

@@ -125,3 +125,16 @@ def test_bad_studies_fail_before_any_run(cli, tmp_path, change, field):
     assert field in err
     code, out, _ = cli("--json", "runs", "ls")
     assert json.loads(out) == []
+
+
+def test_a_finished_run_is_reused_only_when_scored_by_the_same_evaluations(runner, store, study_file):
+    from poise.study.report import load_comparison
+
+    first = load_comparison(store, runner.run(load_recipe(study_file)))
+    other = load_recipe(study_file, {"study.set.eval": '[{ name = "vision.clean_accuracy", n = 100 }]'})
+    second = load_comparison(store, runner.run(other))
+    # the same training, but another evaluation list: the seeds train and score again rather than
+    # showing numbers (or blanks) from evaluations the study did not ask for
+    assert set(second["rows"][1]["runs"].values()).isdisjoint(first["rows"][1]["runs"].values())
+    for run_id in second["rows"][1]["runs"].values():
+        assert store.get_run(run_id).config["eval"][0]["n"] == 100
