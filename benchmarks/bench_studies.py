@@ -48,7 +48,13 @@ def _store_dirs() -> list[Path]:
     return [Path(p) for p in raw.split(os.pathsep) if p]
 
 
-def _find(command: str, config_hash: str) -> dict | None:
+def _same_study(stored: dict, wanted: dict) -> bool:
+    """The same study config, whatever the cost accounting (the grid's country does not change a number)."""
+    strip = lambda c: {k: v for k, v in c.items() if k != "cost"}  # noqa: E731
+    return strip(stored) == strip(wanted)
+
+
+def _find(command: str, config: dict) -> dict | None:
     """The comparison of a finished study run of exactly this command and study config (the recipe file may
     have changed under the same command), in any of the bench stores."""
     from poise.store import Store
@@ -59,7 +65,7 @@ def _find(command: str, config_hash: str) -> dict | None:
             continue
         store = Store(root=d)
         for run in sorted(store.list_runs(kind="study.compare", status="done"), key=lambda r: -(r.started or 0)):
-            if run.config_hash != config_hash:
+            if not _same_study(run.config, config):
                 continue
             result = load_comparison(store, run)
             if result and result.get("command") == command:
@@ -67,13 +73,13 @@ def _find(command: str, config_hash: str) -> dict | None:
     return None
 
 
-def _command(recipe: str, args: list[str]) -> tuple[str, str]:
-    """The command line a study records, and its config hash."""
+def _command(recipe: str, args: list[str]) -> tuple[str, dict]:
+    """The command line a study records, and its resolved config."""
     from poise.recipes import load_recipe, parse_set_options
 
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     cfg = load_recipe(recipe, parse_set_options(sets), quick="--quick" in args)
-    return cfg.command(), cfg.config_hash()
+    return cfg.command(), cfg.resolved()
 
 
 def _run(recipe: str, args: list[str]) -> tuple[float, str]:
@@ -121,12 +127,12 @@ def main(quick: bool = False) -> str:
         recipe, args, size = STUDIES[name]
         if quick:  # a smoke test: the study's own quick form
             args, size = ["--quick"], "the study's quick form"
-        command, config_hash = _command(recipe, args)
-        result = _find(command, config_hash)
+        command, config = _command(recipe, args)
+        result = _find(command, config)
         took, error = (0.0, "")
         if result is None:
             took, error = _run(recipe, args)
-            result = _find(command, config_hash)
+            result = _find(command, config)
         if result is None:
             lines += [f"### {name}", "", f"`{command}` did not finish ({error}); run the bench again to resume it.", ""]
             continue

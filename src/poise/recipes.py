@@ -227,10 +227,11 @@ class Recipe(Section):
         """Identity of what the run trains: two recipes with the same hash produce the same artifact.
 
         Fields that don't change the trained weights (name, description, store, eval list and split, device,
-        quick table) are left out, so a teacher trained once is found again by any recipe that needs it.
+        quick table, how costs are accounted — e.g. the grid's country) are left out, so a teacher trained
+        once is found again by any recipe that needs it.
         """
         data = self.model_dump(mode="json", exclude={"name", "description", "store", "eval", "eval_split", "device",
-                                                     "quick", "quick_note", "tour"})
+                                                     "quick", "quick_note", "tour", "cost"})
         from poise import __version__
 
         data["_poise"] = __version__.split("+")[0]

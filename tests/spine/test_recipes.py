@@ -216,3 +216,12 @@ def test_a_recipe_names_the_command_that_builds_it():
     again = load_recipe(argv[2], dict(a.split("=", 1) for a in argv[argv.index("--set") + 1::2]), quick=True)
     assert again.study.trials == 8 and again.study.seeds == [0, 1, 2, 3, 4]
     assert "--set" not in load_recipe(path).command() and "--quick" not in load_recipe(path).command()
+
+
+def test_cost_accounting_does_not_change_what_a_run_is():
+    from poise.recipes import load_recipe
+
+    a = load_recipe(ERM, {"cost.country": "FRA"})
+    b = load_recipe(ERM, {"cost.country": "USA"})
+    assert a.config_hash() == b.config_hash()  # a teacher trained under one grid is reused under another
+    assert a.config_hash() != load_recipe(ERM, {"train.lr": 0.5}).config_hash()
