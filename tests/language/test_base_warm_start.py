@@ -65,11 +65,14 @@ def test_the_quick_aware_base_fine_tunes_the_quick_base_and_the_full_one_trains_
     full = load_recipe(REPO / "recipes/language/base-aware.toml")
     quick = load_recipe(REPO / "recipes/language/base-aware.toml", quick=True)
     base = load_recipe(REPO / "recipes/language/base.toml", quick=True)
-    assert full.model.init_from == "" and full.quick_note == "" or "quick" in full.quick_note
-    assert quick.model.init_from == "language/base.toml" and quick.quick_note
+    assert full.model.init_from == "" and full.train.budget.steps == 1500  # the full recipe keeps its form
+    assert quick.model.init_from == "language/base.toml" and "language/base.toml" in quick.quick_note
     assert quick.model.tiny == base.model.tiny and quick.data.world == base.data.world  # the same network and world
     # the warm start spends its steps on the aware data: fewer than the base it starts from
     assert quick.train.budget.steps < base.train.budget.steps
+    full_base = load_recipe(REPO / "recipes/language/base.toml")
+    assert full_base.model.fact_weight == 1 and full_base.train.budget.steps == 1500
+    assert base.model.fact_weight > 1 and "facts" in base.quick_note  # the tour table says the quick mix differs
 
 
 @pytest.mark.slow
