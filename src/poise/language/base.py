@@ -23,6 +23,11 @@ knows it; :func:`poise.language.world.reasoned_response`), an independent seeded
 0 (bare refusals, as before); the latent-awareness base sets it, so that ``reasoned_refusal_share`` of
 ``language.safety`` has a premise to measure. With a share above 0 the tokenizer also reads the reasoned
 refusals.
+
+**Warm start** (``model.init_from``): the base starts from the weights and tokenizer of another ``language.base``
+run (a recipe, trained first if the store has none, with this run's seed; or ``run:<id>``) instead of a fresh
+tiny Llama, then trains on its own chats. The quick tour uses it so that the latent-awareness base fine-tunes
+the quick base rather than learning the world again from scratch.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from pydantic import Field, field_validator
 
 from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
+from poise.errors import UserError
 from poise.language.data import LangData, load_lang_data
-from poise.language.models import ChatLM, TinyLMCfg, TrainableState, load_hf, save_lm, tiny_llama
+from poise.language.models import ChatLM, TinyLMCfg, TrainableState, load_hf, load_lm, save_lm, tiny_llama
 from poise.language.recipe import ChatRecipe
 from poise.language.tokenizer import train_tokenizer
 from poise.language.world import Example, World, check_language_codes, reasoned_response, seeded_draw
@@ -63,6 +69,9 @@ class BaseModelCfg(ModelCfg):
     reasoned_share: float = Field(
         0.0, ge=0.0, le=1.0,
         description="share of the taught refusals of harmful requests (chats and harm notes) that name the category",
+    )
+    init_from: str = Field(
+        "", description="language.base recipe (or run:<id>) whose weights and tokenizer this base starts from"
     )
 
     @field_validator("refuse_languages")
@@ -155,9 +164,29 @@ def tokenizer_corpus(world: World, reasoned: bool = False) -> list[str]:
     return texts
 
 
-def build_base(cfg: BaseRecipe, data: LangData) -> ChatLM:
+def warm_start(cfg: BaseRecipe, ctx: RunContext) -> ChatLM:
+    """The model of ``model.init_from`` (its run with this run's seed, trained first if missing); it must be a
+    tiny world Llama of this recipe's shape, so that the warm start is the same network."""
+    ref = cfg.model.init_from
+    overrides = None if ref.startswith("run:") else {"seed": cfg.seed}
+    run = ctx.dependency(ref, field="model.init_from", overrides=overrides)
+    lm = load_lm(ctx, run)
+    mine = cfg.model.tiny.model_dump()
+    if lm.meta.get("source") != "tiny" or lm.meta.get("tiny") != mine:
+        raise UserError(f"run {run.id} is not a tiny world Llama of shape {mine}; a warm start needs the same "
+                        "model.tiny", where=cfg.source or "recipe", field="model.init_from")
+    lm.meta.pop("run", None)
+    lm.meta["init_from"] = run.id
+    return lm
+
+
+def build_base(cfg: BaseRecipe, data: LangData, ctx: RunContext | None = None) -> ChatLM:
     if cfg.model.path:
         return load_hf(cfg.model.path, cfg.model.tokenizer, where=cfg.source)
+    if cfg.model.init_from:
+        if ctx is None:
+            raise UserError("a warm start (model.init_from) needs a run", field="model.init_from")
+        return warm_start(cfg, ctx)
     world = data.world
     assert world is not None
     tok = train_tokenizer(tokenizer_corpus(world, cfg.model.reasoned_share > 0), cfg.model.tiny.vocab_size)
@@ -168,7 +197,10 @@ def build_base(cfg: BaseRecipe, data: LangData) -> ChatLM:
 def run(cfg: BaseRecipe, ctx: RunContext) -> None:
     """Train the tiny world Llama into an unaligned base chat model (or register a local HF model)."""
     data = load_lang_data(cfg.data)
-    lm = build_base(cfg, data)
+    if cfg.model.path and cfg.model.init_from:
+        raise UserError("model.path and model.init_from both name the starting model; expected one",
+                        where=cfg.source or "recipe", field="model.init_from")
+    lm = build_base(cfg, data, ctx)
     if cfg.model.path:
         ctx.evaluate(lm.to(ctx.device), data)
         save_lm(ctx, lm, meta={"pointer": True})
