@@ -553,10 +553,8 @@ def _preload(spec: SweepSpec) -> None:
 
     recipe = spec.recipe()
     run_fn = get_kind(recipe.kind).run
-    for ev in getattr(recipe, "eval", None) or []:
-        name = getattr(ev, "name", None)
-        if isinstance(name, str):
-            get_evaluator(name)
+    for ev in recipe.eval:
+        get_evaluator(ev.name)
     package = importlib.import_module(run_fn.__module__.rsplit(".", 1)[0])
     for module in getattr(package, "PRELOAD", ()):
         importlib.import_module(module)
