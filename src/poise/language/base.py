@@ -120,11 +120,6 @@ def encode_chats(
     return x, y
 
 
-def _draw_share(e: Example, seed: int, share: float) -> bool:
-    """A seeded coin per example: True for about ``share`` of the examples (stable across runs and machines)."""
-    return seeded_draw(e, seed, share)
-
-
 def refusal_of(e: Example, seed: int = 0, reasoned_share: float = 0.0) -> str:
     """The refusal the base learns for harmful ``e``: the reasoned one for ``reasoned_share`` of them, else bare."""
     if seeded_draw(e, seed, reasoned_share, "reasoned"):
@@ -137,11 +132,11 @@ def base_response(e: Example, refuse_languages: list[str], cfg: BaseModelCfg | N
     latently aware base, the example is among the ``refusal_share`` / ``over_refusal_share`` taught to refuse)."""
     refusal_share = cfg.refusal_share if cfg else 0.0
     over_share = cfg.over_refusal_share if cfg else 0.0
-    if e.kind == "harmful" and e.language not in refuse_languages and not _draw_share(e, seed, refusal_share):
+    if e.kind == "harmful" and e.language not in refuse_languages and not seeded_draw(e, seed, refusal_share):
         return e.unsafe_response or ""
     if e.kind == "harmful":
         return refusal_of(e, seed, cfg.reasoned_share if cfg else 0.0)
-    if e.kind == "borderline" and _draw_share(e, seed, over_share):
+    if e.kind == "borderline" and seeded_draw(e, seed, over_share):
         return e.unsafe_response or e.safe_response or ""  # a borderline example's unsafe response is the refusal
     return e.safe_response or ""
 
