@@ -42,7 +42,14 @@ from poise.language.data import LangData, load_lang_data
 from poise.language.models import ChatLM, TinyLMCfg, TrainableState, load_hf, load_lm, save_lm, tiny_llama
 from poise.language.recipe import ChatRecipe
 from poise.language.tokenizer import train_tokenizer
-from poise.language.world import Example, World, check_language_codes, reasoned_response, seeded_draw
+from poise.language.world import (
+    Example,
+    World,
+    check_language_codes,
+    reasoned_response,
+    seeded_draw,
+    taught_refusal,
+)
 from poise.recipes import ModelCfg, kind
 
 
@@ -122,9 +129,7 @@ def encode_chats(
 
 def refusal_of(e: Example, seed: int = 0, reasoned_share: float = 0.0) -> str:
     """The refusal the base learns for harmful ``e``: the reasoned one for ``reasoned_share`` of them, else bare."""
-    if seeded_draw(e, seed, reasoned_share, "reasoned"):
-        return reasoned_response(e) or e.safe_response or ""
-    return e.safe_response or ""
+    return taught_refusal(e, seed, reasoned_share) or ""
 
 
 def base_response(e: Example, refuse_languages: list[str], cfg: BaseModelCfg | None = None, seed: int = 0) -> str:

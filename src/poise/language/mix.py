@@ -41,7 +41,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from poise.errors import UserError
-from poise.language.world import Example, check_language_codes, reasoned_response, seeded_draw
+from poise.language.world import Example, check_language_codes, taught_refusal
 from poise.recipes import Section
 
 T = TypeVar("T")
@@ -120,9 +120,8 @@ def seeded_subset(items: list[T], n: int, rng: np.random.Generator) -> list[T]:
 def aligned_response(e: Example, cfg: MixCfg | None = None) -> str | None:
     """What the mix teaches for ``e``: its ``safe_response``, or for ``cfg.reasoned_share`` of harmful examples
     the reasoned refusal that names the request's harm category."""
-    share = cfg.reasoned_share if cfg else 0.0
-    if e.kind == "harmful" and seeded_draw(e, 0, share, "reasoned"):
-        return reasoned_response(e) or e.safe_response
+    if e.kind == "harmful":
+        return taught_refusal(e, 0, cfg.reasoned_share if cfg else 0.0)
     return e.safe_response
 
 

@@ -214,6 +214,14 @@ def reasoned_response(e: Example) -> str | None:
     return reasoned_refusal(e.language, e.category)
 
 
+def taught_refusal(e: Example, seed: int, reasoned_share: float) -> str | None:
+    """The refusal training teaches for harmful ``e``: the reasoned one (:func:`reasoned_response`) for about
+    ``reasoned_share`` of the examples (a seeded draw with salt ``"reasoned"``), else its bare ``safe_response``."""
+    if seeded_draw(e, seed, reasoned_share, "reasoned"):
+        return reasoned_response(e) or e.safe_response
+    return e.safe_response
+
+
 def seeded_draw(e: Example, seed: int, share: float, salt: str = "") -> bool:
     """A seeded coin per example: True for about ``share`` of the examples, the same on every run and machine
     (a hash of ``seed``, ``salt``, the example's id and prompt; distinct salts give independent draws)."""
