@@ -36,7 +36,7 @@ JSONL schema (one example per line; :func:`write_jsonl` / :func:`read_jsonl`)::
 world example has a reasoned one, :func:`reasoned_response`: the same refusal followed by a sentence that
 names the request's harm category in its language ("… The request involves poisoning."). It is not a JSONL
 field (it follows from ``language`` and ``category``); training mixes and bases choose a share of their
-refusals to be reasoned with :func:`seeded_draw` (``mix.reasoned_share``, ``model.reasoned_share``).
+refusals to be reasoned with :func:`taught_refusal` (``mix.reasoned_share``, ``model.reasoned_share``).
 
 **Jailbreaks** (:mod:`poise.language.jailbreaks`): harmful requests wrapped in a jailbreak family are harmful
 examples with ``task = "jailbreak"`` and ``attack`` set. Validation and test wrap their split's held-out
