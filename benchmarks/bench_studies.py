@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FULL_AA = ('study.set={ eval = [ { name = "vision.clean_accuracy" }, { name = "vision.robust_accuracy", '
            'attack = "pgd", steps = 20 }, { name = "vision.robust_accuracy", attack = "autoattack", n = 200, '
            'steps = 25, n_targets = 3, square_queries = 500 } ] }')
+PENDULUM_8K = ('study.set={ "train.budget.steps" = 8000, "eval.0.seeds" = 3, "eval.0.episodes" = 4, '
+               '"eval.1.seeds" = 3, "eval.1.episodes" = 4, "eval.1.budgets" = [0.25, 0.5, 1.0], "eval.1.steps" = 10 }')
 
 # name -> (recipe, args, what the size is)
 STUDIES: dict[str, tuple[str, list[str], str]] = {
@@ -36,8 +38,10 @@ STUDIES: dict[str, tuple[str, list[str], str]] = {
                     "8 tuning trials a learned row, 5 seeds, every test face"),
     "lipschitz": ("recipes/control/study-lipschitz-linear.toml", [],
                   "the full study: double integrator, 8 tuning trials a row (lr, on validation states), 5 seeds"),
-    "action-at": ("recipes/control/study-action-at-pendulum.toml", ["--quick"],
-                  "Pendulum, the study's quick size: 2 tuning trials a row, 3 seeds"),
+    "action-at": ("recipes/control/study-action-at-pendulum.toml", ["--set", "study.trials=4", "--set", PENDULUM_8K],
+                  "Pendulum-v1, the full recipes (zoo SAC, 256×256, 200-step episodes) at 8,000 steps for every row "
+                  "(the fine-tune trains 8,000 more from the nominal agent of its seed), 4 tuning trials a row, "
+                  "3 seeds; evaluation on 3 × 4 test episodes, attack budgets 0.25 / 0.5 / 1.0, 10-step attacks"),
     "action-at-mountaincar": ("recipes/control/study-action-at-mountaincar.toml", ["--quick"],
                               "MountainCarContinuous, the study's quick size: 2 tuning trials a row, 3 seeds"),
 }
