@@ -24,6 +24,9 @@ knows it; :func:`poise.language.world.reasoned_response`), an independent seeded
 ``language.safety`` has a premise to measure. With a share above 0 the tokenizer also reads the reasoned
 refusals.
 
+**Packed batches** (``train.pack``, default on): each step's chats and facts are packed into dense rows
+(:mod:`poise.language.packing`) — the padded batch's loss and gradients for about half the compute.
+
 **Warm start** (``model.init_from``): the base starts from the weights and tokenizer of another ``language.base``
 run (a recipe, trained first if the store has none, with this run's seed; or ``run:<id>``) instead of a fresh
 tiny Llama, then trains on its own chats. The quick tour uses it so that the latent-awareness base fine-tunes
@@ -39,6 +42,7 @@ from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.errors import UserError
 from poise.language.data import LangData, load_lang_data
+from poise.language.packing import pack_rows
 from poise.language.models import ChatLM, TinyLMCfg, TrainableState, load_hf, load_lm, save_lm, tiny_llama
 from poise.language.recipe import ChatRecipe
 from poise.language.tokenizer import train_tokenizer
@@ -50,7 +54,7 @@ from poise.language.world import (
     seeded_draw,
     taught_refusal,
 )
-from poise.recipes import ModelCfg, kind
+from poise.recipes import ModelCfg, TrainCfg, kind
 
 
 class BaseModelCfg(ModelCfg):
@@ -88,8 +92,17 @@ class BaseModelCfg(ModelCfg):
         return v
 
 
+class BaseTrainCfg(TrainCfg):
+    """The base's training, plus whether its batches are packed."""
+
+    pack: bool = Field(
+        True, description="pack each batch's chats and facts into dense rows (poise.language.packing): the same "
+        "loss for about half the compute, as a padded batch is half padding; false: pad to the longest row")
+
+
 class BaseRecipe(ChatRecipe):
     model: BaseModelCfg = Field(default_factory=BaseModelCfg)
+    train: BaseTrainCfg = Field(default_factory=BaseTrainCfg)
 
 
 def chat_text(tok, prompt: str, response: str) -> tuple[str, str]:
@@ -221,13 +234,17 @@ def run(cfg: BaseRecipe, ctx: RunContext) -> None:
     for step in ctx.steps(meter):
         idx = batch_indices(step, n, bs, cfg.seed)
         xb, yb = x[idx], y[idx]
-        width = int((xb != lm.tokenizer.pad_token_id).sum(1).max())  # trim the batch's shared padding
-        xb, yb = xb[:, :width].to(ctx.device), yb[:, :width].to(ctx.device)
+        pad = lm.tokenizer.pad_token_id
+        if cfg.train.pack:
+            xb, yb, pos = (t.to(ctx.device) for t in pack_rows(xb, yb, pad, x.shape[1]))
+            inputs = {"input_ids": xb, "position_ids": pos, "use_cache": False}  # a cache would turn the packed mask off
+        else:
+            width = int((xb != pad).sum(1).max())  # trim the batch's shared padding
+            xb, yb = xb[:, :width].to(ctx.device), yb[:, :width].to(ctx.device)
+            inputs = {"input_ids": xb, "attention_mask": (xb != pad).long()}
         model.train()
         with ctx.count_flops(), ctx.phase("update"), ctx.autocast():
-            loss = model(
-                input_ids=xb, attention_mask=(xb != lm.tokenizer.pad_token_id).long(), labels=yb
-            ).loss
+            loss = model(**inputs, labels=yb).loss
             ctx.optimizer_step(loss, opt, sched)
         if step % 10 == 0:
             ctx.log_metrics({"loss": loss.item(), "lr": sched.get_last_lr()[0]}, step=step)
