@@ -251,6 +251,21 @@ def main(quick: bool = False) -> str:
 
 MIX_KEYS = ("utility.benign_acc", "safety.harmful_compliance", "safety.over_refusal")
 
+# The size `make bench` runs (the shipped recipe's full form is 54 SFT/DPO trainings of 300 steps on a base of 1,500
+# steps: hours on a 2-core CPU): the recipe's quick form (the quick base: 700 steps) with the paper's design put
+# back — all four merge methods, the full weight grid, every world language, three seeds — and 60 training steps
+# per SFT / DPO model, scored on a larger test split. ``POISE_BENCH_MIX=full`` runs the shipped full form.
+_MIX_SPLIT = {"train.budget.steps": 60, "data.world.benign.test": 12, "data.world.harmful.test": 12,
+              "data.world.borderline.test": 8}
+MIX_MEDIUM = {
+    "model.seeds": [0, 1, 2], "model.methods": ["linear", "slerp", "ties", "dare_ties"],
+    "model.grid": [0.0, 0.3, 0.5, 0.7, 1.0], "model.languages": ["en", "fr", "de", "es", "ru", "sw"],
+    "model.sft_set": _MIX_SPLIT, "model.dpo_set": _MIX_SPLIT,
+}
+MIX_MEDIUM_SIZE = ("the recipe's quick form (quick base of 700 steps) with every merge method, the full weight grid, "
+                   "the six world languages and three seeds; each SFT / DPO model 60 steps; test split 12 benign, 12 "
+                   "harmful and 8 borderline prompts per language")
+
 
 def mix_vs_merge(quick: bool) -> str:
     """The shipped ``merging/mix-vs-merge.toml`` study: SFT and DPO checkpoints, merge weights searched on val,
@@ -261,8 +276,11 @@ def mix_vs_merge(quick: bool) -> str:
 
     from poise.stats import Interval
 
-    lab = Lab(quick)
-    run = lab.run("experiment", "merging/mix-vs-merge.toml", {})
+    full = os.environ.get("POISE_BENCH_MIX") == "full" and not quick
+    lab = Lab(quick or not full)
+    overrides = {} if quick or full else MIX_MEDIUM
+    size = "the recipe's quick form" if quick else ("the shipped full form" if full else MIX_MEDIUM_SIZE)
+    run = lab.run("experiment", "merging/mix-vs-merge.toml", overrides)
     art = next(a for a in lab.store.artifacts(run.id) if a.name == "mix_vs_merge")
     table = json.loads(art.path.read_text())
     langs = table["languages"]
@@ -275,7 +293,7 @@ def mix_vs_merge(quick: bool) -> str:
         return iv.format(scale=scale, digits=3)
 
     lines = [
-        f"Mix vs merge on the safety world (`merging/mix-vs-merge.toml`{', [quick]' if quick else ''}; seeds "
+        f"Mix vs merge on the safety world (`merging/mix-vs-merge.toml`; size: {size}; seeds "
         f"{table['seeds']}): SFT and DPO of one base chat model on the general + safety data mix, vs merges of "
         "general-only and safety-only models (objective-based) and of one model per language (language-based); "
         f"merge weights searched on val over {table['grid']} (weight of the focus model: safety, or the first "
