@@ -24,6 +24,8 @@ FULL_AA = ('study.set={ eval = [ { name = "vision.clean_accuracy" }, { name = "v
            'steps = 25, n_targets = 3, square_queries = 500 } ] }')
 PENDULUM_8K = ('study.set={ "train.budget.steps" = 8000, "eval.0.seeds" = 3, "eval.0.episodes" = 4, '
                '"eval.1.seeds" = 3, "eval.1.episodes" = 4, "eval.1.budgets" = [0.25, 0.5, 1.0], "eval.1.steps" = 10 }')
+MOUNTAINCAR_20K = ('study.set={ "train.budget.steps" = 20000, "eval.0.seeds" = 3, "eval.0.episodes" = 4, '
+                   '"eval.1.seeds" = 3, "eval.1.episodes" = 4, "eval.1.budgets" = [0.25, 0.5, 1.0], "eval.1.steps" = 10 }')
 LANGUAGE_60 = ('study.set={ "model.base" = "language/base-aware.toml", "train.budget.steps" = 60, '
                '"data.world.benign.test" = 12, "data.world.harmful.test" = 12, "data.world.borderline.test" = 8, '
                '"data.world.jailbreaks.test" = 2 }')
@@ -45,8 +47,12 @@ STUDIES: dict[str, tuple[str, list[str], str]] = {
                   "Pendulum-v1, the full recipes (zoo SAC, 256×256, 200-step episodes) at 8,000 steps for every row "
                   "(the fine-tune trains 8,000 more from the nominal agent of its seed), 4 tuning trials a row, "
                   "3 seeds; evaluation on 3 × 4 test episodes, attack budgets 0.25 / 0.5 / 1.0, 10-step attacks"),
-    "action-at-mountaincar": ("recipes/control/study-action-at-mountaincar.toml", ["--quick"],
-                              "MountainCarContinuous, the study's quick size: 2 tuning trials a row, 3 seeds"),
+    "action-at-mountaincar": ("recipes/control/study-action-at-mountaincar.toml",
+                              ["--set", "study.trials=3", "--set", MOUNTAINCAR_20K],
+                              "MountainCarContinuous-v0, the full recipes (zoo SAC with gSDE, 64×64) at 20,000 steps "
+                              "for every row (the fine-tune trains 20,000 more from the nominal agent of its seed), "
+                              "3 tuning trials a row, 3 seeds; evaluation on 3 × 4 test episodes, attack budgets "
+                              "0.25 / 0.5 / 1.0, 10-step attacks"),
     "language": ("recipes/language/study-alphaalign.toml", ["--quick", "--set", "study.trials=4", "--set", LANGUAGE_60],
                  "the six-language world; every row from the quick latent-awareness base of its seed (the quick base, "
                  "700 steps, warm-started 50 steps on aware chats), each row's quick settings at 60 training steps "
