@@ -58,6 +58,12 @@ STUDIES: dict[str, tuple[str, list[str], str]] = {
                  "700 steps, warm-started 50 steps on aware chats), each row's quick settings at 60 training steps "
                  "(AlphaAlign: 2 prompts × 8 rollouts a step), 4 tuning trials a row on val, 3 seeds; test split 12 "
                  "benign, 12 harmful, 8 borderline prompts and 2 jailbreaks a family per language"),
+    "language-long-rl": ("recipes/language/study-alphaalign.toml",
+                         ["--quick", "--set", "study.trials=4", "--set", LANGUAGE_60,
+                          *(a for i in range(3) for a in ("--set", f'study.rows.{i}.set={{ "train.budget.steps" = 300 }}'))],
+                         "the language study above with the three AlphaAlign rows trained 300 RL steps (2 prompts × 8 "
+                         "rollouts a step: 4,800 sampled answers, against SFT's 60 × 32 = 1,920 examples); the SFT and "
+                         "DPO rows are the same runs as above (reused)"),
 }
 
 
