@@ -122,7 +122,7 @@ def _md(headers: list[str], rows: list[list[object]]) -> list[str]:
     return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *("| " + " | ".join(r) + " |" for r in esc)]
 
 
-def render(name: str, size: str, result: dict) -> list[str]:
+def render(name: str, size: str, result: dict, config: dict | None = None) -> list[str]:
     from poise.study.report import claim_rows, table_rows, tuning_rows
 
     headers, rows = table_rows(result)
@@ -130,6 +130,7 @@ def render(name: str, size: str, result: dict) -> list[str]:
            f"{len(result['seeds'])} seeds ({', '.join(map(str, result['seeds']))}), mean ± 95 % t-interval; "
            f"tuning objective `{result['objective']}` on the validation split, {result['trials']} trials a row.", ""]
     out += _md(headers, rows) + [""]
+    out += starting_base(config or {}, bool(result.get("quick")))
     out += ["Tuned settings (validation split):", ""]
     out += _md(["row", "space", "trials", "chosen", "best val"], tuning_rows(result)) + [""]
     if result["claims"]:
@@ -137,6 +138,40 @@ def render(name: str, size: str, result: dict) -> list[str]:
         out += _md(["claim", "metric", "rows", "relation", "a − b", "verdict"],
                    [r[:6] for r in claim_rows(result)]) + [""]
     return out
+
+
+BASE_KEYS = (("sampled_refusal", "refuses harmful (sampled)"), ("sampled_over_refusal", "over-refuses borderline (sampled)"),
+             ("harmful_compliance", "complies with harmful (greedy)"), ("over_refusal", "over-refuses (greedy)"),
+             ("benign_acc", "benign accuracy"))
+
+
+def starting_base(config: dict, quick: bool) -> list[str]:
+    """For a study whose rows all start from one base chat model (``model.base`` in its ``set``): that base's
+    rates per language, read from its run in the bench store (AlphaAlign's premise: a minority of refusals in
+    every language, some over-refusal)."""
+    from poise.language.evaluators import metric_languages
+    from poise.recipes import load_recipe, resolve_recipe_path
+    from poise.store import Store
+
+    ref = config.get("study", {}).get("set", {}).get("model.base")
+    if not ref:
+        return []
+    want = load_recipe(resolve_recipe_path(ref), {}, quick=quick).config_hash()
+    for d in _store_dirs():
+        if not (d / "poise.db").exists():
+            continue
+        store = Store(root=d)
+        run = store.find_done(want)
+        if run is None:
+            continue
+        final = {k.split(".", 1)[1]: m.value for k, m in store.final_metrics([run.id]).get(run.id, {}).items()}
+        langs = metric_languages(f"safety.{k}" for k in final)
+        rows = [[label, *(f"{final[f'{key}_{lang}']:.2f}" if f"{key}_{lang}" in final else "" for lang in langs),
+                 f"{final.get(key, float('nan')):.2f}"] for key, label in BASE_KEYS]
+        return [f"The base every row starts from (`{ref}`, run {run.id}, seed {run.seed}; its own test split), per "
+                "language:", "",
+                *_md(["rate", *langs, "all"], rows), ""]
+    return []
 
 
 def main(quick: bool = False) -> str:
@@ -160,7 +195,7 @@ def main(quick: bool = False) -> str:
         if result is None:
             lines += [f"### {name}", "", f"`{command}` did not finish ({error}); run the bench again to resume it.", ""]
             continue
-        lines += render(name, size, result)
+        lines += render(name, size, result, config)
         if took:
             lines += [f"_(ran in {took:.0f} s)_", ""]
         from poise.study.report import claim_rows
