@@ -25,10 +25,12 @@ FULL_AA = ('study.set={ eval = [ { name = "vision.clean_accuracy" }, { name = "v
 PENDULUM_8K = ('study.set={ "train.budget.steps" = 8000, "eval.0.seeds" = 3, "eval.0.episodes" = 4, '
                '"eval.1.seeds" = 3, "eval.1.episodes" = 4, "eval.1.budgets" = [0.25, 0.5, 1.0], "eval.1.steps" = 10 }')
 MOUNTAINCAR_20K = ('study.set={ "train.budget.steps" = 20000, "eval.0.seeds" = 3, "eval.0.episodes" = 4, '
-                   '"eval.1.seeds" = 3, "eval.1.episodes" = 4, "eval.1.budgets" = [0.25, 0.5, 1.0], "eval.1.steps" = 10 }')
+                   '"eval.1.seeds" = 3, "eval.1.episodes" = 4, "eval.1.budgets" = [0.25, 0.5, 1.0], '
+                   '"eval.1.steps" = 10 }')
 LANGUAGE_60 = ('study.set={ "model.base" = "language/base-aware.toml", "train.budget.steps" = 60, '
                '"data.world.benign.test" = 12, "data.world.harmful.test" = 12, "data.world.borderline.test" = 8, '
                '"data.world.jailbreaks.test" = 2 }')
+RL_300 = 'study.rows.{}.set={{ "train.budget.steps" = 300 }}'  # an AlphaAlign row (0, 1, 2) at 300 RL steps
 
 # name -> (recipe, args, what the size is)
 STUDIES: dict[str, tuple[str, list[str], str]] = {
@@ -60,7 +62,7 @@ STUDIES: dict[str, tuple[str, list[str], str]] = {
                  "benign, 12 harmful, 8 borderline prompts and 2 jailbreaks a family per language"),
     "language-long-rl": ("recipes/language/study-alphaalign.toml",
                          ["--quick", "--set", "study.trials=4", "--set", LANGUAGE_60,
-                          *(a for i in range(3) for a in ("--set", f'study.rows.{i}.set={{ "train.budget.steps" = 300 }}'))],
+                          *(a for i in range(3) for a in ("--set", RL_300.format(i)))],
                          "the language study above with the three AlphaAlign rows trained 300 RL steps (2 prompts × 8 "
                          "rollouts a step: 4,800 sampled answers, against SFT's 60 × 32 = 1,920 examples); the SFT and "
                          "DPO rows are the same runs as above (reused)"),
@@ -140,7 +142,8 @@ def render(name: str, size: str, result: dict, config: dict | None = None) -> li
     return out
 
 
-BASE_KEYS = (("sampled_refusal", "refuses harmful (sampled)"), ("sampled_over_refusal", "over-refuses borderline (sampled)"),
+BASE_KEYS = (("sampled_refusal", "refuses harmful (sampled)"),
+             ("sampled_over_refusal", "over-refuses borderline (sampled)"),
              ("harmful_compliance", "complies with harmful (greedy)"), ("over_refusal", "over-refuses (greedy)"),
              ("benign_acc", "benign accuracy"))
 

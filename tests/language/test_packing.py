@@ -39,7 +39,7 @@ def test_packing_keeps_every_token_once_and_every_label_but_each_pieces_first(le
     # positions restart at 0 at each piece and count up within it: a piece is one original row, in order
     for r in range(len(ids)):
         starts = (pos[r] == 0).nonzero().flatten().tolist() + [ids.shape[1]]
-        for a, b in zip(starts, starts[1:]):
+        for a, b in zip(starts, starts[1:], strict=False):
             piece = ids[r, a:b]
             if (piece == PAD).all():
                 continue
@@ -75,7 +75,7 @@ def test_the_packed_loss_and_gradients_are_the_padded_batchs(tiny_model_dir):
     loss = model(input_ids=ids, position_ids=pos, labels=labels, use_cache=False).loss
     loss.backward()
     assert loss.item() == pytest.approx(ref.item(), abs=1e-5)
-    for a, b in zip(ref_grads, (p.grad for p in model.parameters())):
+    for a, b in zip(ref_grads, (p.grad for p in model.parameters()), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 

@@ -42,8 +42,8 @@ from poise.batching import batch_indices, steps_per_epoch
 from poise.context import RunContext
 from poise.errors import UserError
 from poise.language.data import LangData, load_lang_data
-from poise.language.packing import pack_rows
 from poise.language.models import ChatLM, TinyLMCfg, TrainableState, load_hf, load_lm, save_lm, tiny_llama
+from poise.language.packing import pack_rows
 from poise.language.recipe import ChatRecipe
 from poise.language.tokenizer import train_tokenizer
 from poise.language.world import (
@@ -237,7 +237,8 @@ def run(cfg: BaseRecipe, ctx: RunContext) -> None:
         pad = lm.tokenizer.pad_token_id
         if cfg.train.pack:
             xb, yb, pos = (t.to(ctx.device) for t in pack_rows(xb, yb, pad, x.shape[1]))
-            inputs = {"input_ids": xb, "position_ids": pos, "use_cache": False}  # a cache would turn the packed mask off
+            # no cache: with one, transformers would not build the packed (per-piece) attention mask
+            inputs = {"input_ids": xb, "position_ids": pos, "use_cache": False}
         else:
             width = int((xb != pad).sum(1).max())  # trim the batch's shared padding
             xb, yb = xb[:, :width].to(ctx.device), yb[:, :width].to(ctx.device)
