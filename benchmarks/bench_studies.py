@@ -56,8 +56,8 @@ STUDIES: dict[str, tuple[str, list[str], str]] = {
                               "3 tuning trials a row, 3 seeds; evaluation on 3 × 4 test episodes, attack budgets "
                               "0.25 / 0.5 / 1.0, 10-step attacks"),
     "language": ("recipes/language/study-alphaalign.toml", ["--quick", "--set", "study.trials=4", "--set", LANGUAGE_60],
-                 "the six-language world; every row from the quick latent-awareness base of its seed (the quick base, "
-                 "700 steps, warm-started 50 steps on aware chats), each row's quick settings at 60 training steps "
+                 "the six-language world; every row from one quick latent-awareness base (seed 0: the quick base, "
+                 "700 steps, warm-started 50 steps on aware chats; trained once), each row's quick settings at 60 training steps "
                  "(AlphaAlign: 2 prompts × 8 rollouts a step), 4 tuning trials a row on val, 3 seeds; test split 12 "
                  "benign, 12 harmful, 8 borderline prompts and 2 jailbreaks a family per language"),
     "language-long-rl": ("recipes/language/study-alphaalign.toml",
