@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_AA = ('study.set={ eval = [ { name = "vision.clean_accuracy" }, { name = "vision.robust_accuracy", '
@@ -57,9 +58,9 @@ STUDIES: dict[str, tuple[str, list[str], str]] = {
                               "0.25 / 0.5 / 1.0, 10-step attacks"),
     "language": ("recipes/language/study-alphaalign.toml", ["--quick", "--set", "study.trials=4", "--set", LANGUAGE_60],
                  "the six-language world; every row from one quick latent-awareness base (seed 0: the quick base, "
-                 "700 steps, warm-started 50 steps on aware chats; trained once), each row's quick settings at 60 training steps "
-                 "(AlphaAlign: 2 prompts × 8 rollouts a step), 4 tuning trials a row on val, 3 seeds; test split 12 "
-                 "benign, 12 harmful, 8 borderline prompts and 2 jailbreaks a family per language"),
+                 "700 steps, warm-started 50 steps on aware chats; trained once), each row's quick settings at 60 "
+                 "training steps (AlphaAlign: 2 prompts × 8 rollouts a step), 4 tuning trials a row on val, 3 seeds; "
+                 "test split 12 benign, 12 harmful, 8 borderline prompts and 2 jailbreaks a family per language"),
     "language-long-rl": ("recipes/language/study-alphaalign.toml",
                          ["--quick", "--set", "study.trials=4", "--set", LANGUAGE_60,
                           *(a for i in range(3) for a in ("--set", RL_300.format(i)))],
@@ -74,13 +75,7 @@ def _store_dirs() -> list[Path]:
     return [Path(p) for p in raw.split(os.pathsep) if p]
 
 
-def _same_study(stored: dict, wanted: dict) -> bool:
-    """The same study config, whatever the cost accounting (the grid's country does not change a number)."""
-    strip = lambda c: {k: v for k, v in c.items() if k != "cost"}  # noqa: E731
-    return strip(stored) == strip(wanted)
-
-
-def _find(command: str, config: dict) -> dict | None:
+def _find(command: str, config_hash: str) -> dict | None:
     """The comparison of a finished study run of exactly this command and study config (the recipe file may
     have changed under the same command), in any of the bench stores."""
     from poise.store import Store
@@ -91,7 +86,7 @@ def _find(command: str, config: dict) -> dict | None:
             continue
         store = Store(root=d)
         for run in sorted(store.list_runs(kind="study.compare", status="done"), key=lambda r: -(r.started or 0)):
-            if not _same_study(run.config, config):
+            if run.config_hash != config_hash:  # the study's identity, how costs are accounted left out
                 continue
             result = load_comparison(store, run)
             if result and result.get("command") == command:
@@ -99,13 +94,13 @@ def _find(command: str, config: dict) -> dict | None:
     return None
 
 
-def _command(recipe: str, args: list[str]) -> tuple[str, dict]:
-    """The command line a study records, and its resolved config."""
+def _command(recipe: str, args: list[str]) -> tuple[str, Any]:
+    """The command line a study records, and its recipe."""
     from poise.recipes import load_recipe, parse_set_options
 
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     cfg = load_recipe(recipe, parse_set_options(sets), quick="--quick" in args)
-    return cfg.command(), cfg.resolved()
+    return cfg.command(), cfg
 
 
 def _run(recipe: str, args: list[str]) -> tuple[float, str]:
@@ -124,7 +119,7 @@ def _md(headers: list[str], rows: list[list[object]]) -> list[str]:
     return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *("| " + " | ".join(r) + " |" for r in esc)]
 
 
-def render(name: str, size: str, result: dict, config: dict | None = None) -> list[str]:
+def render(name: str, size: str, result: dict, study_set: dict | None = None) -> list[str]:
     from poise.study.report import claim_rows, table_rows, tuning_rows
 
     headers, rows = table_rows(result)
@@ -132,7 +127,7 @@ def render(name: str, size: str, result: dict, config: dict | None = None) -> li
            f"{len(result['seeds'])} seeds ({', '.join(map(str, result['seeds']))}), mean ± 95 % t-interval; "
            f"tuning objective `{result['objective']}` on the validation split, {result['trials']} trials a row.", ""]
     out += _md(headers, rows) + [""]
-    out += starting_base(config or {}, bool(result.get("quick")))
+    out += starting_base(study_set or {}, bool(result.get("quick")))
     out += ["Tuned settings (validation split):", ""]
     out += _md(["row", "space", "trials", "chosen", "best val"], tuning_rows(result)) + [""]
     if result["claims"]:
@@ -148,7 +143,7 @@ BASE_KEYS = (("sampled_refusal", "refuses harmful (sampled)"),
              ("benign_acc", "benign accuracy"))
 
 
-def starting_base(config: dict, quick: bool) -> list[str]:
+def starting_base(study_set: dict, quick: bool) -> list[str]:
     """For a study whose rows all start from one base chat model (``model.base`` in its ``set``): that base's
     rates per language, read from its run in the bench store (AlphaAlign's premise: a minority of refusals in
     every language, some over-refusal)."""
@@ -156,7 +151,7 @@ def starting_base(config: dict, quick: bool) -> list[str]:
     from poise.recipes import load_recipe, resolve_recipe_path
     from poise.store import Store
 
-    ref = config.get("study", {}).get("set", {}).get("model.base")
+    ref = study_set.get("model.base")
     if not ref:
         return []
     want = load_recipe(resolve_recipe_path(ref), {}, quick=quick).config_hash()
@@ -189,16 +184,16 @@ def main(quick: bool = False) -> str:
         recipe, args, size = STUDIES[name]
         if quick:  # a smoke test: the study's own quick form
             args, size = ["--quick"], "the study's quick form"
-        command, config = _command(recipe, args)
-        result = _find(command, config)
+        command, cfg = _command(recipe, args)
+        result = _find(command, cfg.config_hash())
         took, error = (0.0, "")
         if result is None:
             took, error = _run(recipe, args)
-            result = _find(command, config)
+            result = _find(command, cfg.config_hash())
         if result is None:
             lines += [f"### {name}", "", f"`{command}` did not finish ({error}); run the bench again to resume it.", ""]
             continue
-        lines += render(name, size, result, config)
+        lines += render(name, size, result, cfg.study.set)
         if took:
             lines += [f"_(ran in {took:.0f} s)_", ""]
         from poise.study.report import claim_rows
