@@ -14,14 +14,14 @@ from tests.language.conftest import TINY_TOML, WORLD
 PAD = 0
 
 
-def _padded(lengths: list[int], width: int, first_label: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded rows of distinct token ids (row i, position j -> 1000 i + j + 1), labels the ids."""
+def _padded(lengths: list[int], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded rows of distinct token ids (row i, position j -> 1000 i + j + 1), labels the ids but the first."""
     x = torch.full((len(lengths), width), PAD, dtype=torch.long)
     y = torch.full((len(lengths), width), -100, dtype=torch.long)
     for i, n in enumerate(lengths):
         x[i, :n] = 1000 * i + torch.arange(n) + 1
         y[i, :n] = x[i, :n]
-        y[i, 0] = first_label
+        y[i, 0] = -100
     return x, y
 
 
